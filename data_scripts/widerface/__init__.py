@@ -1,0 +1,1 @@
+"""WIDER FACE val: layout and ground truth, preprocessing, evaluation, generated samples."""

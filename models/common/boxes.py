@@ -1,0 +1,147 @@
+"""Box arithmetic shared by the recipes, in numpy: IoU, NMS, and both box codings.
+
+Boxes are (x1, y1, x2, y2) float arrays. Areas use the continuous convention
+(x2 - x1) * (y2 - y1), as torchvision's nms and detectron2 do; degenerate boxes
+(zero or negative extent) have area 0 and overlap nothing.
+"""
+
+import math
+
+import numpy as np
+
+# detectron2's Box2BoxTransform clamp: exp() of larger deltas would overflow to inf.
+DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
+
+
+def area(boxes):
+    boxes = np.asarray(boxes, dtype=np.float64)
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def iou_matrix(a, b):
+    """IoU of every box in `a` (N, 4) with every box in `b` (M, 4): an (N, M) array."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def nms(boxes, scores, iou_threshold):
+    """Greedy non-maximum suppression; the indices kept, highest score first.
+
+    A box is suppressed when its IoU with a kept box is > iou_threshold. Equal scores
+    keep their input order (stable sort), so results do not depend on sort internals.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    areas = area(boxes)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        lt = np.maximum(boxes[i, :2], boxes[rest, :2])
+        rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
+        wh = np.clip(rb - lt, 0, None)
+        inter = wh[:, 0] * wh[:, 1]
+        union = areas[i] + areas[rest] - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def batched_nms(boxes, scores, labels, iou_threshold):
+    """NMS within each label independently; the indices kept, highest score first.
+
+    Boxes of different labels are shifted apart so that they never overlap, the trick
+    torchvision's batched_nms uses; one NMS pass then serves every class.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if boxes.shape[0] == 0:
+        return np.zeros((0,), dtype=np.int64)
+    labels = np.asarray(labels).reshape(-1)
+    span = boxes.max() - min(boxes.min(), 0.0) + 1.0
+    shifted = boxes + (labels.astype(np.float64) * span)[:, None]
+    return nms(shifted, scores, iou_threshold)
+
+
+def decode_center_variance(loc, priors, variances):
+    """SSD-style decoding (RetinaFace, RefineDet): priors are (cx, cy, w, h).
+
+    loc (N, 4) holds (dx, dy, dw, dh) scaled by `variances` (v0 for centre, v1 for size).
+    Returns (x1, y1, x2, y2) in the priors' units.
+    """
+    loc = np.asarray(loc, dtype=np.float32)
+    priors = np.asarray(priors, dtype=np.float32)
+    centers = priors[:, :2] + loc[:, :2] * variances[0] * priors[:, 2:]
+    sizes = priors[:, 2:] * np.exp(loc[:, 2:] * variances[1])
+    return np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1)
+
+
+def encode_center_variance(boxes, priors, variances):
+    """The inverse of decode_center_variance, for (x1, y1, x2, y2) boxes."""
+    boxes = np.asarray(boxes, dtype=np.float32)
+    priors = np.asarray(priors, dtype=np.float32)
+    centers = (boxes[:, :2] + boxes[:, 2:]) / 2
+    sizes = boxes[:, 2:] - boxes[:, :2]
+    d_center = (centers - priors[:, :2]) / (variances[0] * priors[:, 2:])
+    d_size = np.log(sizes / priors[:, 2:]) / variances[1]
+    return np.concatenate([d_center, d_size], axis=1)
+
+
+def decode_deltas(deltas, anchors, weights=(1.0, 1.0, 1.0, 1.0), scale_clamp=DEFAULT_SCALE_CLAMP):
+    """detectron2 Box2BoxTransform.apply_deltas for (x1, y1, x2, y2) anchors.
+
+    deltas (N, 4) are (dx, dy, dw, dh) divided by `weights`; dw, dh are clamped at
+    `scale_clamp` before exp().
+    """
+    deltas = np.asarray(deltas, dtype=np.float32)
+    anchors = np.asarray(anchors, dtype=np.float32)
+    widths = anchors[:, 2] - anchors[:, 0]
+    heights = anchors[:, 3] - anchors[:, 1]
+    ctr_x = anchors[:, 0] + 0.5 * widths
+    ctr_y = anchors[:, 1] + 0.5 * heights
+    wx, wy, ww, wh = weights
+    dx = deltas[:, 0] / wx
+    dy = deltas[:, 1] / wy
+    dw = np.minimum(deltas[:, 2] / ww, scale_clamp)
+    dh = np.minimum(deltas[:, 3] / wh, scale_clamp)
+    pred_ctr_x = dx * widths + ctr_x
+    pred_ctr_y = dy * heights + ctr_y
+    pred_w = np.exp(dw) * widths
+    pred_h = np.exp(dh) * heights
+    return np.stack(
+        [
+            pred_ctr_x - 0.5 * pred_w,
+            pred_ctr_y - 0.5 * pred_h,
+            pred_ctr_x + 0.5 * pred_w,
+            pred_ctr_y + 0.5 * pred_h,
+        ],
+        axis=1,
+    )
+
+
+def encode_deltas(boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
+    """detectron2 Box2BoxTransform.get_deltas: the inverse of decode_deltas."""
+    boxes = np.asarray(boxes, dtype=np.float32)
+    anchors = np.asarray(anchors, dtype=np.float32)
+    aw = anchors[:, 2] - anchors[:, 0]
+    ah = anchors[:, 3] - anchors[:, 1]
+    ax = anchors[:, 0] + 0.5 * aw
+    ay = anchors[:, 1] + 0.5 * ah
+    bw = boxes[:, 2] - boxes[:, 0]
+    bh = boxes[:, 3] - boxes[:, 1]
+    bx = boxes[:, 0] + 0.5 * bw
+    by = boxes[:, 1] + 0.5 * bh
+    wx, wy, ww, wh = weights
+    return np.stack(
+        [wx * (bx - ax) / aw, wy * (by - ay) / ah, ww * np.log(bw / aw), wh * np.log(bh / ah)],
+        axis=1,
+    )

@@ -1,0 +1,222 @@
+"""Runner commands, compared argument by argument with what a 310P host must get."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from zoobox.envs import get_env, load_envs
+from zoobox.errors import UserError
+from zoobox.hostinfo import Engine, NpuHost, driver_version, npu_host
+from zoobox.recipe import StageSpec, render_args
+from zoobox.runners import StageCall
+from zoobox.runners.docker import DockerRunner, DockerSettings
+from zoobox.runners.host import HostRunner
+from zoobox.select import choose, parse_devices
+
+
+@pytest.fixture
+def fake_310p(tmp_path):
+    """Device nodes and driver folder standing in for a 310P host with four NPUs."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ["davinci0", "davinci1", "davinci2", "davinci3", "davinci_manager",
+                 "devmm_svm", "hisi_hdc", "davinci_manager_docker"]:
+        (dev / name).touch()
+    driver = tmp_path / "Ascend" / "driver"
+    driver.mkdir(parents=True)
+    (driver / "version.info").write_text("Version=23.0.rc1\nascendhal_version=7.35.19\n")
+    smi = tmp_path / "sbin" / "npu-smi"
+    smi.parent.mkdir()
+    smi.touch()
+    return npu_host(dev_root=dev, driver_dir=driver, npu_smi_candidates=(tmp_path / "bin" /
+                                                                        "npu-smi", smi))
+
+
+def test_npu_host_probe_reads_devices_driver_and_npu_smi(fake_310p, tmp_path):
+    assert fake_310p.devices == [0, 1, 2, 3]
+    assert fake_310p.driver_version == "23.0.rc1"
+    assert fake_310p.npu_smi == tmp_path / "sbin" / "npu-smi"  # /usr/local/sbin variant
+    assert driver_version(tmp_path / "nowhere") is None
+
+
+def _call(tmp_path, env="aie", npu=True, devices=(2,)):
+    art = tmp_path / "art"
+    return StageCall(recipe="retinaface", stage="infer", module="models.retinaface.infer",
+                     args=["--model", f"{art}/retinaface/compile", "--data",
+                           f"{tmp_path}/wider/images", "--batch-size", "1"],
+                     out=art / "retinaface" / ".infer.tmp-1", env=get_env(env),
+                     needs_npu=npu, devices=list(devices))
+
+
+def test_docker_npu_command_mounts_devices_and_driver_read_only(fake_310p, tmp_path):
+    runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", data=tmp_path / "wider",
+                                         npu=fake_310p, tty=False, user="1000:1001"))
+    argv = runner.argv(_call(tmp_path))
+    dev = fake_310p.dev_root
+    driver = fake_310p.driver_dir
+    image = get_env("aie").image
+    assert argv == [
+        "docker", "run", "--rm", "--user", "1000:1001",
+        "-v", f"{REPO}:/workspace:ro",
+        "-v", f"{tmp_path}/art:/artifacts",
+        "-v", f"{tmp_path}/wider:/data:ro",
+        "-w", "/workspace", "-e", "PYTHONPATH=/workspace", "-e", "HOME=/tmp",
+        "-e", "PYTHONUNBUFFERED=1", "-e", "ZOOBOX_ENV=aie", "-e", f"ZOOBOX_IMAGE={image}",
+        "--device", f"{dev}/davinci2",
+        "--device", f"{dev}/davinci_manager", "--device", f"{dev}/devmm_svm",
+        "--device", f"{dev}/hisi_hdc",
+        "-v", f"{driver}:{driver}:ro",
+        "-v", "/usr/local/dcmi:/usr/local/dcmi:ro",
+        "-v", "/etc/ascend_install.info:/etc/ascend_install.info:ro",
+        "-v", f"{tmp_path}/sbin/npu-smi:{tmp_path}/sbin/npu-smi:ro",
+        image, "python", "-m", "models.retinaface.infer",
+        "--model", "/artifacts/retinaface/compile", "--data", "/data/images",
+        "--batch-size", "1", "--out", "/artifacts/retinaface/.infer.tmp-1",
+    ]
+    assert "--privileged" not in argv
+    assert runner.device_for([2]) == "0"  # the one mounted device is device 0 inside
+
+
+def test_docker_with_ascend_runtime_uses_visible_devices(fake_310p, tmp_path):
+    runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", npu=fake_310p,
+                                         ascend_runtime=True, tty=False, user="1:1"))
+    argv = runner.argv(_call(tmp_path, devices=(0, 3)))
+    at = argv.index("--runtime")
+    assert argv[at:at + 4] == ["--runtime", "ascend", "-e", "ASCEND_VISIBLE_DEVICES=0,3"]
+    assert "--device" not in argv
+    assert not any("Ascend/driver" in a for a in argv)
+
+
+def test_docker_cpu_stage_gets_no_npu_and_tty_only_when_asked(fake_310p, tmp_path):
+    runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", npu=fake_310p, tty=True))
+    argv = runner.argv(_call(tmp_path, env="export", npu=False))
+    assert argv[:4] == ["docker", "run", "--rm", "-t"]
+    assert "--device" not in argv and "--runtime" not in argv
+    assert argv[argv.index("--user") + 1] == f"{os.getuid()}:{os.getgid()}"
+    assert get_env("export").image in argv
+
+
+def test_docker_runner_runs_host_env_stages_on_the_host(tmp_path):
+    runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", tty=False))
+    call = _call(tmp_path, env="host", npu=False)
+    assert runner.argv(call) == HostRunner().argv(call)
+
+
+def test_data_folder_inside_the_artifact_folder_maps_to_data(tmp_path):
+    runner = DockerRunner(DockerSettings(artifacts=tmp_path, data=tmp_path / "demo" / "data"))
+    assert runner.container_path(f"{tmp_path}/demo/data/images") == "/data/images"
+    assert runner.container_path(f"{tmp_path}/demo/x") == "/artifacts/demo/x"
+    assert runner.container_path("relative/path") == "relative/path"
+
+
+def test_host_runner_command_is_the_current_interpreter(tmp_path):
+    call = _call(tmp_path, env="host", npu=False)
+    argv = HostRunner().argv(call)
+    assert argv[:3] == [sys.executable, "-m", "models.retinaface.infer"]
+    assert argv[-2:] == ["--out", str(call.out)]
+
+
+NO_ENGINE = Engine(False, "no docker")
+ENGINE = Engine(True, "server 4.3.1", "4.3.1", ("ascend", "runc"))
+BACKENDS = {"npu": "aie", "cpu": "torchscript"}
+
+
+def test_auto_choice_is_host_cpu_without_npu():
+    choice = choose(BACKENDS, "auto", "auto", "0", ENGINE, NpuHost())
+    assert (choice.runner, choice.backend) == ("host", "torchscript")
+    assert "no NPU devices" in choice.line
+
+
+def test_auto_choice_is_docker_npu_with_engine_and_npu(fake_310p):
+    choice = choose(BACKENDS, "auto", "auto", "1", ENGINE, fake_310p)
+    assert (choice.runner, choice.backend, choice.devices) == ("docker", "aie", [1])
+    assert choice.line.startswith("runner docker, backend aie on npu 1")
+
+
+def test_forced_choices_fail_clearly_when_impossible(fake_310p):
+    with pytest.raises(UserError, match="no Docker engine answers"):
+        choose(BACKENDS, "docker", "auto", "0", NO_ENGINE, NpuHost())
+    with pytest.raises(UserError, match="needs an Ascend NPU"):
+        choose(BACKENDS, "host", "aie", "0", NO_ENGINE, NpuHost())
+    with pytest.raises(UserError, match=r"device\(s\) \[7\] not present"):
+        choose(BACKENDS, "host", "aie", "7", NO_ENGINE, fake_310p)
+    with pytest.raises(UserError, match="unknown backend"):
+        choose(BACKENDS, "host", "tensorrt", "0", NO_ENGINE, NpuHost())
+    # --dry may describe a host it is not on
+    assert choose(BACKENDS, "docker", "aie", "0", NO_ENGINE, NpuHost(), dry=True).npu
+
+
+def test_parse_devices():
+    assert parse_devices("0,1,2,3") == [0, 1, 2, 3]
+    assert parse_devices(2) == [2]
+    with pytest.raises(UserError):
+        parse_devices("npu0")
+
+
+def test_render_args_drops_none_and_false_and_keeps_bare_true():
+    spec = StageSpec("s", "host", "m", {"a": "{p.x}", "b": "{p.none}", "c": "{p.no}",
+                                        "d": "{p.yes}", "e": "{in.up}/model.ts",
+                                        "f": "{p.x},3,{p.x}"})
+    from types import SimpleNamespace
+
+    context = {"p": SimpleNamespace(x=4, none=None, no=False, yes=True),
+               "in": SimpleNamespace(up="/art/up")}
+    assert render_args(spec, context) == ["--a", "4", "--d", "--e", "/art/up/model.ts",
+                                          "--f", "4,3,4"]
+    bad = StageSpec("s", "host", "m", {"a": "{p.missing}"})
+    with pytest.raises(UserError, match="unknown placeholder"):
+        render_args(bad, context)
+
+
+def test_env_specs_name_their_python_and_npu():
+    envs = load_envs()
+    assert {"host", "export", "aie", "atc", "train"} <= set(envs)
+    assert envs["export"].python == "3.9" and envs["export"].pin("torch") == "1.10.1"
+    assert envs["aie"].pin("torch") == "2.0.1" and envs["aie"].npu
+    assert envs["atc"].python == "3.7" and envs["atc"].pin("torch") == "1.5.0"
+    assert not envs["export"].npu
+    assert envs["aie"].image.startswith("zoobox/aie:")
+
+
+def test_invoke_list_is_fast_and_shows_the_namespaces():
+    result = subprocess.run(["invoke", "--list"], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    for name in ["retinaface.all", "images.build", "data.sample", "demo", "doctor"]:
+        assert name in result.stdout
+    probe = subprocess.run([sys.executable, "-c", "import sys, tasks; "
+                            "print('torch' in sys.modules, 'numpy' in sys.modules)"],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert probe.stdout.split() == ["False", "False"]
+
+
+def test_dry_docker_plan_prints_the_310p_container_commands(fake_310p, tmp_path):
+    env = dict(os.environ)
+    env.update({"INVOKE_ZOOBOX_DOCKER_DEV_ROOT": str(fake_310p.dev_root),
+                "INVOKE_ZOOBOX_DOCKER_DRIVER_DIR": str(fake_310p.driver_dir),
+                "INVOKE_ZOOBOX_DOCKER_TTY": "false",
+                "INVOKE_ZOOBOX_DOCKER_ASCEND_RUNTIME": "false"})
+    result = subprocess.run(
+        ["invoke", "retinaface.all", "--dry", "--runner", "docker", "--devices", "1",
+         "--artifacts", str(tmp_path / "art"), "--data", str(tmp_path / "wider")],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "runner docker, backend aie on npu 1" in out
+    lines = [line.strip()[2:] for line in out.splitlines() if line.strip().startswith("$ ")]
+    by_module = {line.split(" -m ")[1].split()[0]: line for line in lines}
+    export = by_module["models.retinaface.export"]
+    assert get_env("export").image in export and "--device" not in export
+    for module in ("zoobox.backends.compile", "models.retinaface.infer"):
+        line = by_module[module]
+        assert get_env("aie").image in line
+        assert f"--device {fake_310p.dev_root}/davinci1" in line
+        assert f"-v {fake_310p.driver_dir}:{fake_310p.driver_dir}:ro" in line
+        assert "--device 0" in line  # the mounted device is device 0 inside
+        assert "/artifacts/retinaface/" in line
+    assert "--root /data" in by_module["data_scripts.widerface.prepare"]
+    assert by_module["zoobox.stage.fetch"].startswith(sys.executable)  # host env, no image

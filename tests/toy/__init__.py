@@ -1,0 +1,1 @@
+"""A toy recipe whose stages are tiny, for testing the engine without torch."""

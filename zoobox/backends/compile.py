@@ -1,0 +1,62 @@
+"""The compile stage: turn an exported model into the chosen backend's model.
+
+    python -m zoobox.backends.compile --out OUT --backend aie --model export/model.ts \
+        --input-shape 1,3,1000,1000 --precision fp16 --soc-version Ascend310P3 --device 0
+
+Writes OUT/model<suffix> and OUT/compile.json ({"model": file name, "backend", ...}).
+For torchscript and onnxruntime it checks the model loads and runs, then copies it; for
+aie it runs torch_aie.compile; for om it runs ATC.
+"""
+
+import os
+
+from zoobox.backends import NAMES, get_backend
+from zoobox.stage import cli
+from zoobox.stage.errors import UserError
+
+
+def parse_shape(text):
+    try:
+        shape = [int(v) for v in text.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) != 4 or min(shape) <= 0:
+        raise UserError("--input-shape takes N,C,H,W like 1,3,1000,1000, not %r" % text)
+    return shape
+
+
+def main(args):
+    if not os.path.isfile(args.model):
+        raise UserError("exported model not found: %s (run the export stage first)" % args.model)
+    backend = get_backend(args.backend, device=args.device)
+    target_name = "model" + backend.suffix
+    facts = backend.compile(
+        args.model,
+        os.path.join(args.out, target_name),
+        parse_shape(args.input_shape),
+        precision=args.precision,
+        soc_version=args.soc_version,
+    )
+    record = {
+        "model": target_name,
+        "backend": args.backend,
+        "source": args.model,
+        "input_shape": parse_shape(args.input_shape),
+    }
+    record.update(facts or {})
+    cli.write_json(os.path.join(args.out, "compile.json"), record)
+
+
+def build_parser():
+    parser = cli.parser(__doc__.splitlines()[0])
+    parser.add_argument("--backend", required=True, choices=NAMES)
+    parser.add_argument("--model", required=True, help="the exported model file")
+    parser.add_argument("--input-shape", required=True, help="N,C,H,W")
+    parser.add_argument("--precision", default="fp16", help="fp16 or fp32 (NPU backends)")
+    parser.add_argument("--soc-version", default="Ascend310P3")
+    parser.add_argument("--device", default="cpu")
+    return parser
+
+
+if __name__ == "__main__":
+    cli.run(main, build_parser())

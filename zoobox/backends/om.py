@@ -1,0 +1,64 @@
+"""ATC .om models on an Ascend NPU through ais_bench's InferSession.
+
+Runs only in the `atc` env (CANN 6.0.RC1, ais_bench + aclruntime); ais_bench is imported
+here alone. Compilation (ATC) is the `convert` stage of the recipes that use it: the
+command is built in zoobox.backends.atc so it can be checked without an NPU.
+"""
+
+import os
+
+import numpy as np
+
+from zoobox.backends.base import Backend as BaseBackend
+from zoobox.stage.errors import UserError
+
+
+def _session_class():
+    try:
+        from ais_bench.infer.interface import InferSession
+    except ImportError as error:
+        raise UserError(
+            "backend 'om' needs ais_bench and aclruntime, which this environment "
+            "lacks (%s); run in the atc image on an NPU host, or choose "
+            "--backend onnxruntime" % error
+        ) from None
+    return InferSession
+
+
+class Backend(BaseBackend):
+    name = "om"
+    suffix = ".om"
+    dynamic_batch = False
+
+    def __init__(self, device=0, **options):
+        text = str(device)
+        super(Backend, self).__init__(
+            device=int(text.split(":", 1)[1]) if ":" in text else int(text), **options
+        )
+        self.session = None
+
+    def compile(self, source, target, input_shape, precision="fp16", soc_version=None):
+        from zoobox.backends.atc import convert
+
+        return convert(source, target, input_shape, soc_version=soc_version)
+
+    def load(self, path):
+        if not os.path.isfile(path):
+            raise UserError("om model not found: %s" % path)
+        self.session = _session_class()(self.device, path)
+        return self
+
+    def run(self, batch):
+        # ais_bench's infer() copies in, runs and copies out synchronously.
+        outputs = self.session.infer([np.ascontiguousarray(batch, dtype=np.float32)], mode="static")
+        return tuple(np.asarray(o) for o in outputs)
+
+    def close(self):
+        if self.session is not None:
+            self.session.finalize()
+            self.session = None
+
+    def describe(self):
+        info = super(Backend, self).describe()
+        info["device"] = "npu:%d" % self.device
+        return info

@@ -1,0 +1,34 @@
+"""The demo: RetinaFace end to end on a generated sample, host runner, CPU backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoobox.session import _flag_path, _setting_path, build_engine
+from zoobox.summary import render_summary
+
+
+def run_demo(settings: dict, artifacts=None, weights=None, force=False):
+    from data_scripts.widerface.sample import make_sample
+
+    root = _flag_path(artifacts) or (_setting_path(settings["artifacts"]) / "demo")
+    data = Path(root) / "data" / "widerface"
+    if not (data / "images").is_dir():
+        print(f"demo: generating a WIDER FACE-layout sample in {data}")
+        make_sample(str(data))
+    engine = build_engine(
+        settings,
+        "retinaface",
+        data=str(data),
+        artifacts=str(root),
+        runner="host",
+        backend="torchscript",
+        params={"weights": weights, "allow_random": True},
+        force=("*",) if force else (),
+    )
+    result = engine.run()
+    report = result.stage_dir("report")
+    print()
+    print(render_summary(report))
+    print(f"\nreport: {report / 'report.md'}")
+    return result

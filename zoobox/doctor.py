@@ -1,0 +1,61 @@
+"""`invoke doctor`: what this machine offers and what each recipe would use here."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from zoobox.hostinfo import docker_engine, npu_host
+from zoobox.recipe import load_recipe, recipe_names
+from zoobox.select import choose
+from zoobox.summary import table
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def report(settings: dict, probe_engine=docker_engine) -> str:
+    from pathlib import Path
+
+    from zoobox.stage.envinfo import cann_version
+
+    docker_settings = settings.get("docker") or {}
+    npu = npu_host(
+        dev_root=Path(docker_settings.get("dev_root") or "/dev"),
+        driver_dir=Path(docker_settings.get("driver_dir") or "/usr/local/Ascend/driver"),
+    )
+    engine = probe_engine()
+    rows = [
+        ["Docker engine", "yes" if engine.reachable else "no", engine.detail],
+        [
+            "Ascend Docker Runtime",
+            "yes" if engine.ascend_runtime else "no",
+            ", ".join(engine.runtimes) or "-",
+        ],
+        ["NPU devices", ", ".join(map(str, npu.devices)) or "none", str(npu.dev_root / "davinci*")],
+        ["Ascend driver", npu.driver_version or "not found", str(npu.driver_dir)],
+        ["npu-smi", str(npu.npu_smi) if npu.npu_smi else "not found", ""],
+        ["torch (host)", _version("torch") or "not installed", ""],
+        ["torch_aie (host)", _version("torch_aie") or "not installed", ""],
+        ["onnxruntime (host)", _version("onnxruntime") or "not installed", ""],
+        ["CANN (host)", cann_version() or "not found", "/usr/local/Ascend/ascend-toolkit"],
+    ]
+    text = table(rows, ["check", "found", "detail"])
+    plan_rows = []
+    for name in recipe_names():
+        recipe = load_recipe(name)
+        choice = choose(
+            recipe.backends,
+            settings.get("runner", "auto"),
+            settings.get("backend", "auto"),
+            settings.get("devices", "0"),
+            engine,
+            npu,
+            dry=True,
+        )
+        plan_rows.append([name, choice.runner, choice.backend, choice.reason])
+    text += "\n\n" + table(plan_rows, ["recipe", "runner", "backend", "why"])
+    return text

@@ -1,0 +1,322 @@
+"""The engine: plan a recipe's stages, skip what is up to date, run the rest.
+
+For each stage, in recipe order: render its command, fingerprint it (code, parameters,
+inputs, environment), compare with the stage.json of its last complete run, and either
+skip it or run it in a temporary folder that becomes its output only when it succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zoobox.artifacts import ArtifactStore, RecipeLock
+from zoobox.backends import NPU_BACKENDS
+from zoobox.envs import get_env
+from zoobox.errors import USER_ERROR_EXIT, StageFailed, UserError
+from zoobox.fingerprint import code_fingerprint, sha256_json, tree_fingerprint
+from zoobox.paths import REPO
+from zoobox.recipe import Recipe, context_for, load_recipe, render_args
+from zoobox.runners import Runner, StageCall, quote
+from zoobox.select import Choice
+
+
+@dataclass
+class Options:
+    """Everything a run depends on besides the recipe; tasks fill it from config + flags."""
+
+    artifacts: Path
+    cache: Path
+    data: Path | None = None
+    params: dict = field(default_factory=dict)  # overrides of the recipe's params
+    force: tuple[str, ...] = ()  # stage names to rerun regardless ("*": all)
+    dry: bool = False
+    echo: bool = True
+
+
+@dataclass
+class StagePlan:
+    name: str
+    action: str  # "skip" | "run"
+    reason: str
+    command: str
+    fingerprint: str
+    record: dict | None = None
+
+
+@dataclass
+class RunResult:
+    recipe: Recipe
+    choice: Choice
+    plans: list[StagePlan]
+    store: ArtifactStore
+
+    def stage_dir(self, name: str) -> Path:
+        return self.store.stage_dir(name)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (rev or "unknown") + ("-dirty" if dirty else "")
+
+
+def resolve_params(recipe: Recipe, choice: Choice, overrides: dict) -> dict:
+    params = dict(recipe.params)
+    unknown = set(overrides) - set(params) - {"weights", "allow_random"}
+    if unknown:
+        raise UserError(
+            f"recipe {recipe.name} has no parameter(s) {sorted(unknown)} "
+            f"(it has {', '.join(sorted(params))})"
+        )
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    params.setdefault("weights", None)
+    params.setdefault("allow_random", False)
+    params["backend"] = choice.backend
+    if params.get("weights"):
+        params["weights"] = str(Path(params["weights"]).expanduser().resolve())
+    return params
+
+
+class Engine:
+    def __init__(self, recipe: Recipe | str, choice: Choice, runner: Runner, options: Options):
+        self.recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+        self.choice = choice
+        self.runner = runner
+        self.options = options
+        self.store = ArtifactStore(options.artifacts, self.recipe.name)
+        self.params = resolve_params(self.recipe, choice, options.params)
+        self.revision = git_revision()
+
+    # -- rendering -------------------------------------------------------------------------
+    def _roots(self) -> list[tuple[str, str]]:
+        roots = [
+            (str(self.store.root), "<artifacts>"),
+            (str(REPO), "<repo>"),
+            (str(Path(self.options.cache).resolve()), "<cache>"),
+        ]
+        if self.options.data is not None:
+            roots.append((str(Path(self.options.data).resolve()), "<data>"))
+        return sorted(roots, key=lambda item: len(item[0]), reverse=True)
+
+    def _portable(self, value: str) -> str:
+        """A path argument with its root replaced by a name, for fingerprints."""
+        for root, name in self._roots():
+            if value == root or value.startswith(root + os.sep):
+                return name + value[len(root) :]
+        return value
+
+    def _external_inputs(self, args: list[str]) -> dict:
+        """Fingerprints of files and folders outside the artifact folder that args name."""
+        found = {}
+        artifacts = str(self.store.root)
+        for value in args:
+            if value.startswith("-") or not os.path.isabs(value):
+                continue
+            if value == artifacts or value.startswith(artifacts + os.sep):
+                continue  # upstream outputs: covered by the inputs' run ids
+            if os.path.exists(value):
+                found[self._portable(value)] = tree_fingerprint(value)
+        return found
+
+    def call_for(self, name: str, out: Path) -> StageCall:
+        spec = self.recipe.stage(name)
+        needs_npu = spec.npu and self.choice.backend in NPU_BACKENDS
+        device = self.runner.device_for(self.choice.devices) if needs_npu else "cpu"
+        stage_dirs = {need: str(self.store.stage_dir(need)) for need in spec.needs}
+        context = context_for(
+            self.recipe,
+            self.params,
+            stage_dirs,
+            data=str(Path(self.options.data).resolve()) if self.options.data else "",
+            cache=str(Path(self.options.cache).resolve()),
+            device=device,
+        )
+        context["recipe_file"] = str(self.recipe.path)
+        args = render_args(spec, context)
+        return StageCall(
+            recipe=self.recipe.name,
+            stage=name,
+            module=spec.module,
+            args=args,
+            out=out,
+            env=get_env(spec.env),
+            needs_npu=needs_npu,
+            devices=list(self.choice.devices),
+        )
+
+    def fingerprint(self, call: StageCall, upstream_runs: dict) -> str:
+        return sha256_json(
+            {
+                "module": call.module,
+                "code": code_fingerprint(call.module),
+                "args": [self._portable(a) for a in call.args],
+                "inputs": upstream_runs,
+                "external": self._external_inputs(call.args),
+                "env": self.runner.env_identity(call.env, self.options.dry),
+                "npu": call.needs_npu,
+            }
+        )
+
+    # -- running ---------------------------------------------------------------------------
+    def run(self, target: str | None = None) -> RunResult:
+        names = self.recipe.upstream(target) if target else self.recipe.stage_names
+        _say(f"zoobox {self.recipe.name}: {self.choice.line}")
+        lock = RecipeLock(self.store.folder)
+        if not self.options.dry:
+            lock.acquire(f"{self.recipe.name} {target or 'all'}")
+        try:
+            if not self.options.dry:
+                for path in self.store.clean_stale():
+                    _say(f"removed {path.name}, left by a stage that did not finish")
+            plans = self._run_stages(names)
+        finally:
+            lock.release()
+        return RunResult(self.recipe, self.choice, plans, self.store)
+
+    def _forced(self, name: str) -> bool:
+        return "*" in self.options.force or name in self.options.force
+
+    def _run_stages(self, names: list[str]) -> list[StagePlan]:
+        plans: list[StagePlan] = []
+        run_ids: dict[str, str] = {}  # stage -> run id of its current output
+        rerun: set[str] = set()  # stages that run (or would, with --dry) this time
+        for name in names:
+            spec = self.recipe.stage(name)
+            for need in spec.needs:
+                if need not in run_ids:
+                    record = self.store.record(need)
+                    run_ids[need] = record["run_id"] if record else "missing"
+            upstream = {need: run_ids[need] for need in spec.needs}
+            placeholder = self.store.folder / f".{name}.tmp-XXXXXXXX"
+            call = self.call_for(name, placeholder)
+            fingerprint = self.fingerprint(call, upstream)
+            record = self.store.record(name)
+            if self._forced(name):
+                action, reason = "run", "forced"
+            elif any(need in rerun for need in spec.needs):
+                action, reason = "run", "upstream reruns"
+            elif record is None:
+                action, reason = "run", "no complete output"
+            elif record.get("fingerprint") != fingerprint:
+                action, reason = "run", "changed: " + _what_changed(record, call, self)
+            else:
+                action, reason = "skip", "up to date"
+            command = quote(self.runner.argv(call))
+            plan = StagePlan(name, action, reason, command, fingerprint, record)
+            plans.append(plan)
+            if action == "skip":
+                run_ids[name] = record["run_id"]
+                _say(f"[{name}] skip: {reason}")
+                if self.options.dry and self.options.echo:
+                    _say(f"  $ {command}")
+                continue
+            rerun.add(name)
+            if self.options.dry:
+                _say(f"[{name}] would run ({reason}) in env {call.env.name}")
+                _say(f"  $ {command}")
+                run_ids[name] = "pending"
+                continue
+            plan.record = self._execute(call, fingerprint, upstream, reason)
+            run_ids[name] = plan.record["run_id"]
+        return plans
+
+    def _execute(self, call: StageCall, fingerprint: str, upstream: dict, reason: str) -> dict:
+        self.runner.check(call.env)
+        temp = self.store.new_temp(call.stage)
+        call.out = temp
+        argv = self.runner.argv(call)
+        _say(f"[{call.stage}] run ({reason}) in env {call.env.name}")
+        if self.options.echo:
+            _say(f"  $ {quote(argv)}")
+        started = time.time()
+        try:
+            code = self.runner.run(call)
+        except BaseException:
+            self.store.discard(temp)
+            raise
+        ended = time.time()
+        if code != 0:
+            self.store.discard(temp)
+            if code == USER_ERROR_EXIT:
+                raise UserError(
+                    f"stage {call.stage} stopped (see the error above); "
+                    "earlier artifacts are intact"
+                )
+            raise StageFailed(call.stage, code, quote(argv))
+        record = {
+            "recipe": call.recipe,
+            "stage": call.stage,
+            "status": "ok",
+            "run_id": uuid.uuid4().hex,
+            "fingerprint": fingerprint,
+            "module": call.module,
+            "args": call.args,
+            "command": argv,
+            "code": code_fingerprint(call.module),
+            "inputs": upstream,
+            "external": self._external_inputs(call.args),
+            "env": self.runner.env_identity(call.env),
+            "choice": {
+                "runner": self.choice.runner,
+                "backend": self.choice.backend,
+                "devices": self.choice.devices,
+            },
+            "zoobox_revision": self.revision,
+            "start": _iso(started),
+            "end": _iso(ended),
+            "seconds": round(ended - started, 3),
+        }
+        self.store.commit(call.stage, temp, record)
+        _say(f"[{call.stage}] done in {ended - started:.1f} s")
+        return record
+
+
+def _what_changed(record: dict, call: StageCall, engine: Engine) -> str:
+    parts = []
+    if record.get("code") != code_fingerprint(call.module):
+        parts.append("code")
+    if [engine._portable(a) for a in record.get("args", [])] != [
+        engine._portable(a) for a in call.args
+    ]:
+        parts.append("parameters")
+    if record.get("env") != engine.runner.env_identity(call.env, engine.options.dry):
+        parts.append("environment")
+    if record.get("external") != engine._external_inputs(call.args):
+        parts.append("input files")
+    return ", ".join(parts) or "inputs"
+
+
+def _iso(stamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(stamp)) + f"{stamp % 1:.3f}"[1:]
+
+
+def main_guard(func):
+    """Run func(); a UserError becomes one line on stderr and exit code 2."""
+    try:
+        return func()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,18 @@
+"""Host-side errors. The same UserError class the stages use, so one handler serves both."""
+
+from zoobox.stage.errors import USER_ERROR_EXIT, UserError
+
+__all__ = ["USER_ERROR_EXIT", "StageFailed", "UserError"]
+
+
+class StageFailed(UserError):
+    """A stage exited non-zero; its own output already said why."""
+
+    def __init__(self, stage, returncode, command):
+        self.stage = stage
+        self.returncode = returncode
+        self.command = command
+        super().__init__(
+            f"stage {stage} failed (exit {returncode}); earlier artifacts are intact. "
+            f"Rerun by hand: {command}"
+        )

@@ -1,0 +1,53 @@
+"""The host runner: each stage in a subprocess of the current interpreter."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+from zoobox.envs import EnvSpec
+from zoobox.paths import REPO
+from zoobox.runners import Runner, StageCall, execute, process_env
+
+# Versions that decide a stage's numbers; read from package metadata (no imports).
+_PACKAGES = ("torch", "numpy", "onnxruntime", "opencv-python-headless", "torch_aie")
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class HostRunner(Runner):
+    name = "host"
+
+    def __init__(self, python: str = sys.executable):
+        self.python = python
+
+    def argv(self, call: StageCall) -> list[str]:
+        return [self.python, "-m", call.module, *call.args, "--out", str(call.out)]
+
+    def env_identity(self, env: EnvSpec, dry: bool = False) -> dict:
+        identity = {
+            "runner": self.name,
+            "env": env.name,
+            "python": platform.python_version(),
+            "executable": self.python,
+        }
+        identity.update({name: _installed(name) for name in _PACKAGES})
+        return identity
+
+    def environment(self, call: StageCall) -> dict:
+        path = os.environ.get("PYTHONPATH")
+        return {
+            "PYTHONPATH": str(REPO) + (os.pathsep + path if path else ""),
+            "ZOOBOX_ENV": call.env.name,
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def run(self, call: StageCall) -> int:
+        return execute(self.argv(call), env=process_env(self.environment(call)), cwd=REPO)

@@ -1,0 +1,84 @@
+"""What a stage's environment holds: interpreter and library versions, NPU stack.
+
+Recorded into each stage's stage.json so a result says where it was measured.
+"""
+
+import glob
+import os
+import platform
+import sys
+
+ASCEND_ROOT = "/usr/local/Ascend"
+
+
+# module name -> distribution names that provide it
+_DISTRIBUTIONS = {
+    "numpy": ("numpy",),
+    "torch": ("torch",),
+    "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime",),
+    "torch_aie": ("torch_aie", "torch-aie"),
+    "cv2": ("opencv-python-headless", "opencv-python"),
+}
+
+
+def _distribution_version(name):
+    try:
+        from importlib import metadata  # Python 3.8+
+    except ImportError:  # Python 3.7 (the atc env)
+        try:
+            import pkg_resources
+        except ImportError:
+            return None
+        try:
+            return pkg_resources.get_distribution(name).version
+        except Exception:
+            return None
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _module_version(name):
+    """A library's version without importing it (torch takes a second to import)."""
+    module = sys.modules.get(name)
+    if module is not None and getattr(module, "__version__", None):
+        return str(module.__version__)
+    for distribution in _DISTRIBUTIONS.get(name, (name,)):
+        version = _distribution_version(distribution)
+        if version:
+            return version
+    return None
+
+
+def cann_version(root=ASCEND_ROOT):
+    """The CANN toolkit version from its install info, or None when absent."""
+    patterns = [
+        os.path.join(root, "ascend-toolkit", "latest", "*", "ascend_toolkit_install.info"),
+        os.path.join(root, "ascend-toolkit", "latest", "version.cfg"),
+    ]
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            with open(path) as handle:
+                for line in handle:
+                    key, _, value = line.strip().partition("=")
+                    if key.strip() in ("version", "runtime_running_version", "Version"):
+                        return value.strip().strip("[]").split(":")[0]
+    return None
+
+
+def environment():
+    """A JSON-ready dict of the versions this process can see."""
+    info = {
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        "zoobox_env": os.environ.get("ZOOBOX_ENV"),
+        "image": os.environ.get("ZOOBOX_IMAGE"),
+    }
+    for name in ("numpy", "torch", "onnx", "onnxruntime", "torch_aie", "cv2"):
+        info[name] = _module_version(name)
+    info["cann"] = cann_version()
+    return info

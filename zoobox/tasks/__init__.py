@@ -1,0 +1,22 @@
+"""The invoke task tree: one Collection per namespace, tasks thin, logic in zoobox.
+
+Importing this must stay fast (`invoke --list` answers in well under a second): no
+torch, no numpy; task bodies import what they need.
+"""
+
+from invoke import Collection
+
+from zoobox.recipe import recipe_names
+from zoobox.tasks import checks, data, images
+from zoobox.tasks.recipes import recipe_collection
+
+
+def build_namespace() -> Collection:
+    namespace = Collection()
+    for name in recipe_names():
+        namespace.add_collection(recipe_collection(name))
+    namespace.add_collection(Collection.from_module(images, name="images"))
+    namespace.add_collection(Collection.from_module(data, name="data"))
+    namespace.add_task(checks.doctor)
+    namespace.add_task(checks.demo)
+    return namespace

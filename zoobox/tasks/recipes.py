@@ -1,0 +1,89 @@
+"""One invoke namespace per recipe: `<recipe>.all` and one task per stage."""
+
+from __future__ import annotations
+
+from invoke import Collection, Task
+
+from zoobox.recipe import load_recipe
+
+HELP = {
+    "data": "dataset root (default: zoobox.data.<dataset> in invoke.yaml)",
+    "artifacts": "artifact folder, the shared volume (default: ./artifacts)",
+    "runner": "auto | host | docker",
+    "backend": "auto | torchscript | onnxruntime | aie | om",
+    "batch-size": "images per inference call",
+    "devices": "NPU ids, e.g. 0 or 0,1,2,3",
+    "weights": "checkpoint file to use instead of downloading the published one",
+    "random-init": "with no checkpoint cached or given, start from a seeded random init",
+    "limit": "only the first N images (0: all)",
+    "param": "any recipe parameter, key=value (repeatable)",
+    "force": "rerun this stage (with `all`: every stage) even if up to date",
+    "dry": "print the plan and the exact commands; run nothing",
+}
+
+
+def _stage_task(recipe_name: str, target: str | None, doc: str) -> Task:
+    def body(
+        c,
+        data=None,
+        artifacts=None,
+        runner=None,
+        backend=None,
+        batch_size=None,
+        devices=None,
+        weights=None,
+        random_init=False,
+        limit=None,
+        param=None,
+        force=False,
+        dry=False,
+    ):
+        from zoobox.tasks.run import run_recipe
+
+        params = {
+            "batch_size": batch_size,
+            "weights": weights,
+            "limit": limit,
+            "allow_random": True if random_init else None,
+        }
+        run_recipe(
+            c,
+            recipe_name,
+            target,
+            data=data,
+            artifacts=artifacts,
+            runner=runner,
+            backend=backend,
+            devices=devices,
+            params=params,
+            param_pairs=param,
+            force=force,
+            dry=dry,
+        )
+
+    body.__doc__ = doc
+    body.__name__ = target or "all"
+    return Task(body, name=target or "all", help=HELP, iterable=["param"], default=target is None)
+
+
+_STAGE_DOCS = {
+    "weights": "Fetch and verify the checkpoint (or use --weights PATH).",
+    "data": "Preprocess the dataset into the model's fixed input (compact uint8 store).",
+    "export": "Export the network (TorchScript / ONNX) in its export env.",
+    "compile": "Compile the exported model for the backend (torch_aie, ATC, or check it).",
+    "infer": "Run inference with the backend; time each call; write detections.",
+    "evaluate": "Score the detections with the dataset's official metric.",
+    "report": "Write the report: measured vs published numbers.",
+}
+
+
+def recipe_collection(name: str) -> Collection:
+    recipe = load_recipe(name)
+    collection = Collection(name)
+    collection.add_task(
+        _stage_task(name, None, f"Run every stage of {recipe.title} (skips what is up to date).")
+    )
+    for stage in recipe.stages:
+        doc = _STAGE_DOCS.get(stage.name, f"Run the {stage.name} stage.")
+        collection.add_task(_stage_task(name, stage.name, doc + " Runs what it needs first."))
+    return collection
