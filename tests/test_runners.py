@@ -220,3 +220,52 @@ def test_dry_docker_plan_prints_the_310p_container_commands(fake_310p, tmp_path)
         assert "/artifacts/retinaface/" in line
     assert "--root /data" in by_module["data_scripts.widerface.prepare"]
     assert by_module["zoobox.stage.fetch"].startswith(sys.executable)  # host env, no image
+
+
+def test_version_order_and_driver_check():
+    from zoobox.npucompat import driver_supports, version_key
+
+    ordered = ["22.0.2", "23.0.rc1", "23.0.rc3", "23.0.0", "23.0.1", "24.1.rc1"]
+    assert sorted(ordered, key=version_key) == ordered
+    assert driver_supports("23.0.rc1", "23.0.rc1") is True
+    assert driver_supports("22.0.2", "23.0.rc1") is False
+    assert driver_supports(None, "23.0.rc1") is None
+
+
+def test_doctor_style_compatibility_rows():
+    from zoobox.npucompat import image_compatibility
+
+    rows = {r[0]: r[-1] for r in image_compatibility("22.0.2", list(load_envs().values()))}
+    assert rows["atc"] == "can run"  # CANN 6.0.RC1 on driver 22.0.2
+    assert rows["aie"] == "driver too old"  # CANN 7.0.RC1 needs 23.0.rc1
+    assert "export" not in rows
+
+
+def test_busy_device_is_diagnosed_naming_the_device():
+    from zoobox.npucompat import diagnose
+
+    output = "DrvMngGetConsoleLogLevel failed. (g_conLogLevel=3)\n" \
+             "dcmi module initialize failed. ret is -8005\n"
+    message = diagnose(output, [3])
+    assert "davinci3" in message and "-8005" in message
+    assert diagnose("Traceback: ZeroDivisionError", [0]) is None
+
+
+def test_npu_stage_failing_with_8005_is_reported_as_busy_device(tmp_path, monkeypatch):
+    from zoobox.engine import Engine, Options
+    from zoobox.recipe import load_recipe_file
+    from zoobox.runners import Completed
+    from zoobox.select import Choice
+
+    class BusyRunner(HostRunner):
+        def run(self, call):
+            if call.stage != "c":
+                return super().run(call)
+            return Completed(1, "dcmi module initialize failed. ret is -8005\n")
+
+    options = Options(artifacts=tmp_path / "art", cache=tmp_path, data=tmp_path)
+    engine = Engine(load_recipe_file(REPO / "tests" / "toy" / "recipe.yaml"),
+                    Choice("host", "aie", [2], "test"), BusyRunner(), options)
+    with pytest.raises(UserError, match=r"^stage c: NPU davinci2 is held by another"):
+        engine.run()
+    assert (tmp_path / "art" / "toy" / "b" / "stage.json").exists()  # earlier work kept

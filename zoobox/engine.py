@@ -20,6 +20,7 @@ from zoobox.backends import NPU_BACKENDS
 from zoobox.envs import get_env
 from zoobox.errors import USER_ERROR_EXIT, StageFailed, UserError
 from zoobox.fingerprint import code_fingerprint, sha256_json, tree_fingerprint
+from zoobox.npucompat import diagnose
 from zoobox.paths import REPO
 from zoobox.recipe import Recipe, context_for, load_recipe, render_args
 from zoobox.runners import Runner, StageCall, quote
@@ -253,13 +254,17 @@ class Engine:
             _say(f"  $ {quote(argv)}")
         started = time.time()
         try:
-            code = self.runner.run(call)
+            completed = self.runner.run(call)
         except BaseException:
             self.store.discard(temp)
             raise
         ended = time.time()
+        code = completed.returncode
         if code != 0:
             self.store.discard(temp)
+            known = diagnose(completed.tail, call.devices) if call.needs_npu else None
+            if known:
+                raise UserError(f"stage {call.stage}: {known}")
             if code == USER_ERROR_EXIT:
                 raise UserError(
                     f"stage {call.stage} stopped (see the error above); "

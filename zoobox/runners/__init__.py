@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,11 +36,50 @@ def quote(argv: list[str]) -> str:
     return shlex.join(str(a) for a in argv)
 
 
-def execute(argv: list[str], env: dict | None = None, cwd: Path | None = None) -> int:
-    """Run argv with inherited stdout/stderr; Ctrl-C stops the child too."""
-    process = subprocess.Popen(argv, env=env, cwd=cwd, start_new_session=False)
+# How much of a stage's output is kept for diagnosing a failure.
+TAIL_BYTES = 64 * 1024
+
+
+class Completed:
+    """A finished stage process: its exit code and the tail of its output."""
+
+    def __init__(self, returncode: int, tail: str = ""):
+        self.returncode = returncode
+        self.tail = tail
+
+
+def execute(argv: list[str], env: dict | None = None, cwd: Path | None = None) -> Completed:
+    """Run argv, passing its output through as it comes and keeping the tail.
+
+    stdout and stderr are merged. Ctrl-C stops the child too.
+    """
+    env = dict(os.environ if env is None else env)
+    # The child writes into a pipe; let its progress lines still redraw in place when
+    # we print to a terminal.
+    if sys.stdout.isatty():
+        env.setdefault("ZOOBOX_TTY", "1")
+    process = subprocess.Popen(
+        argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    tail = bytearray()
+    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     try:
-        return process.wait()
+        while True:
+            chunk = (
+                process.stdout.read1(65536)
+                if hasattr(process.stdout, "read1")
+                else process.stdout.read(4096)
+            )
+            if not chunk:
+                break
+            if out is not None:
+                out.write(chunk)
+                out.flush()
+            else:
+                sys.stdout.write(chunk.decode(errors="replace"))
+            tail += chunk
+            del tail[:-TAIL_BYTES]
+        code = process.wait()
     except KeyboardInterrupt:
         process.send_signal(signal.SIGINT)
         try:
@@ -47,6 +87,7 @@ def execute(argv: list[str], env: dict | None = None, cwd: Path | None = None) -
         except subprocess.TimeoutExpired:
             process.kill()
         raise
+    return Completed(code, tail.decode(errors="replace"))
 
 
 class Runner:
@@ -64,7 +105,7 @@ class Runner:
     def device_for(self, devices: list[int]) -> str:
         return str(devices[0]) if devices else "0"
 
-    def run(self, call: StageCall) -> int:
+    def run(self, call: StageCall) -> Completed:
         raise NotImplementedError
 
 

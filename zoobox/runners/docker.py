@@ -23,7 +23,7 @@ from zoobox.envs import EnvSpec
 from zoobox.errors import UserError
 from zoobox.hostinfo import NPU_CONTROL_NODES, NpuHost
 from zoobox.paths import REPO
-from zoobox.runners import Runner, StageCall, execute
+from zoobox.runners import Completed, Runner, StageCall, execute
 from zoobox.runners.host import HostRunner
 
 WORKSPACE = "/workspace"
@@ -172,7 +172,7 @@ class DockerRunner(Runner):
                 f"`invoke images.build --env {env.name}`"
             )
 
-    def run(self, call: StageCall) -> int:
+    def run(self, call: StageCall) -> Completed:
         if call.env.name == "host":
             return self.host.run(call)
         return execute(self.argv(call))

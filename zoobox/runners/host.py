@@ -9,7 +9,7 @@ from importlib import metadata
 
 from zoobox.envs import EnvSpec
 from zoobox.paths import REPO
-from zoobox.runners import Runner, StageCall, execute, process_env
+from zoobox.runners import Completed, Runner, StageCall, execute, process_env
 
 # Versions that decide a stage's numbers; read from package metadata (no imports).
 _PACKAGES = ("torch", "numpy", "onnxruntime", "opencv-python-headless", "torch_aie")
@@ -49,5 +49,5 @@ class HostRunner(Runner):
             "PYTHONUNBUFFERED": "1",
         }
 
-    def run(self, call: StageCall) -> int:
+    def run(self, call: StageCall) -> Completed:
         return execute(self.argv(call), env=process_env(self.environment(call)), cwd=REPO)

@@ -5,6 +5,7 @@ containers without a tty) a full line is printed at most every `interval` second
 logs stay readable. No third-party dependency: this runs in every env.
 """
 
+import os
 import sys
 import time
 
@@ -26,7 +27,10 @@ class Progress(object):
         self.label = label
         self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        # ZOOBOX_TTY: the engine reads our output through a pipe but prints to a terminal.
+        self.tty = (hasattr(self.stream, "isatty") and self.stream.isatty()) or bool(
+            os.environ.get("ZOOBOX_TTY")
+        )
         self.interval = interval if interval is not None else (0.2 if self.tty else 10.0)
         self.done = 0
         self._start = time.monotonic()
