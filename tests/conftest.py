@@ -21,7 +21,9 @@ def fixture_path(*parts) -> Path:
 def stage_env() -> dict:
     """Environment for running stage modules with `python -m` from the repo."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(REPO) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     return env
 
 

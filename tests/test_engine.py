@@ -22,15 +22,25 @@ from zoobox.select import Choice
 TOY = REPO / "tests" / "toy" / "recipe.yaml"
 
 
-def make_engine(tmp_path, force=(), dry=False, **params):
+def make_engine(tmp_path, force=(), dry=False, devices=(0,), **params):
     data = tmp_path / "data"
     if not data.exists():
         data.mkdir()
         (data / "file.txt").write_text("data")
-    options = Options(artifacts=tmp_path / "art", cache=tmp_path / "cache", data=data,
-                      params=params, force=force, dry=dry)
-    return Engine(load_recipe_file(TOY), Choice("host", "torchscript", [0], "test"),
-                  HostRunner(), options)
+    options = Options(
+        artifacts=tmp_path / "art",
+        cache=tmp_path / "cache",
+        data=data,
+        params=params,
+        force=force,
+        dry=dry,
+    )
+    return Engine(
+        load_recipe_file(TOY),
+        Choice("host", "torchscript", list(devices), "test"),
+        HostRunner(),
+        options,
+    )
 
 
 def actions(result):
@@ -47,7 +57,7 @@ def leftovers(tmp_path):
 
 def test_run_then_noop_rerun_skips_everything(tmp_path):
     first = make_engine(tmp_path).run()
-    assert actions(first) == {"a": "run", "b": "run", "c": "run"}
+    assert actions(first) == {"a": "run", "b": "run", "c": "run", "d": "run"}
     assert value(tmp_path, "c") == 111
     record = json.loads((tmp_path / "art" / "toy" / "c" / "stage.json").read_text())
     assert record["status"] == "ok" and record["stage"] == "c"
@@ -55,14 +65,14 @@ def test_run_then_noop_rerun_skips_everything(tmp_path):
     assert record["inputs"]["b"] == first.plans[1].record["run_id"]
     assert {"start", "end", "fingerprint", "zoobox_revision", "env"} <= set(record)
     second = make_engine(tmp_path).run()
-    assert actions(second) == {"a": "skip", "b": "skip", "c": "skip"}
+    assert actions(second) == {"a": "skip", "b": "skip", "c": "skip", "d": "skip"}
     assert leftovers(tmp_path) == []
 
 
 def test_changed_parameter_reruns_that_stage_and_downstream(tmp_path):
     make_engine(tmp_path).run()
     result = make_engine(tmp_path, add_b=20).run()
-    assert actions(result) == {"a": "skip", "b": "run", "c": "run"}
+    assert actions(result) == {"a": "skip", "b": "run", "c": "run", "d": "run"}
     assert "parameters" in result.plans[1].reason
     assert value(tmp_path, "c") == 121
 
@@ -70,7 +80,7 @@ def test_changed_parameter_reruns_that_stage_and_downstream(tmp_path):
 def test_force_reruns_one_stage_and_what_is_downstream(tmp_path):
     make_engine(tmp_path).run()
     result = make_engine(tmp_path, force=("b",)).run()
-    assert actions(result) == {"a": "skip", "b": "run", "c": "run"}
+    assert actions(result) == {"a": "skip", "b": "run", "c": "run", "d": "run"}
 
 
 def test_target_runs_only_what_it_needs(tmp_path):
@@ -83,7 +93,7 @@ def test_changed_dataset_file_reruns_the_stage_that_reads_it(tmp_path):
     make_engine(tmp_path).run()
     (tmp_path / "data" / "new.txt").write_text("more data")
     result = make_engine(tmp_path).run()
-    assert actions(result) == {"a": "run", "b": "run", "c": "run"}
+    assert actions(result) == {"a": "run", "b": "run", "c": "run", "d": "run"}
     assert "input files" in result.plans[0].reason
 
 
@@ -111,8 +121,8 @@ def test_crashing_stage_is_reported_with_its_command(tmp_path):
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     result = make_engine(tmp_path, dry=True).run()
     out = capsys.readouterr().out
-    assert actions(result) == {"a": "run", "b": "run", "c": "run"}
-    assert out.count("would run") == 3
+    assert actions(result) == {"a": "run", "b": "run", "c": "run", "d": "run"}
+    assert out.count("would run") == 4
     assert "-m tests.toy.stage --add 1 --data" in out
     assert not (tmp_path / "art" / "toy").exists()
 
@@ -148,8 +158,12 @@ main_guard(lambda: make_engine(Path(sys.argv[1]), pause=sys.argv[2]).run())
 
 def _start_paused_run(tmp_path):
     pause = tmp_path / "pause"
-    process = subprocess.Popen([sys.executable, "-c", _RUNNER, str(tmp_path), str(pause)],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _RUNNER, str(tmp_path), str(pause)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 60
     while not (pause.exists() and pause.read_text()) and time.time() < deadline:
         assert process.poll() is None, process.communicate()
@@ -169,7 +183,7 @@ def test_kill_9_of_a_stage_then_rerun_equals_an_uninterrupted_run(tmp_path):
     assert not (tmp_path / "art" / "toy" / "b").exists()  # nothing that looks complete
     assert leftovers(tmp_path) == []
     result = make_engine(tmp_path).run()
-    assert actions(result) == {"a": "skip", "b": "run", "c": "run"}
+    assert actions(result) == {"a": "skip", "b": "run", "c": "run", "d": "run"}
     assert value(tmp_path, "c") == 111
 
 
@@ -181,7 +195,7 @@ def test_kill_9_of_the_whole_run_leaves_nothing_complete_and_frees_the_lock(tmp_
     assert out_dir.exists() and not (tmp_path / "art" / "toy" / "b").exists()
     result = make_engine(tmp_path).run()  # the lock died with its holder
     assert not out_dir.exists()  # the stale temporary folder was removed
-    assert actions(result) == {"a": "skip", "b": "run", "c": "run"}
+    assert actions(result) == {"a": "skip", "b": "run", "c": "run", "d": "run"}
     assert value(tmp_path, "c") == 111
 
 
@@ -206,3 +220,33 @@ def test_code_fingerprint_follows_imports_inside_the_repo(tmp_path):
 def test_unknown_parameter_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no parameter"):
         make_engine(tmp_path, add_z=1)
+
+
+def _tree(folder):
+    return {
+        str(p.relative_to(folder)): p.read_text()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+        and p.name not in ("stage.json", "env.json", "timing.json", "detections.json")
+    }
+
+
+def test_sharded_stage_over_two_devices_equals_one_device(tmp_path):
+    single = tmp_path / "single"
+    single.mkdir()
+    make_engine(single).run()
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    result = make_engine(sharded, devices=(0, 1)).run()
+    record = result.plans[-1].record
+    assert len(record["command"]) == 3  # two shards and the merge
+    assert "--shard" in record["command"][1] and "zoobox.stage.shards" in record["command"][2]
+    d_single = single / "art" / "toy" / "d"
+    d_sharded = sharded / "art" / "toy" / "d"
+    assert _tree(d_sharded) == _tree(d_single)
+    assert sorted(
+        json.loads((d_sharded / "detections.json").read_text()), key=lambda r: r["image_id"]
+    ) == [{"image_id": k} for k in range(5)]
+    timing = json.loads((d_sharded / "timing.json").read_text())
+    assert timing["images"] == 5 and timing["shards"] == 2 and timing["throughput"] == 200.0
+    assert not list(d_sharded.glob("shard-*"))

@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -23,8 +22,16 @@ def fake_310p(tmp_path):
     """Device nodes and driver folder standing in for a 310P host with four NPUs."""
     dev = tmp_path / "dev"
     dev.mkdir()
-    for name in ["davinci0", "davinci1", "davinci2", "davinci3", "davinci_manager",
-                 "devmm_svm", "hisi_hdc", "davinci_manager_docker"]:
+    for name in [
+        "davinci0",
+        "davinci1",
+        "davinci2",
+        "davinci3",
+        "davinci_manager",
+        "devmm_svm",
+        "hisi_hdc",
+        "davinci_manager_docker",
+    ]:
         (dev / name).touch()
     driver = tmp_path / "Ascend" / "driver"
     driver.mkdir(parents=True)
@@ -32,8 +39,9 @@ def fake_310p(tmp_path):
     smi = tmp_path / "sbin" / "npu-smi"
     smi.parent.mkdir()
     smi.touch()
-    return npu_host(dev_root=dev, driver_dir=driver, npu_smi_candidates=(tmp_path / "bin" /
-                                                                        "npu-smi", smi))
+    return npu_host(
+        dev_root=dev, driver_dir=driver, npu_smi_candidates=(tmp_path / "bin" / "npu-smi", smi)
+    )
 
 
 def test_npu_host_probe_reads_devices_driver_and_npu_smi(fake_310p, tmp_path):
@@ -45,48 +53,105 @@ def test_npu_host_probe_reads_devices_driver_and_npu_smi(fake_310p, tmp_path):
 
 def _call(tmp_path, env="aie", npu=True, devices=(2,)):
     art = tmp_path / "art"
-    return StageCall(recipe="retinaface", stage="infer", module="models.retinaface.infer",
-                     args=["--model", f"{art}/retinaface/compile", "--data",
-                           f"{tmp_path}/wider/images", "--batch-size", "1"],
-                     out=art / "retinaface" / ".infer.tmp-1", env=get_env(env),
-                     needs_npu=npu, devices=list(devices))
+    return StageCall(
+        recipe="retinaface",
+        stage="infer",
+        module="models.retinaface.infer",
+        args=[
+            "--model",
+            f"{art}/retinaface/compile",
+            "--data",
+            f"{tmp_path}/wider/images",
+            "--batch-size",
+            "1",
+        ],
+        out=art / "retinaface" / ".infer.tmp-1",
+        env=get_env(env),
+        needs_npu=npu,
+        devices=list(devices),
+    )
 
 
 def test_docker_npu_command_mounts_devices_and_driver_read_only(fake_310p, tmp_path):
-    runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", data=tmp_path / "wider",
-                                         npu=fake_310p, tty=False, user="1000:1001"))
+    runner = DockerRunner(
+        DockerSettings(
+            artifacts=tmp_path / "art",
+            data=tmp_path / "wider",
+            npu=fake_310p,
+            tty=False,
+            user="1000:1001",
+        )
+    )
     argv = runner.argv(_call(tmp_path))
     dev = fake_310p.dev_root
     driver = fake_310p.driver_dir
     image = get_env("aie").image
     assert argv == [
-        "docker", "run", "--rm", "--user", "1000:1001",
-        "-v", f"{REPO}:/workspace:ro",
-        "-v", f"{tmp_path}/art:/artifacts",
-        "-v", f"{tmp_path}/wider:/data:ro",
-        "-w", "/workspace", "-e", "PYTHONPATH=/workspace", "-e", "HOME=/tmp",
-        "-e", "PYTHONUNBUFFERED=1", "-e", "ZOOBOX_ENV=aie", "-e", f"ZOOBOX_IMAGE={image}",
-        "--device", f"{dev}/davinci2",
-        "--device", f"{dev}/davinci_manager", "--device", f"{dev}/devmm_svm",
-        "--device", f"{dev}/hisi_hdc",
-        "-v", f"{driver}:{driver}:ro",
-        "-v", "/usr/local/dcmi:/usr/local/dcmi:ro",
-        "-v", "/etc/ascend_install.info:/etc/ascend_install.info:ro",
-        "-v", f"{tmp_path}/sbin/npu-smi:{tmp_path}/sbin/npu-smi:ro",
-        image, "python", "-m", "models.retinaface.infer",
-        "--model", "/artifacts/retinaface/compile", "--data", "/data/images",
-        "--batch-size", "1", "--out", "/artifacts/retinaface/.infer.tmp-1",
+        "docker",
+        "run",
+        "--rm",
+        "--user",
+        "1000:1001",
+        "-v",
+        f"{REPO}:/workspace:ro",
+        "-v",
+        f"{tmp_path}/art:/artifacts",
+        "-v",
+        f"{tmp_path}/wider:/data:ro",
+        "-w",
+        "/workspace",
+        "-e",
+        "PYTHONPATH=/workspace",
+        "-e",
+        "HOME=/tmp",
+        "-e",
+        "PYTHONUNBUFFERED=1",
+        "-e",
+        "ZOOBOX_ENV=aie",
+        "-e",
+        f"ZOOBOX_IMAGE={image}",
+        "--device",
+        f"{dev}/davinci2",
+        "--device",
+        f"{dev}/davinci_manager",
+        "--device",
+        f"{dev}/devmm_svm",
+        "--device",
+        f"{dev}/hisi_hdc",
+        "-v",
+        f"{driver}:{driver}:ro",
+        "-v",
+        "/usr/local/dcmi:/usr/local/dcmi:ro",
+        "-v",
+        "/etc/ascend_install.info:/etc/ascend_install.info:ro",
+        "-v",
+        f"{tmp_path}/sbin/npu-smi:{tmp_path}/sbin/npu-smi:ro",
+        image,
+        "python",
+        "-m",
+        "models.retinaface.infer",
+        "--model",
+        "/artifacts/retinaface/compile",
+        "--data",
+        "/data/images",
+        "--batch-size",
+        "1",
+        "--out",
+        "/artifacts/retinaface/.infer.tmp-1",
     ]
     assert "--privileged" not in argv
     assert runner.device_for([2]) == "0"  # the one mounted device is device 0 inside
 
 
 def test_docker_with_ascend_runtime_uses_visible_devices(fake_310p, tmp_path):
-    runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", npu=fake_310p,
-                                         ascend_runtime=True, tty=False, user="1:1"))
+    runner = DockerRunner(
+        DockerSettings(
+            artifacts=tmp_path / "art", npu=fake_310p, ascend_runtime=True, tty=False, user="1:1"
+        )
+    )
     argv = runner.argv(_call(tmp_path, devices=(0, 3)))
     at = argv.index("--runtime")
-    assert argv[at:at + 4] == ["--runtime", "ascend", "-e", "ASCEND_VISIBLE_DEVICES=0,3"]
+    assert argv[at : at + 4] == ["--runtime", "ascend", "-e", "ASCEND_VISIBLE_DEVICES=0,3"]
     assert "--device" not in argv
     assert not any("Ascend/driver" in a for a in argv)
 
@@ -158,15 +223,34 @@ def test_parse_devices():
 
 
 def test_render_args_drops_none_and_false_and_keeps_bare_true():
-    spec = StageSpec("s", "host", "m", {"a": "{p.x}", "b": "{p.none}", "c": "{p.no}",
-                                        "d": "{p.yes}", "e": "{in.up}/model.ts",
-                                        "f": "{p.x},3,{p.x}"})
+    spec = StageSpec(
+        "s",
+        "host",
+        "m",
+        {
+            "a": "{p.x}",
+            "b": "{p.none}",
+            "c": "{p.no}",
+            "d": "{p.yes}",
+            "e": "{in.up}/model.ts",
+            "f": "{p.x},3,{p.x}",
+        },
+    )
     from types import SimpleNamespace
 
-    context = {"p": SimpleNamespace(x=4, none=None, no=False, yes=True),
-               "in": SimpleNamespace(up="/art/up")}
-    assert render_args(spec, context) == ["--a", "4", "--d", "--e", "/art/up/model.ts",
-                                          "--f", "4,3,4"]
+    context = {
+        "p": SimpleNamespace(x=4, none=None, no=False, yes=True),
+        "in": SimpleNamespace(up="/art/up"),
+    }
+    assert render_args(spec, context) == [
+        "--a",
+        "4",
+        "--d",
+        "--e",
+        "/art/up/model.ts",
+        "--f",
+        "4,3,4",
+    ]
     bad = StageSpec("s", "host", "m", {"a": "{p.missing}"})
     with pytest.raises(UserError, match="unknown placeholder"):
         render_args(bad, context)
@@ -183,27 +267,56 @@ def test_env_specs_name_their_python_and_npu():
 
 
 def test_invoke_list_is_fast_and_shows_the_namespaces():
-    result = subprocess.run(["invoke", "--list"], cwd=REPO, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        ["invoke", "--list"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     for name in ["retinaface.all", "images.build", "data.sample", "demo", "doctor"]:
         assert name in result.stdout
-    probe = subprocess.run([sys.executable, "-c", "import sys, tasks; "
-                            "print('torch' in sys.modules, 'numpy' in sys.modules)"],
-                           cwd=REPO, capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, tasks; print('torch' in sys.modules, 'numpy' in sys.modules)",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.stdout.split() == ["False", "False"]
 
 
 def test_dry_docker_plan_prints_the_310p_container_commands(fake_310p, tmp_path):
     env = dict(os.environ)
-    env.update({"INVOKE_ZOOBOX_DOCKER_DEV_ROOT": str(fake_310p.dev_root),
-                "INVOKE_ZOOBOX_DOCKER_DRIVER_DIR": str(fake_310p.driver_dir),
-                "INVOKE_ZOOBOX_DOCKER_TTY": "false",
-                "INVOKE_ZOOBOX_DOCKER_ASCEND_RUNTIME": "false"})
+    env.update(
+        {
+            "INVOKE_ZOOBOX_DOCKER_DEV_ROOT": str(fake_310p.dev_root),
+            "INVOKE_ZOOBOX_DOCKER_DRIVER_DIR": str(fake_310p.driver_dir),
+            "INVOKE_ZOOBOX_DOCKER_TTY": "false",
+            "INVOKE_ZOOBOX_DOCKER_ASCEND_RUNTIME": "false",
+        }
+    )
     result = subprocess.run(
-        ["invoke", "retinaface.all", "--dry", "--runner", "docker", "--devices", "1",
-         "--artifacts", str(tmp_path / "art"), "--data", str(tmp_path / "wider")],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+        [
+            "invoke",
+            "retinaface.all",
+            "--dry",
+            "--runner",
+            "docker",
+            "--devices",
+            "1",
+            "--artifacts",
+            str(tmp_path / "art"),
+            "--data",
+            str(tmp_path / "wider"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "runner docker, backend aie on npu 1" in out
@@ -244,8 +357,10 @@ def test_doctor_style_compatibility_rows():
 def test_busy_device_is_diagnosed_naming_the_device():
     from zoobox.npucompat import diagnose
 
-    output = "DrvMngGetConsoleLogLevel failed. (g_conLogLevel=3)\n" \
-             "dcmi module initialize failed. ret is -8005\n"
+    output = (
+        "DrvMngGetConsoleLogLevel failed. (g_conLogLevel=3)\n"
+        "dcmi module initialize failed. ret is -8005\n"
+    )
     message = diagnose(output, [3])
     assert "davinci3" in message and "-8005" in message
     assert diagnose("Traceback: ZeroDivisionError", [0]) is None
@@ -264,8 +379,12 @@ def test_npu_stage_failing_with_8005_is_reported_as_busy_device(tmp_path, monkey
             return Completed(1, "dcmi module initialize failed. ret is -8005\n")
 
     options = Options(artifacts=tmp_path / "art", cache=tmp_path, data=tmp_path)
-    engine = Engine(load_recipe_file(REPO / "tests" / "toy" / "recipe.yaml"),
-                    Choice("host", "aie", [2], "test"), BusyRunner(), options)
+    engine = Engine(
+        load_recipe_file(REPO / "tests" / "toy" / "recipe.yaml"),
+        Choice("host", "aie", [2], "test"),
+        BusyRunner(),
+        options,
+    )
     with pytest.raises(UserError, match=r"^stage c: NPU davinci2 is held by another"):
         engine.run()
     assert (tmp_path / "art" / "toy" / "b" / "stage.json").exists()  # earlier work kept

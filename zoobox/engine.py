@@ -8,6 +8,7 @@ skip it or run it in a temporary folder that becomes its output only when it suc
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -142,10 +143,11 @@ class Engine:
                 found[self._portable(value)] = tree_fingerprint(value)
         return found
 
-    def call_for(self, name: str, out: Path) -> StageCall:
+    def call_for(self, name: str, out: Path, devices: list[int] | None = None) -> StageCall:
         spec = self.recipe.stage(name)
+        devices = list(self.choice.devices if devices is None else devices)
         needs_npu = spec.npu and self.choice.backend in NPU_BACKENDS
-        device = self.runner.device_for(self.choice.devices) if needs_npu else "cpu"
+        device = self.runner.device_for(devices) if needs_npu else "cpu"
         stage_dirs = {need: str(self.store.stage_dir(need)) for need in spec.needs}
         context = context_for(
             self.recipe,
@@ -165,7 +167,7 @@ class Engine:
             out=out,
             env=get_env(spec.env),
             needs_npu=needs_npu,
-            devices=list(self.choice.devices),
+            devices=devices,
         )
 
     def fingerprint(self, call: StageCall, upstream_runs: dict) -> str:
@@ -225,7 +227,12 @@ class Engine:
                 action, reason = "run", "changed: " + _what_changed(record, call, self)
             else:
                 action, reason = "skip", "up to date"
-            command = quote(self.runner.argv(call))
+            if self._sharded(call):
+                command = "\n  $ ".join(
+                    quote(self.runner.argv(c)) for c in self._shard_calls(call, placeholder)
+                )
+            else:
+                command = quote(self.runner.argv(call))
             plan = StagePlan(name, action, reason, command, fingerprint, record)
             plans.append(plan)
             if action == "skip":
@@ -244,24 +251,17 @@ class Engine:
             run_ids[name] = plan.record["run_id"]
         return plans
 
-    def _execute(self, call: StageCall, fingerprint: str, upstream: dict, reason: str) -> dict:
-        self.runner.check(call.env)
-        temp = self.store.new_temp(call.stage)
-        call.out = temp
+    def _sharded(self, call: StageCall) -> bool:
+        return self.recipe.stage(call.stage).shard and len(self.choice.devices) > 1
+
+    def _run_checked(self, call: StageCall) -> list[str]:
+        """Run one call; a failure becomes the right error. Returns the argv it ran."""
         argv = self.runner.argv(call)
-        _say(f"[{call.stage}] run ({reason}) in env {call.env.name}")
         if self.options.echo:
             _say(f"  $ {quote(argv)}")
-        started = time.time()
-        try:
-            completed = self.runner.run(call)
-        except BaseException:
-            self.store.discard(temp)
-            raise
-        ended = time.time()
+        completed = self.runner.run(call)
         code = completed.returncode
         if code != 0:
-            self.store.discard(temp)
             known = diagnose(completed.tail, call.devices) if call.needs_npu else None
             if known:
                 raise UserError(f"stage {call.stage}: {known}")
@@ -271,6 +271,65 @@ class Engine:
                     "earlier artifacts are intact"
                 )
             raise StageFailed(call.stage, code, quote(argv))
+        return argv
+
+    def _shard_calls(self, call: StageCall, temp: Path) -> list[StageCall]:
+        devices = self.choice.devices
+        calls = []
+        for index, device in enumerate(devices):
+            shard = self.call_for(call.stage, temp / f"shard-{index}", devices=[device])
+            shard.args += ["--shard", f"{index}/{len(devices)}"]
+            calls.append(shard)
+        return calls
+
+    def _run_shards(self, call: StageCall, temp: Path) -> list[list[str]]:
+        """One process (container) per device on a slice of the data, then one merge."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from zoobox.runners.host import HostRunner
+
+        calls = self._shard_calls(call, temp)
+        with ThreadPoolExecutor(len(calls)) as pool:
+            argvs = list(pool.map(self._run_checked, calls))
+        # The merge is plain file work: the host interpreter does it.
+        merge = StageCall(
+            call.recipe,
+            call.stage,
+            "zoobox.stage.shards",
+            [str(c.out) for c in calls],
+            temp,
+            get_env("host"),
+        )
+        argvs.append(self._run_with(HostRunner(), merge))
+        for shard in calls:
+            shutil.rmtree(shard.out, ignore_errors=True)
+        return argvs
+
+    def _run_with(self, runner: Runner, call: StageCall) -> list[str]:
+        argv = runner.argv(call)
+        if self.options.echo:
+            _say(f"  $ {quote(argv)}")
+        completed = runner.run(call)
+        if completed.returncode != 0:
+            raise StageFailed(call.stage, completed.returncode, quote(argv))
+        return argv
+
+    def _execute(self, call: StageCall, fingerprint: str, upstream: dict, reason: str) -> dict:
+        self.runner.check(call.env)
+        temp = self.store.new_temp(call.stage)
+        call.out = temp
+        sharded = self._sharded(call)
+        _say(
+            f"[{call.stage}] run ({reason}) in env {call.env.name}"
+            + (f", sharded over devices {self.choice.devices}" if sharded else "")
+        )
+        started = time.time()
+        try:
+            argvs = self._run_shards(call, temp) if sharded else [self._run_checked(call)]
+        except BaseException:
+            self.store.discard(temp)
+            raise
+        ended = time.time()
         record = {
             "recipe": call.recipe,
             "stage": call.stage,
@@ -279,7 +338,7 @@ class Engine:
             "fingerprint": fingerprint,
             "module": call.module,
             "args": call.args,
-            "command": argv,
+            "command": argvs if len(argvs) > 1 else argvs[0],
             "code": code_fingerprint(call.module),
             "inputs": upstream,
             "external": self._external_inputs(call.args),

@@ -38,6 +38,7 @@ class StageSpec:
     args: dict
     needs: tuple[str, ...] = ()
     npu: bool = False  # uses the backend: needs the NPU when the backend is an NPU one
+    shard: bool = False  # takes --shard I/N: several devices split its images
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def load_recipe_file(path: Path) -> Recipe:
                 args=dict(entry.get("args") or {}),
                 needs=needs,
                 npu=bool(entry.get("npu", False)),
+                shard=bool(entry.get("shard", False)),
             )
         )
     return Recipe(

@@ -1,6 +1,6 @@
 """A toy stage: writes value.txt = upstream value + its own --add; can pause or fail.
 
-    python -m tests.toy.stage --out OUT [--input DIR] --add N [--pause-file F] [--fail user]
+python -m tests.toy.stage --out OUT [--input DIR] --add N [--pause-file F] [--fail user]
 """
 
 import os
@@ -15,11 +15,11 @@ def main(args):
     if args.input:
         with open(os.path.join(args.input, "value.txt")) as handle:
             value = int(handle.read())
-    with open(os.path.join(args.out, "pid"), "w") as handle:
-        handle.write(str(os.getpid()))
     with open(os.path.join(args.out, "partial.txt"), "w") as handle:
         handle.write("started")
     if args.pause_file:
+        with open(os.path.join(args.out, "pid"), "w") as handle:
+            handle.write(str(os.getpid()))
         # Wait (up to 60 s) until the test removes the file: a window to kill us in.
         with open(args.pause_file, "w") as handle:
             handle.write(args.out)
@@ -30,6 +30,27 @@ def main(args):
         raise UserError("toy stage refused its input")
     if args.fail == "crash":
         raise RuntimeError("toy stage crashed")
+    if args.items:
+        # A sharded stage: items k with k % N == I, one file each, plus a timing record.
+        index, count = (int(v) for v in (args.shard or "0/1").split("/"))
+        mine = [k for k in range(args.items) if k % count == index]
+        os.makedirs(os.path.join(args.out, "items"))
+        for k in mine:
+            with open(os.path.join(args.out, "items", "%d.txt" % k), "w") as handle:
+                handle.write(str(value + k))
+        cli.write_json(
+            os.path.join(args.out, "timing.json"),
+            {
+                "calls": len(mine),
+                "images": len(mine),
+                "mean_ms": 10.0,
+                "p50_ms": 10.0,
+                "p99_ms": 12.0,
+                "throughput": 100.0,
+                "device": args.device,
+            },
+        )
+        cli.write_json(os.path.join(args.out, "detections.json"), [{"image_id": k} for k in mine])
     with open(os.path.join(args.out, "value.txt"), "w") as handle:
         handle.write(str(value + args.add))
 
@@ -41,6 +62,9 @@ def build_parser():
     parser.add_argument("--pause-file")
     parser.add_argument("--fail")
     parser.add_argument("--data")
+    parser.add_argument("--items", type=int, default=0)
+    parser.add_argument("--shard")
+    parser.add_argument("--device")
     return parser
 
 

@@ -1,0 +1,109 @@
+"""Merging the outputs of one stage run as N shards (one per device) into one output.
+
+    python -m zoobox.stage.shards --out OUT SHARD_DIR [SHARD_DIR ...]
+
+Shards split the images, so their outputs are disjoint. File by file:
+- `timing.json`: one record for the whole run (see merge_timing);
+- a JSON list (COCO results): concatenated;
+- a JSON object with an "images" object (per-image detections): the images merged;
+- any other file: copied; the same relative path in two shards must be identical.
+"""
+
+import filecmp
+import json
+import os
+import shutil
+
+from zoobox.stage import cli
+from zoobox.stage.errors import UserError
+
+SKIP = ("env.json", "stage.json")
+
+
+def merge_timing(records):
+    """One timing record from per-shard records of devices that ran side by side.
+
+    Throughput adds up (the devices ran concurrently); the mean latency is weighted by
+    calls; p50 is the median of the shards' p50 and p99 the worst shard's p99 (per-call
+    latencies are not kept, so these are the honest bounds available).
+    """
+    records = [r for r in records if r.get("calls")]
+    if not records:
+        return {"calls": 0, "images": 0, "shards": 0}
+    calls = sum(r["calls"] for r in records)
+    merged = dict(records[0])
+    p50 = sorted(r["p50_ms"] for r in records)
+    merged.update(
+        {
+            "calls": calls,
+            "images": sum(r.get("images", 0) for r in records),
+            "mean_ms": sum(r["mean_ms"] * r["calls"] for r in records) / calls,
+            "p50_ms": p50[len(p50) // 2],
+            "p99_ms": max(r["p99_ms"] for r in records),
+            "throughput": sum(r["throughput"] for r in records),
+            "shards": len(records),
+            "devices": [r.get("device") for r in records],
+        }
+    )
+    return merged
+
+
+def _merge_json(path_out, sources):
+    docs = []
+    for source in sources:
+        with open(source) as handle:
+            docs.append(json.load(handle))
+    if os.path.basename(path_out) == "timing.json":
+        merged = merge_timing(docs)
+    elif all(isinstance(d, list) for d in docs):
+        merged = [item for d in docs for item in d]
+    elif all(isinstance(d, dict) and isinstance(d.get("images"), dict) for d in docs):
+        merged = dict(docs[0])
+        merged["images"] = {}
+        for d in docs:
+            merged["images"].update(d["images"])
+    else:
+        raise UserError(
+            "cannot merge %s from %d shards: not a list, timing record or "
+            "per-image object" % (os.path.basename(path_out), len(docs))
+        )
+    cli.write_json(path_out, merged)
+
+
+def merge(out, shard_dirs):
+    by_path = {}
+    for shard in shard_dirs:
+        for dirpath, _, filenames in os.walk(shard):
+            for name in filenames:
+                rel = os.path.relpath(os.path.join(dirpath, name), shard)
+                if rel in SKIP:
+                    continue
+                by_path.setdefault(rel, []).append(os.path.join(dirpath, name))
+    for rel, sources in sorted(by_path.items()):
+        target = os.path.join(out, rel)
+        folder = os.path.dirname(target)
+        if folder and not os.path.isdir(folder):
+            os.makedirs(folder)
+        if len(sources) > 1 and rel.endswith(".json"):
+            _merge_json(target, sources)
+            continue
+        for other in sources[1:]:
+            if not filecmp.cmp(sources[0], other, shallow=False):
+                raise UserError(
+                    "shards disagree on %s: %s differs from %s" % (rel, other, sources[0])
+                )
+        shutil.copyfile(sources[0], target)
+
+
+def main(args):
+    merge(args.out, args.shards)
+
+
+def build_parser():
+    parser = cli.parser(__doc__.splitlines()[0])
+    parser.add_argument("shards", nargs="+", help="the shard output folders")
+    return parser
+
+
+if __name__ == "__main__":
+    cli.run(main, build_parser())
