@@ -1,0 +1,249 @@
+"""COCO val2017 -> the RetinaNet input store: detectron2's test-time preprocessing.
+
+    python -m data_scripts.coco.prepare --out OUT --root DATA [--input-size 1344]
+        [--limit N] [--workers N] [--skip-bad] [--resize auto|pil|cv2]
+
+What detectron2 does at test time for `retinanet_R_50_FPN_3x` (INPUT.FORMAT BGR,
+MIN_SIZE_TEST 800, MAX_SIZE_TEST 1333, PIXEL_MEAN 103.53 116.28 123.675, PIXEL_STD 1):
+
+1. read the image as BGR (a grayscale JPEG becomes three equal channels);
+2. `ResizeShortestEdge(800, 1333)`: the short side to 800, the long side scaled alike,
+   both scaled down again if the long side passes 1333, each rounded with int(x + 0.5)
+   (`resized_hw`, the rule of `ResizeShortestEdge.get_transform`);
+3. `ResizeTransform`: PIL bilinear on the uint8 image;
+4. subtract the mean, then pad right / bottom with zeros to the fixed input size
+   (detectron2 pads the normalized tensor, so padding is 0 after normalization).
+
+Steps 1-3 are stored as uint8 pixels (`data_scripts.store`); step 4 is the store's feed
+recipe `feed_spec(mean, pad="after_norm")`, applied when batches are read.
+
+Resize method (`--resize`): `pil` is detectron2's own (Pillow's bilinear), exact.
+`cv2` is `cv2.resize(INTER_LINEAR)`, what the ModelZoo seed script uses: on COCO (every
+image is upscaled) it differs from Pillow by one grey level on about 19% of the values,
+never more (measured on the 79-image fixture, opencv 4.x vs Pillow 10-11); for
+downscaling the two differ more (Pillow's bilinear filters, OpenCV's samples).
+`auto` (the default) takes `pil` when Pillow is importable, else `cv2` with a note; the
+method used is recorded in index.json.
+
+The seed's own script differs from detectron2 in one more place: it floors the long side
+(640 x 480 -> 800 x 1066, detectron2 1067). This stage follows detectron2.
+
+Records (index.json, in image id order, `--limit N` keeps the first N):
+    {"id": image id, "file": "val2017/<name>.jpg", "orig_hw": [h, w],
+     "resized_hw": [newh, neww], "valid_hw": [newh, neww]}
+A box predicted on the input maps back to the original image by x * w / neww,
+y * h / newh (detectron2's `detector_postprocess`).
+"""
+
+import os
+import sys
+
+import numpy as np
+
+from data_scripts import store
+from data_scripts.coco import layout
+from zoobox.stage import cli
+from zoobox.stage.errors import UserError
+
+MIN_SIZE = 800
+MAX_SIZE = 1333
+INPUT_SIZE = 1344
+PIXEL_MEAN_BGR = (103.53, 116.28, 123.675)
+PIXEL_STD_BGR = (1.0, 1.0, 1.0)
+# The largest FPN stride: detectron2 pads every input to a multiple of it.
+SIZE_DIVISIBILITY = 32
+RESIZE_METHODS = ("auto", "pil", "cv2")
+
+
+def resized_hw(height, width, min_size=MIN_SIZE, max_size=MAX_SIZE):
+    """(newh, neww) of detectron2's ResizeShortestEdge(min_size, max_size) at test time."""
+    size = min_size * 1.0
+    scale = size / min(height, width)
+    if height < width:
+        newh, neww = size, scale * width
+    else:
+        newh, neww = scale * height, size
+    if max(newh, neww) > max_size:
+        scale = max_size * 1.0 / max(newh, neww)
+        newh = newh * scale
+        neww = neww * scale
+    return int(newh + 0.5), int(neww + 0.5)
+
+
+def _have_pil():
+    try:
+        import PIL.Image  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resize_method(requested):
+    """The resize method to use for `requested` (auto / pil / cv2)."""
+    if requested not in RESIZE_METHODS:
+        raise UserError(
+            "--resize must be one of %s, not %r" % ("/".join(RESIZE_METHODS), requested)
+        )
+    if requested == "cv2":
+        return "cv2"
+    if _have_pil():
+        return "pil"
+    if requested == "pil":
+        raise UserError(
+            "--resize pil needs Pillow, which is not installed here: pip install pillow, "
+            "or pass --resize cv2 (within one grey level of it on COCO)"
+        )
+    sys.stderr.write(
+        "note: Pillow is not installed: resizing with cv2 INTER_LINEAR, within one grey level "
+        "of detectron2's Pillow bilinear (install pillow for the exact method)\n"
+    )
+    return "cv2"
+
+
+def resize(image, hw, method):
+    """Resize a uint8 HxWx3 image to `hw` = (newh, neww) with `method` (pil or cv2)."""
+    newh, neww = int(hw[0]), int(hw[1])
+    if method == "pil":
+        from PIL import Image
+
+        bilinear = getattr(Image, "Resampling", Image).BILINEAR
+        return np.asarray(Image.fromarray(image).resize((neww, newh), bilinear))
+    import cv2
+
+    return cv2.resize(image, (neww, newh), interpolation=cv2.INTER_LINEAR)
+
+
+def prepare_image(item):
+    """Read, check and resize one image: (uint8 pixels, record). Runs in the workers."""
+    path, rel, image_id, expected_hw, min_size, max_size, method = item
+    image = store.read_image(path)
+    height, width = image.shape[:2]
+    if [height, width] != list(expected_hw):
+        raise UserError(
+            "image %s is %dx%d (h x w) but %s says %dx%d: a replaced or rotated file; "
+            "restore the original val2017 image"
+            % (path, height, width, layout.ANNOTATION_FILE, expected_hw[0], expected_hw[1])
+        )
+    newh, neww = resized_hw(height, width, min_size, max_size)
+    pixels = resize(image, (newh, neww), method)
+    record = {
+        "id": image_id,
+        "file": rel,
+        "orig_hw": [int(height), int(width)],
+        "resized_hw": [int(newh), int(neww)],
+    }
+    return pixels, record
+
+
+def prepare(
+    out,
+    root,
+    input_size=INPUT_SIZE,
+    limit=0,
+    workers=0,
+    skip_bad=False,
+    resize_with="auto",
+    min_size=MIN_SIZE,
+    max_size=MAX_SIZE,
+):
+    """Preprocess COCO val2017 at `root` into a store at `out`; return (images, skipped)."""
+    if min_size < 1 or max_size < min_size:
+        raise UserError("need 1 <= --min-size <= --max-size, not %d, %d" % (min_size, max_size))
+    if input_size < max_size:
+        raise UserError(
+            "--input-size %d is smaller than --max-size %d: resized images would not fit"
+            % (input_size, max_size)
+        )
+    if input_size % SIZE_DIVISIBILITY:
+        raise UserError(
+            "--input-size %d is not a multiple of %d (RetinaNet's largest stride; detectron2 "
+            "pads inputs to it): use e.g. %d"
+            % (
+                input_size,
+                SIZE_DIVISIBILITY,
+                -(-input_size // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY,
+            )
+        )
+    method = resize_method(resize_with)
+    images = layout.list_images(root, limit=limit)
+    folder = os.path.join(root, layout.IMAGES_DIR)
+    items = [
+        (
+            os.path.join(folder, image["file_name"]),
+            layout.IMAGES_DIR + "/" + image["file_name"],
+            image["id"],
+            [image["height"], image["width"]],
+            int(min_size),
+            int(max_size),
+            method,
+        )
+        for image in images
+    ]
+    feed = store.feed_spec(mean_bgr=PIXEL_MEAN_BGR, std_bgr=PIXEL_STD_BGR, pad="after_norm")
+    extra = {
+        "dataset": "coco-val2017",
+        "resize": {
+            "rule": "detectron2 ResizeShortestEdge",
+            "min_size": int(min_size),
+            "max_size": int(max_size),
+            "method": method,
+        },
+        # label k of the model's 80 outputs is COCO category category_ids[k]
+        "category_ids": list(layout.CATEGORY_IDS),
+    }
+    skipped = store.write_store(
+        out,
+        items,
+        (input_size, input_size),
+        prepare_image,
+        feed,
+        workers=workers or None,
+        skip_bad=skip_bad,
+        label="coco val2017",
+        extra=extra,
+    )
+    return len(items) - skipped, skipped
+
+
+def main(args):
+    done, skipped = prepare(
+        args.out,
+        args.root,
+        input_size=args.input_size,
+        limit=args.limit,
+        workers=args.workers,
+        skip_bad=args.skip_bad,
+        resize_with=args.resize,
+        min_size=args.min_size,
+        max_size=args.max_size,
+    )
+    print(
+        "prepared %d COCO val2017 images%s into %s"
+        % (done, " (%d skipped)" % skipped if skipped else "", args.out)
+    )
+
+
+def build_parser():
+    parser = cli.parser(__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="COCO folder: val2017/, annotations/")
+    parser.add_argument(
+        "--input-size", type=int, default=INPUT_SIZE, help="padded square input (1344)"
+    )
+    parser.add_argument("--limit", type=int, default=0, help="first N images by id (0 = all)")
+    parser.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="leave unreadable images out instead of stopping"
+    )
+    parser.add_argument(
+        "--resize",
+        default="auto",
+        choices=RESIZE_METHODS,
+        help="pil: detectron2's exact method; cv2: within one grey level; auto: pil if installed",
+    )
+    parser.add_argument("--min-size", type=int, default=MIN_SIZE, help="short side (800)")
+    parser.add_argument("--max-size", type=int, default=MAX_SIZE, help="long side cap (1333)")
+    return parser
+
+
+if __name__ == "__main__":
+    cli.run(main, build_parser())
