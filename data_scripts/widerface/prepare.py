@@ -1,0 +1,141 @@
+"""The data stage for RetinaFace: WIDER FACE val images preprocessed into a store.
+
+As the ModelZoo RetinaFace seed prepares its fixed-size input (Pytorch_Retinaface's
+test-time resize, pinned to one square size): each image is scaled by
+scale = S / max(h, w) with cv2.resize(img, None, fx=scale, fy=scale, INTER_LINEAR) -- so
+the output is round(w * scale) x round(h * scale) and OpenCV maps pixels with the factor
+itself --, padded with zeros at the right and bottom to S x S, and fed as BGR minus
+(104, 117, 123). The store keeps the uint8 pixels; the feed recipe subtracts the mean
+from the padding too, so the padding reaches the network at minus the mean, as in the
+seed. Records: {"id": "event/name", "file": "event/name.jpg", "orig_hw": [h, w],
+"scale": scale}; the infer stage divides boxes by "scale".
+
+One known difference: Pytorch_Retinaface's test_widerface.py converts the image to
+float32 before cv2.resize, so its resized pixels are not rounded; the store resizes the
+uint8 image (OpenCV's fixed-point bilinear), which differs by at most ~0.76 and on
+average ~0.26 grey levels (measured on a COCO image at S = 1000 and 300).
+
+Only the images listed in the ground truth are taken, in its order (the first --limit).
+
+    python -m data_scripts.widerface.prepare --out OUT --root DATA [--input-size 1000]
+        [--limit N] [--workers N] [--skip-bad]
+"""
+
+import os
+
+from data_scripts.store import feed_spec, read_image, write_store
+from data_scripts.widerface import layout
+from zoobox.stage import cli
+from zoobox.stage.errors import UserError
+
+MEAN_BGR = (104, 117, 123)
+DEFAULT_INPUT_SIZE = 1000
+
+
+def resize_scale(height, width, size):
+    """The seed's factor: the longer side becomes `size`."""
+    return float(size) / float(max(height, width))
+
+
+def resize_image(image, size):
+    """(resized uint8 image, scale) as the seed resizes: fx = fy = scale, bilinear."""
+    import cv2  # imported here: only the data stages need OpenCV
+
+    height, width = image.shape[:2]
+    scale = resize_scale(height, width, size)
+    resized = cv2.resize(image, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    # round(max side * size / max side) is `size`; the guard only keeps a rounding surprise
+    # from overflowing the padded frame.
+    return resized[:size, :size], scale
+
+
+def prepare_image(item):
+    """One store entry; item = (path, image_id, relative file, input size). Picklable."""
+    path, image_id, relative, size = item
+    image = read_image(path)
+    height, width = image.shape[:2]
+    resized, scale = resize_image(image, size)
+    meta = {"id": image_id, "file": relative, "orig_hw": [int(height), int(width)], "scale": scale}
+    return resized, meta
+
+
+def items_for(dataset, size, limit=0):
+    """Store items for the first `limit` (0: all) ground-truth images, in gt order.
+
+    An image the ground truth lists but the image folder lacks is a UserError.
+    """
+    count = len(dataset) if not limit else min(int(limit), len(dataset))
+    items, missing = [], []
+    for i in range(count):
+        path = dataset.image_path(i)
+        if not os.path.isfile(path):
+            missing.append(path)
+            continue
+        items.append((path, dataset.ids[i], dataset.relative_file(dataset.ids[i]), int(size)))
+    if missing:
+        more = " (and %d more)" % (len(missing) - 1) if len(missing) > 1 else ""
+        raise UserError(
+            "WIDER FACE image listed in the ground truth is missing: %s%s; %s"
+            % (missing[0], more, layout.GET_IMAGES)
+        )
+    return items
+
+
+def main(args):
+    if args.input_size <= 0:
+        raise UserError("--input-size must be positive, not %d" % args.input_size)
+    if args.limit < 0 or args.workers < 0:
+        raise UserError("--limit and --workers take 0 (all) or a positive number")
+    dataset = layout.load(args.root, images=True)
+    size = int(args.input_size)
+    items = items_for(dataset, size, args.limit)
+    feed = feed_spec(mean_bgr=MEAN_BGR, pad="before_norm", channels="bgr")
+    extra = {
+        "dataset": "widerface-val",
+        "input_size": size,
+        "images_in_ground_truth": len(dataset),
+    }
+    skipped = write_store(
+        args.out,
+        items,
+        (size, size),
+        prepare_image,
+        feed,
+        workers=args.workers or None,
+        skip_bad=args.skip_bad,
+        label="preprocess widerface",
+        extra=extra,
+    )
+    kept = len(items) - skipped
+    print(
+        "preprocessed %d of %d WIDER FACE val images to %dx%d in %s%s"
+        % (
+            kept,
+            len(dataset),
+            size,
+            size,
+            args.out,
+            ", skipped %d unreadable" % skipped if skipped else "",
+        )
+    )
+
+
+def build_parser():
+    parser = cli.parser("WIDER FACE val preprocessing for RetinaFace (resize, pad, BGR - mean)")
+    parser.add_argument("--root", required=True, help="WIDER FACE val root (images + .mat)")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=DEFAULT_INPUT_SIZE,
+        help="square network input side S (default %(default)s)",
+    )
+    parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
+    parser.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="leave unreadable images out and count them"
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    cli.run(main, build_parser())

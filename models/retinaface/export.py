@@ -1,0 +1,113 @@
+"""Export RetinaFace mobilenet0.25 to TorchScript (trace at a fixed input size).
+
+    python -m models.retinaface.export --out OUT --weights WEIGHTS_STAGE_DIR \\
+        --input-size 1000 [--batch-size 1]
+
+Reads the weights stage's folder (a checkpoint, or a seeded random initialisation), traces
+the network at (batch, 3, size, size), saves OUT/model.ts, checks that the saved module's
+outputs equal the eager network's on a random input, and writes OUT/export.json:
+{"weights": "official" | "given" | "random", "seed", "sha256" (of the checkpoint),
+ "model": "model.ts", "model_sha256", "input_shape", "outputs": {name: shape},
+ "max_abs_diff"}.
+"""
+
+import os
+
+from models.retinaface import INPUT_SIZE
+from zoobox.stage import cli
+from zoobox.stage.errors import UserError
+from zoobox.stage.fetch import sha256_of, weights_from
+
+MODEL_FILE = "model.ts"
+EXPORT_FILE = "export.json"
+# The traced module must reproduce the eager one: the same kernels run, so any real
+# difference means the trace went wrong (a data-dependent branch, a torch bug).
+TOLERANCE = 1e-4
+
+# The weights stage's source -> what the report says about the weights.
+_SOURCES = {"given": "given", "cache": "official", "download": "official", "random": "random"}
+
+
+def _max_abs_diff(first, second):
+    return max(float((a - b).abs().max()) if a.numel() else 0.0 for a, b in zip(first, second))
+
+
+def export(out, weights_dir, input_size=INPUT_SIZE, batch_size=1):
+    """Trace, save and verify; returns the export.json record."""
+    import torch
+
+    from models.retinaface.net import OUTPUT_NAMES, build_model
+
+    if input_size < 32 or batch_size < 1:
+        raise UserError(
+            "--input-size must be at least 32 and --batch-size at least 1 (got %d, %d)"
+            % (input_size, batch_size)
+        )
+    path, manifest = weights_from(weights_dir)
+    source = manifest.get("source")
+    if source not in _SOURCES:
+        raise UserError(
+            "%s/weights.json has an unknown source %r: rerun the weights stage"
+            % (weights_dir, source)
+        )
+    seed = manifest.get("seed")
+    model = build_model(path, seed=seed or 0)
+    shape = (batch_size, 3, input_size, input_size)
+    target = os.path.join(out, MODEL_FILE)
+
+    generator = torch.Generator().manual_seed(int(seed or 0))
+    # Inputs in the range the network sees: BGR pixels minus the mean.
+    example = torch.rand(shape, generator=generator) * 255.0 - 117.0
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example, check_trace=False)
+    traced.save(target)
+
+    check = torch.rand(shape, generator=generator) * 255.0 - 117.0
+    loaded = torch.jit.load(target, map_location="cpu")
+    with torch.no_grad():
+        expected = model(check)
+        found = loaded(check)
+    if len(found) != len(expected):
+        raise UserError("the traced model returns %d outputs, not %d" % (len(found), len(expected)))
+    diff = _max_abs_diff(expected, found)
+    print("export: traced vs eager max abs diff %.3g at input %s" % (diff, list(shape)))
+    if not diff <= TOLERANCE:
+        raise UserError(
+            "the traced model differs from the eager one by %.3g (> %g): the export is not "
+            "trustworthy with torch %s; try the export env's torch"
+            % (diff, TOLERANCE, torch.__version__)
+        )
+    record = {
+        "weights": _SOURCES[source],
+        "seed": seed,
+        "sha256": manifest.get("sha256"),
+        "checkpoint": os.path.basename(path) if path else None,
+        "model": MODEL_FILE,
+        "model_sha256": sha256_of(target),
+        "input_shape": list(shape),
+        "outputs": dict(
+            (name, [int(v) for v in tensor.shape]) for name, tensor in zip(OUTPUT_NAMES, expected)
+        ),
+        "max_abs_diff": diff,
+        "torch": torch.__version__,
+    }
+    cli.write_json(os.path.join(out, EXPORT_FILE), record)
+    return record
+
+
+def main(args):
+    export(args.out, args.weights, input_size=args.input_size, batch_size=args.batch_size)
+
+
+def build_parser():
+    parser = cli.parser(__doc__.splitlines()[0])
+    parser.add_argument("--weights", required=True, help="the weights stage's output folder")
+    parser.add_argument(
+        "--input-size", type=int, default=INPUT_SIZE, help="square input side (pixels)"
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="batch of the traced input")
+    return parser
+
+
+if __name__ == "__main__":
+    cli.run(main, build_parser())
