@@ -8,6 +8,7 @@ from invoke import Collection
 
 from zoobox.recipe import recipe_names
 from zoobox.tasks import checks, data, images
+from zoobox.tasks.ci import ci
 from zoobox.tasks.recipes import recipe_collection
 
 
@@ -19,4 +20,5 @@ def build_namespace() -> Collection:
     namespace.add_collection(Collection.from_module(data, name="data"))
     namespace.add_task(checks.doctor)
     namespace.add_task(checks.demo)
+    namespace.add_task(ci)
     return namespace
