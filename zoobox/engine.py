@@ -156,6 +156,8 @@ class Engine:
             data=str(Path(self.options.data).resolve()) if self.options.data else "",
             cache=str(Path(self.options.cache).resolve()),
             device=device,
+            work=str(self.store.folder / "work"),
+            devices=self.runner.devices_for(devices),
         )
         context["recipe_file"] = str(self.recipe.path)
         args = render_args(spec, context)
@@ -185,7 +187,7 @@ class Engine:
 
     # -- running ---------------------------------------------------------------------------
     def run(self, target: str | None = None) -> RunResult:
-        names = self.recipe.upstream(target) if target else self.recipe.stage_names
+        names = self.recipe.upstream(target) if target else self.recipe.default_stages
         _say(f"zoobox {self.recipe.name}: {self.choice.line}")
         lock = RecipeLock(self.store.folder)
         if not self.options.dry:

@@ -9,6 +9,8 @@ arguments written as templates over a small context:
     {data}          the dataset root
     {cache}         the weights cache
     {device}        the device the stage's backend runs on ("cpu", "0", ...)
+    {devices}       all devices asked for, comma-separated (for one multi-device process)
+    {work}          ARTIFACTS/<recipe>/work: state kept across runs (training checkpoints)
 
 An argument whose template is a single placeholder takes the value as it is: None or
 False drop the flag, True leaves a bare flag.
@@ -39,6 +41,7 @@ class StageSpec:
     needs: tuple[str, ...] = ()
     npu: bool = False  # uses the backend: needs the NPU when the backend is an NPU one
     shard: bool = False  # takes --shard I/N: several devices split its images
+    optional: bool = False  # not part of `all`; runs when asked for by name (training)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,11 @@ class Recipe:
     @property
     def stage_names(self) -> list[str]:
         return [stage.name for stage in self.stages]
+
+    @property
+    def default_stages(self) -> list[str]:
+        """What `all` runs: every stage but the optional ones."""
+        return [stage.name for stage in self.stages if not stage.optional]
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:
@@ -109,6 +117,7 @@ def load_recipe_file(path: Path) -> Recipe:
                 needs=needs,
                 npu=bool(entry.get("npu", False)),
                 shard=bool(entry.get("shard", False)),
+                optional=bool(entry.get("optional", False)),
             )
         )
     return Recipe(
@@ -172,7 +181,14 @@ def render_args(stage: StageSpec, context: dict) -> list[str]:
 
 
 def context_for(
-    recipe: Recipe, params: dict, stage_dirs: dict, data: str, cache: str, device: str
+    recipe: Recipe,
+    params: dict,
+    stage_dirs: dict,
+    data: str,
+    cache: str,
+    device: str,
+    work: str = "",
+    devices: tuple = (),
 ) -> dict:
     return {
         "p": SimpleNamespace(**params),
@@ -181,4 +197,6 @@ def context_for(
         "data": data,
         "cache": cache,
         "device": device,
+        "work": work,
+        "devices": ",".join(str(d) for d in devices),
     }

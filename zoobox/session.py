@@ -28,6 +28,7 @@ DEFAULTS = {
     "echo": True,
     "data": {},
     "docker": {},
+    "venv": {},
 }
 
 
@@ -122,6 +123,11 @@ def build_engine(
         )
     elif choice.runner == "host":
         runner_obj = HostRunner()
+    elif choice.runner == "venv":
+        from zoobox.runners.venv import VenvRunner
+        from zoobox.venvs import cache_from_settings
+
+        runner_obj = VenvRunner(cache_from_settings(settings))
     else:  # pragma: no cover - choose() rejects unknown runners
         raise UserError(f"runner {choice.runner} is not available")
     overrides = dict(settings.get(recipe.name) or {})
@@ -141,7 +147,7 @@ def build_engine(
 def check_dataset(engine: Engine, target: str | None) -> None:
     """A missing dataset is one line saying where it was looked for and how to get it."""
     recipe = engine.recipe
-    names = recipe.upstream(target) if target else recipe.stage_names
+    names = recipe.upstream(target) if target else recipe.default_stages
     uses_data = any("{data}" in str(v) for n in names for v in recipe.stage(n).args.values())
     root = engine.options.data
     if uses_data and root is not None and not Path(root).exists():

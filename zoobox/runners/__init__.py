@@ -105,6 +105,10 @@ class Runner:
     def device_for(self, devices: list[int]) -> str:
         return str(devices[0]) if devices else "0"
 
+    def devices_for(self, devices: list[int]) -> list[int]:
+        """The ids a process sees for `devices` (a container renumbers from 0)."""
+        return list(devices)
+
     def run(self, call: StageCall) -> Completed:
         raise NotImplementedError
 

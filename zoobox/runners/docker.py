@@ -136,6 +136,9 @@ class DockerRunner(Runner):
         argv += ["--out", self.container_path(str(call.out))]
         return argv
 
+    def devices_for(self, devices: list[int]) -> list[int]:
+        return list(range(len(devices)))
+
     def device_for(self, devices: list[int]) -> str:
         # Each container sees only its mounted devices, numbered from 0.
         return "0"
