@@ -13,9 +13,12 @@ import numpy as np
 DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 
 
-def area(boxes):
+def area(boxes, pixel_offset=0.0):
+    """Box areas; `pixel_offset` 1 counts inclusive pixels (py-faster-rcnn's x2 - x1 + 1)."""
     boxes = np.asarray(boxes, dtype=np.float64)
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    return np.clip(boxes[:, 2] - boxes[:, 0] + pixel_offset, 0, None) * np.clip(
+        boxes[:, 3] - boxes[:, 1] + pixel_offset, 0, None
+    )
 
 
 def iou_matrix(a, b):
@@ -31,16 +34,18 @@ def iou_matrix(a, b):
         return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def nms(boxes, scores, iou_threshold):
+def nms(boxes, scores, iou_threshold, pixel_offset=0.0):
     """Greedy non-maximum suppression; the indices kept, highest score first.
 
     A box is suppressed when its IoU with a kept box is > iou_threshold. Equal scores
     keep their input order (stable sort), so results do not depend on sort internals.
+    `pixel_offset` 1 measures widths as x2 - x1 + 1, as py_cpu_nms (Pytorch_Retinaface)
+    does; 0 is torchvision's and detectron2's continuous convention.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
-    areas = area(boxes)
+    areas = area(boxes, pixel_offset)
     keep = []
     while order.size:
         i = order[0]
@@ -48,7 +53,7 @@ def nms(boxes, scores, iou_threshold):
         rest = order[1:]
         lt = np.maximum(boxes[i, :2], boxes[rest, :2])
         rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
-        wh = np.clip(rb - lt, 0, None)
+        wh = np.clip(rb - lt + pixel_offset, 0, None)
         inter = wh[:, 0] * wh[:, 1]
         union = areas[i] + areas[rest] - inter
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -6,8 +6,7 @@ original image by the preprocessing's resize factor, keep the 5000 best, NMS at 
 keep the 750 best. Vectorized numpy; float32 arithmetic like the reference's tensors.
 
 The reference's NMS (py_cpu_nms) measures boxes in inclusive pixels: widths are
-x2 - x1 + 1. `models.common.boxes.nms` uses the continuous convention, so boxes are fed
-to it with x2, y2 shifted by one pixel, which gives the same areas and overlaps.
+x2 - x1 + 1 (`pixel_offset=1` of the shared nms).
 """
 
 import numpy as np
@@ -72,7 +71,7 @@ def detect(
     points = decode_landmarks(landms[order], priors[order], variances)
     points = points * np.tile(box_scale[:2], 5) / scale
     kept_scores = scores[order]
-    keep = nms(boxes + np.array([0, 0, 1, 1], dtype=np.float32), kept_scores, nms_threshold)
+    keep = nms(boxes, kept_scores, nms_threshold, pixel_offset=1)
     keep = keep[:keep_top_k]
     dets = np.concatenate([boxes[keep], kept_scores[keep, None]], axis=1).astype(np.float32)
     return dets.reshape(-1, 5), points[keep].astype(np.float32).reshape(-1, 10)
