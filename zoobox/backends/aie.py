@@ -26,9 +26,15 @@ def _torch_aie():
 
 
 def npu_index(device):
-    """'npu:1' -> 1; a bare integer is accepted too."""
+    """'npu:1' or '1' -> 1; anything else (e.g. 'cpu') is a UserError."""
     text = str(device)
-    return int(text.split(":", 1)[1]) if ":" in text else int(text)
+    try:
+        return int(text.split(":", 1)[1]) if text.startswith("npu:") else int(text)
+    except ValueError:
+        raise UserError(
+            "backend 'aie' runs on an NPU: --device takes an NPU id like 0 or "
+            "npu:0, not %r" % (text,)
+        ) from None
 
 
 class Backend(BaseBackend):
