@@ -49,12 +49,13 @@ class Backend(BaseBackend):
         self.module = None
         self.stream = None
 
-    def compile(self, source, target, input_shape, precision="fp16", soc_version="Ascend310P3"):
+    def compile(self, source, target, input_shape, precision=None, soc_version="Ascend310P3"):
         import torch
 
         torch_aie = _torch_aie()
         from torch_aie import _enums
 
+        precision = precision or "fp16"
         if precision not in PRECISIONS:
             raise UserError(
                 "precision must be one of %s, not %r" % (", ".join(PRECISIONS), precision)

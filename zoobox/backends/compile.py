@@ -52,7 +52,10 @@ def build_parser():
     parser.add_argument("--backend", required=True, choices=NAMES)
     parser.add_argument("--model", required=True, help="the exported model file")
     parser.add_argument("--input-shape", required=True, help="N,C,H,W")
-    parser.add_argument("--precision", default="fp16", help="fp16 or fp32 (NPU backends)")
+    parser.add_argument(
+        "--precision",
+        help="aie: fp16 (default) or fp32; om: ATC's --precision_mode (default allow_fp32_to_fp16)",
+    )
     parser.add_argument("--soc-version", default="Ascend310P3")
     parser.add_argument("--device", default="cpu")
     return parser

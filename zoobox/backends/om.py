@@ -32,15 +32,27 @@ class Backend(BaseBackend):
 
     def __init__(self, device=0, **options):
         text = str(device)
-        super(Backend, self).__init__(
-            device=int(text.split(":", 1)[1]) if ":" in text else int(text), **options
-        )
+        try:
+            index = int(text.split(":", 1)[1]) if text.startswith("npu:") else int(text)
+        except ValueError:
+            raise UserError(
+                "backend 'om' runs on an NPU: --device takes an NPU id like 0, not %r" % (text,)
+            ) from None
+        super(Backend, self).__init__(device=index, **options)
         self.session = None
 
-    def compile(self, source, target, input_shape, precision="fp16", soc_version=None):
-        from zoobox.backends.atc import convert
+    def compile(self, source, target, input_shape, precision=None, soc_version=None):
+        """ATC; `precision` is ATC's --precision_mode (default allow_fp32_to_fp16, as the
+        seed: pure fp16 loses RefineDet's accuracy)."""
+        from zoobox.backends.atc import DEFAULT_PRECISION_MODE, convert
 
-        return convert(source, target, input_shape, soc_version=soc_version)
+        return convert(
+            source,
+            target,
+            input_shape,
+            soc_version=soc_version,
+            precision_mode=precision or DEFAULT_PRECISION_MODE,
+        )
 
     def load(self, path):
         if not os.path.isfile(path):
