@@ -388,3 +388,12 @@ def test_npu_stage_failing_with_8005_is_reported_as_busy_device(tmp_path, monkey
     with pytest.raises(UserError, match=r"^stage c: NPU davinci2 is held by another"):
         engine.run()
     assert (tmp_path / "art" / "toy" / "b" / "stage.json").exists()  # earlier work kept
+
+
+def test_named_volume_replaces_the_bind_mount(tmp_path):
+    runner = DockerRunner(
+        DockerSettings(artifacts=tmp_path / "vol", volume="zoobox-art", tty=False, user="1:1")
+    )
+    argv = runner.argv(_call(tmp_path, env="export", npu=False))
+    assert "zoobox-art:/artifacts" in argv
+    assert f"{tmp_path}/vol:/artifacts" not in argv

@@ -7,6 +7,7 @@ repository; relative paths in flags are relative to the current directory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from zoobox.engine import Engine, Options
@@ -111,9 +112,13 @@ def build_engine(
         ascend_runtime = _auto_bool(docker_settings.get("ascend_runtime"))
         if ascend_runtime is None:
             ascend_runtime = engine.ascend_runtime
+        volume = docker_settings.get("volume")
+        if volume:
+            artifacts_dir = volume_mountpoint(volume, create=not dry) or artifacts_dir
         runner_obj = DockerRunner(
             DockerSettings(
                 artifacts=artifacts_dir,
+                volume=volume or None,
                 data=root,
                 npu=npu,
                 ascend_runtime=ascend_runtime,
@@ -142,6 +147,42 @@ def build_engine(
         echo=bool(settings.get("echo", True)),
     )
     return Engine(recipe, choice, runner_obj, options)
+
+
+def volume_mountpoint(volume: str, create: bool = True) -> Path | None:
+    """The host folder behind a named Docker volume (created if absent).
+
+    The engine renames stage outputs and writes stage.json on the host, so it needs the
+    volume's folder: root (or a rootless engine's user) can use it directly.
+    """
+    import subprocess
+
+    def inspect():
+        return subprocess.run(
+            ["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", volume],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    result = inspect()
+    if result.returncode != 0 and create:
+        subprocess.run(["docker", "volume", "create", volume], capture_output=True, timeout=30)
+        result = inspect()
+    if result.returncode != 0:
+        if not create:
+            return None
+        raise UserError(
+            f"docker volume {volume} cannot be created or inspected: "
+            f"{result.stderr.strip() or result.stdout.strip()}"
+        )
+    path = Path(result.stdout.strip())
+    if create and not os.access(path, os.W_OK):
+        raise UserError(
+            f"docker volume {volume} lives in {path}, which this user cannot "
+            "write; run as its owner or use a host folder (--artifacts)"
+        )
+    return path
 
 
 def check_dataset(engine: Engine, target: str | None) -> None:

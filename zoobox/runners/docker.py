@@ -43,6 +43,7 @@ class DockerSettings:
     user: str | None = None  # "uid:gid"; None: the caller's
     docker: str = "docker"
     extra_args: tuple[str, ...] = ()
+    volume: str | None = None  # a named volume as the shared folder, instead of a bind mount
 
 
 class DockerRunner(Runner):
@@ -110,7 +111,7 @@ class DockerRunner(Runner):
             "-v",
             f"{REPO}:{WORKSPACE}:ro",
             "-v",
-            f"{artifacts}:{ARTIFACTS}",
+            f"{self.settings.volume or artifacts}:{ARTIFACTS}",
         ]
         if self.settings.data is not None:
             argv += ["-v", f"{Path(self.settings.data).resolve()}:{DATA}:ro"]
