@@ -19,7 +19,7 @@ from pathlib import Path
 from zoobox.artifacts import ArtifactStore, RecipeLock
 from zoobox.backends import NPU_BACKENDS
 from zoobox.envs import get_env
-from zoobox.errors import USER_ERROR_EXIT, StageFailed, UserError
+from zoobox.errors import USER_ERROR_EXIT, StageFailed, StageStopped, UserError
 from zoobox.fingerprint import code_fingerprint, sha256_json, tree_fingerprint
 from zoobox.npucompat import diagnose
 from zoobox.paths import REPO
@@ -268,10 +268,7 @@ class Engine:
             if known:
                 raise UserError(f"stage {call.stage}: {known}")
             if code == USER_ERROR_EXIT:
-                raise UserError(
-                    f"stage {call.stage} stopped (see the error above); "
-                    "earlier artifacts are intact"
-                )
+                raise StageStopped(call.stage)
             raise StageFailed(call.stage, code, quote(argv))
         return argv
 
@@ -383,6 +380,8 @@ def main_guard(func):
     """Run func(); a UserError becomes one line on stderr and exit code 2."""
     try:
         return func()
+    except StageStopped:
+        raise SystemExit(2) from None  # the stage's own `error:` line says it all
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -2,7 +2,7 @@
 
 from zoobox.stage.errors import USER_ERROR_EXIT, UserError
 
-__all__ = ["USER_ERROR_EXIT", "StageFailed", "UserError"]
+__all__ = ["USER_ERROR_EXIT", "StageFailed", "StageStopped", "UserError"]
 
 
 class StageFailed(UserError):
@@ -16,3 +16,12 @@ class StageFailed(UserError):
             f"stage {stage} failed (exit {returncode}); earlier artifacts are intact. "
             f"Rerun by hand: {command}"
         )
+
+
+class StageStopped(UserError):
+    """A stage stopped on a user error and already printed its one `error:` line."""
+
+    def __init__(self, stage):
+        self.stage = stage
+        super().__init__(f"stage {stage} stopped (see its error above); earlier artifacts "
+                         "are intact")
