@@ -52,7 +52,7 @@ def test_missing_dataset_is_one_line_saying_how_to_get_it(tmp_path):
     assert result.returncode == 2
     assert error_lines(result) == [line for line in result.stderr.splitlines() if line]
     (line,) = error_lines(result)
-    assert ("dataset widerface not found" in line and "WIDER_val" in line) or "WIDER" in line
+    assert "dataset widerface not found" in line and "WIDER_val.zip" in line
     assert "Traceback" not in result.stderr
 
 
