@@ -23,31 +23,10 @@ Output per image: a list indexed by class (0 = background, always empty) of floa
 
 import numpy as np
 
+from data_scripts.voc.layout import VOC_CLASSES
 from models.common.boxes import decode_center_variance, nms
 
-# The 20 VOC classes in the reference order (data/voc0712.py VOC_CLASSES); label = index + 1.
-VOC_CLASSES = (
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
+# The 20 VOC classes in the reference order; label = index + 1 (0 is background).
 CLASSES = ("__background__", *VOC_CLASSES)
 BACKGROUND = 0
 
