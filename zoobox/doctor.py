@@ -58,4 +58,39 @@ def report(settings: dict, probe_engine=docker_engine) -> str:
         )
         plan_rows.append([name, choice.runner, choice.backend, choice.reason])
     text += "\n\n" + table(plan_rows, ["recipe", "runner", "backend", "why"])
+    text += "\n\n" + table(runner_rows(settings, engine), ["env", "host", "docker", "venv"])
     return text
+
+
+def runner_rows(settings: dict, engine) -> list[list[str]]:
+    """Which runner can serve which env here (host: CPU stages of any env)."""
+    from pathlib import Path
+
+    from zoobox.envs import load_envs
+    from zoobox.runners.docker import DockerRunner, DockerSettings
+    from zoobox.venvs import cache_from_settings, find_interpreter
+
+    venvs = cache_from_settings(settings)
+    docker = DockerRunner(DockerSettings(artifacts=Path(".")))
+    rows = []
+    for spec in load_envs().values():
+        if spec.python is None:
+            rows.append([spec.name, "yes", "runs on the host", "runs on the host"])
+            continue
+        if not engine.reachable:
+            image = "no engine"
+        elif not spec.dockerfile:
+            image = "no Dockerfile"
+        else:
+            image = "yes" if docker.image_id(spec.image) else f"image {spec.image} not built"
+        state = venvs.state(spec)
+        if state.ok:
+            venv = "yes"
+        elif state.broken:
+            venv = f"venv broken: invoke envs.build --env {spec.name}"
+        elif find_interpreter(spec.python, venvs.pythons)[0] is not None:
+            venv = f"CPython {spec.python} found; invoke envs.build --env {spec.name}"
+        else:
+            venv = f"no CPython {spec.python}"
+        rows.append([spec.name, "CPU stages", image, venv])
+    return rows

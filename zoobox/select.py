@@ -14,7 +14,7 @@ from zoobox.backends import NPU_BACKENDS
 from zoobox.errors import UserError
 from zoobox.hostinfo import Engine, NpuHost
 
-RUNNERS = ("auto", "host", "docker")
+RUNNERS = ("auto", "host", "docker", "venv")
 
 
 @dataclass

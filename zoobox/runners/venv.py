@@ -20,7 +20,7 @@ from pathlib import Path
 from zoobox.envs import EnvSpec
 from zoobox.errors import UserError
 from zoobox.paths import REPO
-from zoobox.runners import Runner, StageCall, execute, process_env
+from zoobox.runners import Completed, Runner, StageCall, execute, process_env
 from zoobox.runners.host import HostRunner
 from zoobox.venvs import VenvCache, find_interpreter, missing_interpreter_error, venv_hash
 
@@ -127,7 +127,7 @@ class VenvRunner(Runner):
                 "the CPU parts run"
             )
 
-    def run(self, call: StageCall) -> int:
+    def run(self, call: StageCall) -> Completed:
         if call.env.python is None:
             return self.host.run(call)
         env = process_env(self.environment(call))

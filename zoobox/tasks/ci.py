@@ -10,7 +10,7 @@ from invoke import task
     "limit": "only the first N images of each dataset (pull requests); 0: all",
     "sample": "use generated samples instead of the datasets (machines without data)",
     "artifacts": "artifact folder (default: <artifacts>/ci)",
-    "runner": "auto | host | docker",
+    "runner": "auto | host | docker | venv",
     "backend": "auto | torchscript | onnxruntime | aie | om",
     "devices": "NPU ids, e.g. 0 or 0,1,2,3",
 })

@@ -9,7 +9,7 @@ from zoobox.recipe import load_recipe
 HELP = {
     "data": "dataset root (default: zoobox.data.<dataset> in invoke.yaml)",
     "artifacts": "artifact folder, the shared volume (default: ./artifacts)",
-    "runner": "auto | host | docker",
+    "runner": "auto | host | docker | venv",
     "backend": "auto | torchscript | onnxruntime | aie | om",
     "batch-size": "images per inference call",
     "devices": "NPU ids, e.g. 0 or 0,1,2,3",

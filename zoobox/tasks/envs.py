@@ -1,0 +1,64 @@
+"""Virtual environments, one per env spec, for the venv runner: list, build, prune."""
+
+from __future__ import annotations
+
+from invoke import task
+
+
+def _cache(c):
+    from zoobox.session import settings_from
+    from zoobox.venvs import cache_from_settings
+
+    return cache_from_settings(settings_from(c.config))
+
+
+@task(name="list", default=True)
+def list_(c):
+    """List the envs: Python wanted and found, venv built or not, its size."""
+    from zoobox.engine import main_guard
+    from zoobox.envs import load_envs
+    from zoobox.venvs import list_table
+
+    main_guard(lambda: print(list_table(_cache(c), load_envs())))
+
+
+@task(
+    help={
+        "env": "build only this env's venv (default: every env that names a Python version)",
+        "force": "rebuild even when an up-to-date venv exists",
+    }
+)
+def build(c, env=None, force=False):
+    """Build the venvs the venv runner uses (CPython from pyenv / PATH / zoobox.venv.pythons).
+
+    Each venv is made from its spec's Python version and pins and cached under
+    zoobox.venv.cache (default ~/.cache/zoobox/venvs) by their hash: an unchanged spec is
+    not rebuilt, a changed one gets a new venv.
+    """
+    from zoobox.engine import main_guard
+    from zoobox.envs import load_envs
+    from zoobox.venvs import build_all
+
+    main_guard(lambda: build_all(_cache(c), load_envs(), env=env, force=force))
+
+
+@task(help={"dry": "only list what would be removed"})
+def prune(c, dry=False):
+    """Remove venvs whose spec changed or went away, and builds that died midway."""
+    from zoobox.engine import main_guard
+    from zoobox.envs import load_envs
+    from zoobox.venvs import dir_size, human_size
+
+    def go():
+        cache = _cache(c)
+        sizes = {}
+        if dry:
+            sizes = {p: dir_size(p) for p in cache.root.iterdir()} if cache.root.is_dir() else {}
+        removed = cache.prune(load_envs(), dry=dry)
+        for path in removed:
+            size = f" ({human_size(sizes[path])})" if path in sizes else ""
+            print(f"{'would remove' if dry else 'removed'} {path}{size}")
+        if not removed:
+            print(f"nothing to prune in {cache.root}")
+
+    main_guard(go)
