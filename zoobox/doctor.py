@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from zoobox.envs import load_envs
 from zoobox.hostinfo import docker_engine, npu_host
+from zoobox.npucompat import image_compatibility
 from zoobox.recipe import load_recipe, recipe_names
 from zoobox.select import choose
 from zoobox.summary import table
@@ -59,6 +61,8 @@ def report(settings: dict, probe_engine=docker_engine) -> str:
         plan_rows.append([name, choice.runner, choice.backend, choice.reason])
     text += "\n\n" + table(plan_rows, ["recipe", "runner", "backend", "why"])
     text += "\n\n" + table(runner_rows(settings, engine), ["env", "host", "docker", "venv"])
+    compat = image_compatibility(npu.driver_version, list(load_envs().values()))
+    text += "\n\n" + table(compat, ["NPU env", "CANN", "driver needed", "host driver", "verdict"])
     return text
 
 
