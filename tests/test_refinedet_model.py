@@ -635,17 +635,22 @@ def test_detections_text_reads_back_exact_float32(tmp_path):
 
 
 def test_infer_arguments(tmp_path):
-    from models.refinedet.infer import parse_shard, resolve_model, run_infer, shard_indices
+    from models.refinedet.infer import run_infer
+    from zoobox.backends.compile import compiled_model
+    from zoobox.stage.shards import parse_shard, shard_indices
 
     assert parse_shard("1/3") == (1, 3)
-    assert shard_indices(10, 0, 3) + shard_indices(10, 1, 3) + shard_indices(10, 2, 3) == list(
-        range(10)
-    )
+    shards = [shard_indices(10, "%d/3" % i) for i in range(3)]
+    assert shards[1] == [1, 4, 7]
+    assert sorted(i for shard in shards for i in shard) == list(range(10))
+    assert shard_indices(4, None) == [0, 1, 2, 3]
     with pytest.raises(UserError):
         parse_shard("3/3")
+    with pytest.raises(UserError):
+        parse_shard("a/b")
     with pytest.raises(UserError, match="compile stage"):
-        resolve_model(str(tmp_path / "missing"), ".onnx")
+        compiled_model(str(tmp_path / "missing"), ".onnx")
     (tmp_path / "model.om").write_bytes(b"")
-    assert resolve_model(str(tmp_path), ".om")[0] == str(tmp_path / "model.om")
+    assert compiled_model(str(tmp_path), ".om")[0] == str(tmp_path / "model.om")
     with pytest.raises(UserError, match="runs on an NPU"):
         run_infer(str(tmp_path / "out"), str(tmp_path), str(tmp_path), "om", device="cpu")

@@ -529,5 +529,5 @@ def test_infer_shard_and_model_lookup(exported, store_dir, tmp_path):
     assert written == ["b.txt"]
     with pytest.raises(UserError):
         infer_stage.parse_shard("2/2")
-    with pytest.raises(UserError, match="no compiled model"):
+    with pytest.raises(UserError, match=r"no model file model\.ts"):
         infer_stage.infer(str(out), str(tmp_path), store_dir)

@@ -26,52 +26,15 @@ import numpy as np
 from models.refinedet import postprocess as post
 from models.refinedet.priors import prior_boxes
 from zoobox.backends import NPU_BACKENDS, get_backend
+from zoobox.backends.compile import compiled_model
 from zoobox.backends.harness import infer_store
 from zoobox.stage import cli
 from zoobox.stage.errors import UserError
+from zoobox.stage.shards import shard_indices
 
-COMPILE_MANIFEST = "compile.json"
 DETECTIONS_FILE = "detections.json"
 TIMING_FILE = "timing.json"
 INPUT_HW = (320, 320)
-
-
-def parse_shard(text):
-    """'I/N' -> (I, N) with 0 <= I < N; None -> (0, 1)."""
-    if not text:
-        return 0, 1
-    try:
-        index, count = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise UserError("--shard must be I/N (e.g. 0/4), not %r" % text) from None
-    if count < 1 or not 0 <= index < count:
-        raise UserError("--shard %s: need 0 <= I < N" % text)
-    return index, count
-
-
-def shard_indices(total, index, count):
-    """The contiguous slice of `total` images that shard `index` of `count` runs."""
-    start = total * index // count
-    end = total * (index + 1) // count
-    return list(range(start, end))
-
-
-def resolve_model(model, suffix):
-    """(model file, compile manifest or {}) from a compile folder or a model file."""
-    if os.path.isfile(model):
-        return model, {}
-    if not os.path.isdir(model):
-        raise UserError("model not found: %s (run the compile stage first)" % model)
-    manifest = {}
-    path = os.path.join(model, COMPILE_MANIFEST)
-    if os.path.isfile(path):
-        with open(path) as handle:
-            manifest = json.load(handle)
-    name = manifest.get("model") or ("model" + suffix)
-    found = name if os.path.isabs(name) else os.path.join(model, name)
-    if not os.path.isfile(found):
-        raise UserError("no model file %s in %s (compiled for another backend?)" % (name, model))
-    return found, manifest
 
 
 def _compiled_batch(manifest):
@@ -156,14 +119,13 @@ def run_infer(
                 "store records in %s lack 'id' / 'orig_hw'; rerun the VOC data stage" % data
             )
     backend = get_backend(backend_name, device=device)
-    path, manifest = resolve_model(model, backend.suffix)
+    path, manifest = compiled_model(model, backend.suffix)
     compiled = _compiled_batch(manifest)
     if not backend.dynamic_batch and compiled is not None and compiled != batch_size:
         raise UserError(
             "%s was compiled for batch %d, not --batch-size %d" % (path, compiled, batch_size)
         )
-    index, count = parse_shard(shard)
-    indices = shard_indices(len(store), index, count)
+    indices = shard_indices(len(store), shard)
     priors = prior_boxes()
     images = []
 

@@ -11,7 +11,6 @@ record of the harness goes to OUT/timing.json, and a summary to OUT/infer.json.
 `--shard I/N` (0-based I) runs records I, I+N, I+2N, ... only.
 """
 
-import json
 import os
 
 from data_scripts.store import Store
@@ -19,42 +18,15 @@ from data_scripts.widerface.predictions import write_image_predictions
 from models.retinaface import postprocess
 from models.retinaface.priors import prior_box
 from zoobox.backends import NAMES, get_backend
+from zoobox.backends.compile import compiled_model
 from zoobox.backends.harness import infer_store
 from zoobox.stage import cli
 from zoobox.stage.errors import UserError
+from zoobox.stage.shards import parse_shard, shard_indices
 
 PREDICTIONS = "predictions"
 TIMING_FILE = "timing.json"
 SUMMARY_FILE = "infer.json"
-COMPILE_FILE = "compile.json"
-
-
-def parse_shard(text):
-    """'I/N' -> (I, N) with 0 <= I < N; None or '' -> (0, 1)."""
-    if not text:
-        return 0, 1
-    try:
-        index, count = [int(part) for part in str(text).split("/")]
-    except ValueError:
-        raise UserError("--shard must be I/N with integers, e.g. 0/2 (got %r)" % (text,)) from None
-    if count < 1 or not 0 <= index < count:
-        raise UserError("--shard I/N needs 0 <= I < N (got %r)" % (text,))
-    return index, count
-
-
-def model_path(compile_dir, backend):
-    """The compiled model file in a compile stage's folder."""
-    info = os.path.join(compile_dir, COMPILE_FILE)
-    name = None
-    if os.path.isfile(info):
-        with open(info) as handle:
-            name = json.load(handle).get("model")
-    if not name:
-        name = "model" + backend.suffix
-    path = name if os.path.isabs(name) else os.path.join(compile_dir, name)
-    if not os.path.isfile(path):
-        raise UserError("no compiled model %s: run the compile (or export) stage first" % path)
-    return path
 
 
 def infer(
@@ -68,7 +40,7 @@ def infer(
     input_hw = store.input_hw
     priors = prior_box(input_hw)
     backend = get_backend(backend_name, device=device)
-    path = model_path(model_dir, backend)
+    path, _ = compiled_model(model_dir, backend.suffix)
     backend.load(path)
 
     pred_root = os.path.join(out, PREDICTIONS)
@@ -98,7 +70,7 @@ def infer(
             totals["images"] += 1
             totals["detections"] += int(dets.shape[0])
 
-    indices = list(range(index, len(store), count))
+    indices = shard_indices(len(store), shard)
     try:
         record = infer_store(
             store, backend, batch_size, on_outputs, indices=indices, label="infer %s" % backend.name

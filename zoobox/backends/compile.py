@@ -8,11 +8,32 @@ For torchscript and onnxruntime it checks the model loads and runs, then copies 
 aie it runs torch_aie.compile; for om it runs ATC.
 """
 
+import json
 import os
 
 from zoobox.backends import NAMES, get_backend
 from zoobox.stage import cli
 from zoobox.stage.errors import UserError
+
+MANIFEST = "compile.json"
+
+
+def compiled_model(model, suffix):
+    """(model file, compile.json contents or {}) from a compile folder or a model file."""
+    if os.path.isfile(model):
+        return model, {}
+    if not os.path.isdir(model):
+        raise UserError("model not found: %s (run the compile stage first)" % model)
+    manifest = {}
+    path = os.path.join(model, MANIFEST)
+    if os.path.isfile(path):
+        with open(path) as handle:
+            manifest = json.load(handle)
+    name = manifest.get("model") or ("model" + suffix)
+    found = name if os.path.isabs(name) else os.path.join(model, name)
+    if not os.path.isfile(found):
+        raise UserError("no model file %s in %s (compiled for another backend?)" % (name, model))
+    return found, manifest
 
 
 def parse_shape(text):
@@ -44,7 +65,7 @@ def main(args):
         "input_shape": parse_shape(args.input_shape),
     }
     record.update(facts or {})
-    cli.write_json(os.path.join(args.out, "compile.json"), record)
+    cli.write_json(os.path.join(args.out, MANIFEST), record)
 
 
 def build_parser():

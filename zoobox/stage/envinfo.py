@@ -24,7 +24,7 @@ _DISTRIBUTIONS = {
 
 def _distribution_version(name):
     try:
-        from importlib import metadata  # Python 3.8+
+        from importlib import metadata  # novermin (Python 3.8+; 3.7 falls back below)
     except ImportError:  # Python 3.7 (the atc env)
         try:
             import pkg_resources

@@ -20,6 +20,25 @@ from zoobox.stage.errors import UserError
 SKIP = ("env.json", "stage.json")
 
 
+def parse_shard(text):
+    """'I/N' -> (I, N) with 0 <= I < N; None or '' -> (0, 1)."""
+    if not text:
+        return 0, 1
+    try:
+        index, count = [int(part) for part in str(text).split("/")]
+    except ValueError:
+        raise UserError("--shard must be I/N with integers, e.g. 0/2, not %r" % (text,)) from None
+    if count < 1 or not 0 <= index < count:
+        raise UserError("--shard I/N needs 0 <= I < N, not %r" % (text,))
+    return index, count
+
+
+def shard_indices(total, text):
+    """The records a shard runs: I, I+N, I+2N, ... of `total` (all of them for no shard)."""
+    index, count = parse_shard(text)
+    return list(range(index, total, count))
+
+
 def merge_timing(records):
     """One timing record from per-shard records of devices that ran side by side.
 
