@@ -6,6 +6,7 @@ Shards split the images, so their outputs are disjoint. File by file:
 - `timing.json`: one record for the whole run (see merge_timing);
 - a JSON list (COCO results): concatenated;
 - a JSON object with an "images" object (per-image detections): the images merged;
+- another JSON object (a run summary): equal values kept, numbers summed (counts);
 - any other file: copied; the same relative path in two shards must be identical.
 """
 
@@ -51,6 +52,7 @@ def merge_timing(records):
         return {"calls": 0, "images": 0, "shards": 0}
     calls = sum(r["calls"] for r in records)
     merged = dict(records[0])
+    merged.pop("shard", None)
     p50 = sorted(r["p50_ms"] for r in records)
     merged.update(
         {
@@ -64,6 +66,26 @@ def merge_timing(records):
             "devices": [r.get("device") for r in records],
         }
     )
+    return merged
+
+
+def _merge_summaries(name, docs):
+    """Per-shard run summaries: settings agree, counts add up, the shard ids go."""
+    merged = {}
+    for key in docs[0]:
+        values = [d.get(key) for d in docs]
+        if key == "shard":
+            continue
+        if all(v == values[0] for v in values):
+            merged[key] = values[0]
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            merged[key] = sum(values)
+        else:
+            raise UserError(
+                "cannot merge %s from %d shards: %r differs (%s)"
+                % (name, len(docs), key, ", ".join(repr(v) for v in values))
+            )
+    merged["shards"] = len(docs)
     return merged
 
 
@@ -81,6 +103,8 @@ def _merge_json(path_out, sources):
         merged["images"] = {}
         for d in docs:
             merged["images"].update(d["images"])
+    elif all(isinstance(d, dict) for d in docs):
+        merged = _merge_summaries(os.path.basename(path_out), docs)
     else:
         raise UserError(
             "cannot merge %s from %d shards: not a list, timing record or "
