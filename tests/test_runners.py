@@ -98,6 +98,8 @@ def test_docker_npu_command_mounts_devices_and_driver_read_only(fake_310p, tmp_p
         f"{tmp_path}/art:/artifacts",
         "-v",
         f"{tmp_path}/wider:/data:ro",
+        "--shm-size",
+        "2g",
         "-w",
         "/workspace",
         "-e",

@@ -124,6 +124,7 @@ def build_engine(
                 ascend_runtime=ascend_runtime,
                 tty=_auto_bool(docker_settings.get("tty")),
                 user=docker_settings.get("user"),
+                shm_size=docker_settings.get("shm_size", "2g"),
             )
         )
     elif choice.runner == "host":

@@ -44,6 +44,9 @@ class DockerSettings:
     docker: str = "docker"
     extra_args: tuple[str, ...] = ()
     volume: str | None = None  # a named volume as the shared folder, instead of a bind mount
+    # Data-loader workers pass batches through /dev/shm; Docker's default 64 MB is too
+    # small for training batches.
+    shm_size: str | None = "2g"
 
 
 class DockerRunner(Runner):
@@ -115,6 +118,8 @@ class DockerRunner(Runner):
         ]
         if self.settings.data is not None:
             argv += ["-v", f"{Path(self.settings.data).resolve()}:{DATA}:ro"]
+        if self.settings.shm_size:
+            argv += ["--shm-size", self.settings.shm_size]
         argv += [
             "-w",
             WORKSPACE,
