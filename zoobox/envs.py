@@ -37,10 +37,14 @@ class EnvSpec:
 
     @property
     def hash(self) -> str:
-        """Content hash of the spec (and its Dockerfile): names images and venvs."""
+        """Content hash of the spec (and its Dockerfile + entrypoint): names images and venvs."""
         digest = hashlib.sha256(json.dumps(self.raw, sort_keys=True).encode())
         if self.dockerfile and (REPO / self.dockerfile).is_file():
             digest.update((REPO / self.dockerfile).read_bytes())
+            # Every image carries docker/entrypoint.sh: an edit there is a new image too.
+            entrypoint = REPO / "docker" / "entrypoint.sh"
+            if entrypoint.is_file():
+                digest.update(entrypoint.read_bytes())
         return digest.hexdigest()
 
     @property

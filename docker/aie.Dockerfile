@@ -1,0 +1,140 @@
+# syntax=docker/dockerfile:1
+# zoobox env `aie`: TorchScript compile and inference with Torch_AIE on the Ascend 310P
+# (RetinaNet, RetinaFace); without the NPU installers, a CPU image (torchscript backend).
+#
+#   Python 3.9, torch 2.0.1, CANN 7.0.RC1 toolkit + Torch_AIE 6.3.rc2 (host driver 23.0.rc1).
+#   Pins in envs/aie.yaml (the source of truth), rendered to requirements/aie.txt and
+#   requirements/aie-npu.txt by `invoke images.requirements`.
+#
+# On x86_64, PyPI's torch 2.0.1 is a CUDA build that pulls ~2.3 GB of nvidia-* wheels (the
+# image is ~5 GB, built in 2-3 min where PyPI is fast). It runs on the CPU, while a
+# `pip install --no-deps torch==2.0.1` does not (import fails without libcublas), so the
+# CPU image keeps the spec's exact torch. Where download.pytorch.org answers,
+# --build-arg EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (`invoke images.build
+# --arg ...`) gets 2.0.1+cpu instead, without the CUDA libraries (`torch==2.0.1` matches a
+# +cpu local version). On aarch64 (most 310P hosts) PyPI's wheel is CPU-only anyway.
+# torchvision 0.15.2 is left out: no stage imports it.
+#
+# NPU layers. CANN and Torch_AIE are not on any registry: put the installers in
+# docker/npu-installers/aie/ (`invoke images.build --env aie` checks them before building
+# and names what is missing):
+#   Ascend-cann-toolkit_${CANN_VERSION}_linux-<arch>.run        --install --quiet
+#   Ascend-cann-aie_${TORCH_AIE_VERSION}_linux-<arch>.run       --install --quiet
+#   Ascend-cann-torch-aie-${TORCH_AIE_VERSION}-linux_<arch>.tar.gz   (the torch_aie wheel)
+# with <arch> = `uname -m` (aarch64, x86_64). --build-arg NPU=absent skips these layers
+# (label org.zoobox.npu=absent). The installers are bind-mounted, never copied into a layer;
+# NPU_INSTALLERS (their names, sizes and times, from images.build) keys the layer cache.
+# The driver stays on the host: the docker runner mounts it, the entrypoint puts its
+# libraries on LD_LIBRARY_PATH.
+#
+# Build with `invoke images.build --env aie`, or by hand from the repository root:
+#   docker build -f docker/aie.Dockerfile -t zoobox/aie:dev docker
+# RUN --mount needs BuildKit (Docker 23+ by default) or podman/buildah.
+#
+# Build arguments: BASE_IMAGE (CPython 3.9 as `python`: python:3.9-slim-bookworm, an Ascend
+# base image, or localhost/zoobox/python:3.9-bookworm from `invoke dev.engine`),
+# ZOOBOX_PYTHON, NPU (present | absent), CANN_VERSION, TORCH_AIE_VERSION, NPU_INSTALLERS,
+# PYPI_INDEX_URL, EXTRA_INDEX_URL, ZOOBOX_* (labels). The context's local/ folder (CA bundle
+# for pip, extra wheels) is bind-mounted into the pip steps only: see export.Dockerfile.
+
+ARG BASE_IMAGE=python:3.9-slim-bookworm
+FROM ${BASE_IMAGE}
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The interpreter is the one the env names: a wrong BASE_IMAGE fails here, not in a stage.
+ARG ZOOBOX_PYTHON=3.9
+RUN python -c "import sys; v = '%d.%d' % sys.version_info[:2]; \
+sys.exit(0 if v == '${ZOOBOX_PYTHON}' else 'BASE_IMAGE has Python ' + v + ', env aie needs ${ZOOBOX_PYTHON}')"
+
+# A non-root default user; the docker runner passes the caller's uid:gid with --user.
+RUN groupadd --gid 1000 zoobox \
+ && useradd --uid 1000 --gid zoobox --create-home --shell /bin/bash zoobox
+
+# CANN toolkit + Ascend-cann-aie: the largest and least often changed layer, so first.
+ARG NPU=present
+ARG CANN_VERSION=7.0.RC1
+ARG TORCH_AIE_VERSION=6.3.rc2
+ARG NPU_INSTALLERS=none
+# (Older Ascend-cann-aie installers install into the working directory.)
+WORKDIR /tmp/zoobox-npu
+RUN --mount=type=bind,source=npu-installers/aie,target=/tmp/npu,rw \
+    --mount=type=bind,source=local,target=/tmp/zoobox-local \
+    if [ "${NPU}" = present ]; then \
+        arch="$(uname -m)" \
+     && if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
+     && echo "installing CANN ${CANN_VERSION} and Ascend-cann-aie ${TORCH_AIE_VERSION} (${NPU_INSTALLERS})" \
+     && bash "/tmp/npu/Ascend-cann-toolkit_${CANN_VERSION}_linux-${arch}.run" --install --quiet --install-for-all \
+     && bash "/tmp/npu/Ascend-cann-aie_${TORCH_AIE_VERSION}_linux-${arch}.run" --install --quiet \
+     && if [ ! -f /usr/local/Ascend/aie/set_env.sh ]; then \
+            found="$(find /usr/local/Ascend /tmp/zoobox-npu /root -path '*aie*' -name set_env.sh -print -quit)" \
+         && test -n "$found" \
+         && mkdir -p /usr/local/Ascend/aie \
+         && printf '# installed at %s\n. "%s"\n' "$found" "$found" > /usr/local/Ascend/aie/set_env.sh; \
+        fi \
+     && test -f /usr/local/Ascend/ascend-toolkit/set_env.sh \
+     && rm -rf /root/ascend /root/log; \
+    else \
+        echo "NPU=${NPU}: no CANN, no Torch_AIE (a CPU image)"; \
+    fi
+
+# Stage-side packages, pinned. The requirements files stay in the image as a record.
+COPY requirements/aie.txt /opt/zoobox/requirements.txt
+ARG PYPI_INDEX_URL=
+ARG EXTRA_INDEX_URL=
+RUN --mount=type=bind,source=local,target=/tmp/zoobox-local \
+    if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
+ && if [ -d /tmp/zoobox-local/wheels ]; then export PIP_FIND_LINKS=/tmp/zoobox-local/wheels; fi \
+ && pip install --no-cache-dir \
+        ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
+        ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
+        -r /opt/zoobox/requirements.txt
+
+# The NPU side of Python: CANN's own dependencies, then the torch_aie wheel (--no-deps: it
+# must not replace the pinned torch).
+COPY requirements/aie-npu.txt /opt/zoobox/requirements-npu.txt
+RUN --mount=type=bind,source=npu-installers/aie,target=/tmp/npu,rw \
+    --mount=type=bind,source=local,target=/tmp/zoobox-local \
+    if [ "${NPU}" = present ]; then \
+        if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
+     && pip install --no-cache-dir \
+            ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
+            ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
+            -r /opt/zoobox/requirements-npu.txt -c /opt/zoobox/requirements.txt \
+     && mkdir -p /tmp/torch-aie \
+     && tar -xzf "/tmp/npu/Ascend-cann-torch-aie-${TORCH_AIE_VERSION}-linux_$(uname -m).tar.gz" -C /tmp/torch-aie \
+     && find /tmp/torch-aie -name '*.whl' -print0 | xargs -0 -r pip install --no-cache-dir --no-deps \
+     && pip show torch_aie \
+     && rm -rf /tmp/torch-aie; \
+    fi
+
+COPY entrypoint.sh /usr/local/bin/zoobox-entrypoint
+USER 1000:1000
+WORKDIR /workspace
+ENTRYPOINT ["/usr/local/bin/zoobox-entrypoint"]
+CMD ["python"]
+
+# Labels last: their values change without touching the layers above.
+ARG BASE_IMAGE
+ARG TORCH_VERSION=2.0.1
+ARG ZOOBOX_SPEC_HASH=unknown
+ARG ZOOBOX_REVISION=unknown
+ARG ZOOBOX_CREATED=unknown
+LABEL org.opencontainers.image.title="zoobox-aie" \
+      org.opencontainers.image.description="zoobox env aie: TorchScript compile and inference with Torch_AIE (310P), Python 3.9 + torch 2.0.1" \
+      org.opencontainers.image.vendor="zoobox" \
+      org.opencontainers.image.version="${ZOOBOX_SPEC_HASH}" \
+      org.opencontainers.image.revision="${ZOOBOX_REVISION}" \
+      org.opencontainers.image.created="${ZOOBOX_CREATED}" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}" \
+      org.zoobox.env="aie" \
+      org.zoobox.spec="${ZOOBOX_SPEC_HASH}" \
+      org.zoobox.python="${ZOOBOX_PYTHON}" \
+      org.zoobox.torch="${TORCH_VERSION}" \
+      org.zoobox.cann="${CANN_VERSION}" \
+      org.zoobox.torch_aie="${TORCH_AIE_VERSION}" \
+      org.zoobox.npu="${NPU}"

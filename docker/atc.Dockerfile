@@ -1,0 +1,118 @@
+# syntax=docker/dockerfile:1
+# zoobox env `atc`: RefineDet ONNX export on torch 1.5, ATC to .om, .om inference through
+# ais_bench; without the NPU installers, a CPU image (onnxruntime backend).
+#
+#   Python 3.7, torch 1.5.0, onnx, onnxruntime, CANN 6.0.RC1 (ATC, ACL) + ais_bench and
+#   aclruntime (host driver 22.0.2). Pins in envs/atc.yaml (the source of truth), rendered to
+#   requirements/atc.txt and requirements/atc-npu.txt by `invoke images.requirements`.
+#
+# PyPI's torch 1.5.0 (cp37, x86_64) is a CUDA 10.2 build with its kernels inside the wheel
+# (752 MB, no nvidia-* dependencies); it runs on the CPU.
+#
+# NPU layers. CANN, ais_bench and aclruntime are not on any registry: put them in
+# docker/npu-installers/atc/ (`invoke images.build --env atc` checks them before building):
+#   Ascend-cann-toolkit_${CANN_VERSION}_linux-<arch>.run   --install --quiet
+#   aclruntime-<version>-cp37-cp37m-linux_<arch>.whl
+#   ais_bench-<version>-py3-none-any.whl
+# with <arch> = `uname -m`. --build-arg NPU=absent skips these layers (label
+# org.zoobox.npu=absent). The installers are bind-mounted, never copied into a layer;
+# NPU_INSTALLERS (set by images.build) keys the layer cache.
+#
+# Build with `invoke images.build --env atc`, or by hand from the repository root:
+#   docker build -f docker/atc.Dockerfile -t zoobox/atc:dev docker
+# RUN --mount needs BuildKit (Docker 23+ by default) or podman/buildah.
+#
+# Build arguments: BASE_IMAGE (CPython 3.7 as `python`: python:3.7-slim-bookworm, an Ascend
+# base image, or localhost/zoobox/python:3.7-bookworm from `invoke dev.engine`),
+# ZOOBOX_PYTHON, NPU (present | absent), CANN_VERSION, NPU_INSTALLERS, PYPI_INDEX_URL,
+# EXTRA_INDEX_URL, ZOOBOX_* (labels). The context's local/ folder (CA bundle for pip, extra
+# wheels) is bind-mounted into the pip steps only: see export.Dockerfile.
+
+ARG BASE_IMAGE=python:3.7-slim-bookworm
+FROM ${BASE_IMAGE}
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The interpreter is the one the env names: a wrong BASE_IMAGE fails here, not in a stage.
+ARG ZOOBOX_PYTHON=3.7
+RUN python -c "import sys; v = '%d.%d' % sys.version_info[:2]; \
+sys.exit(0 if v == '${ZOOBOX_PYTHON}' else 'BASE_IMAGE has Python ' + v + ', env atc needs ${ZOOBOX_PYTHON}')"
+
+# A non-root default user; the docker runner passes the caller's uid:gid with --user.
+RUN groupadd --gid 1000 zoobox \
+ && useradd --uid 1000 --gid zoobox --create-home --shell /bin/bash zoobox
+
+# CANN toolkit (ATC, ACL): the largest and least often changed layer, so first.
+ARG NPU=present
+ARG CANN_VERSION=6.0.RC1
+ARG NPU_INSTALLERS=none
+RUN --mount=type=bind,source=npu-installers/atc,target=/tmp/npu,rw \
+    --mount=type=bind,source=local,target=/tmp/zoobox-local \
+    if [ "${NPU}" = present ]; then \
+        if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
+     && echo "installing CANN ${CANN_VERSION} (${NPU_INSTALLERS})" \
+     && bash "/tmp/npu/Ascend-cann-toolkit_${CANN_VERSION}_linux-$(uname -m).run" --install --quiet --install-for-all \
+     && test -f /usr/local/Ascend/ascend-toolkit/set_env.sh \
+     && rm -rf /root/ascend /root/log; \
+    else \
+        echo "NPU=${NPU}: no CANN, no ais_bench (a CPU image)"; \
+    fi
+
+# Stage-side packages, pinned. The requirements files stay in the image as a record.
+COPY requirements/atc.txt /opt/zoobox/requirements.txt
+ARG PYPI_INDEX_URL=
+ARG EXTRA_INDEX_URL=
+RUN --mount=type=bind,source=local,target=/tmp/zoobox-local \
+    if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
+ && if [ -d /tmp/zoobox-local/wheels ]; then export PIP_FIND_LINKS=/tmp/zoobox-local/wheels; fi \
+ && pip install --no-cache-dir \
+        ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
+        ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
+        -r /opt/zoobox/requirements.txt
+
+# The NPU side of Python: CANN's own dependencies (ATC imports them), then aclruntime and
+# ais_bench from their wheels (--no-deps: their dependencies are pinned above).
+COPY requirements/atc-npu.txt /opt/zoobox/requirements-npu.txt
+RUN --mount=type=bind,source=npu-installers/atc,target=/tmp/npu,rw \
+    --mount=type=bind,source=local,target=/tmp/zoobox-local \
+    if [ "${NPU}" = present ]; then \
+        if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
+     && pip install --no-cache-dir \
+            ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
+            ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
+            -r /opt/zoobox/requirements-npu.txt -c /opt/zoobox/requirements.txt \
+     && pip install --no-cache-dir --no-deps \
+            /tmp/npu/aclruntime-*-cp37-cp37m-linux_"$(uname -m)".whl \
+            /tmp/npu/ais_bench-*-py3-none-any.whl \
+     && pip show aclruntime ais_bench; \
+    fi
+
+COPY entrypoint.sh /usr/local/bin/zoobox-entrypoint
+USER 1000:1000
+WORKDIR /workspace
+ENTRYPOINT ["/usr/local/bin/zoobox-entrypoint"]
+CMD ["python"]
+
+# Labels last: their values change without touching the layers above.
+ARG BASE_IMAGE
+ARG TORCH_VERSION=1.5.0
+ARG ZOOBOX_SPEC_HASH=unknown
+ARG ZOOBOX_REVISION=unknown
+ARG ZOOBOX_CREATED=unknown
+LABEL org.opencontainers.image.title="zoobox-atc" \
+      org.opencontainers.image.description="zoobox env atc: ONNX export on torch 1.5, ATC to .om, .om inference (ais_bench), Python 3.7" \
+      org.opencontainers.image.vendor="zoobox" \
+      org.opencontainers.image.version="${ZOOBOX_SPEC_HASH}" \
+      org.opencontainers.image.revision="${ZOOBOX_REVISION}" \
+      org.opencontainers.image.created="${ZOOBOX_CREATED}" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}" \
+      org.zoobox.env="atc" \
+      org.zoobox.spec="${ZOOBOX_SPEC_HASH}" \
+      org.zoobox.python="${ZOOBOX_PYTHON}" \
+      org.zoobox.torch="${TORCH_VERSION}" \
+      org.zoobox.cann="${CANN_VERSION}" \
+      org.zoobox.npu="${NPU}"

@@ -1,0 +1,114 @@
+# syntax=docker/dockerfile:1
+# zoobox env `train`: RetinaNet training on the Ascend 910 with torch_npu (HCCL for several
+# devices). The torch / torch_npu / CANN triple follows Ascend's compatibility table.
+#
+#   Python 3.9, torch 2.1.0, torch_npu 2.1.0.post3, CANN 8.0.RC1 (host driver 24.1.rc1).
+#   Pins in envs/train.yaml (the source of truth), rendered to requirements/train.txt and
+#   requirements/train-npu.txt by `invoke images.requirements`. torch_npu is on PyPI but
+#   cannot be imported without CANN, so it is part of the NPU layers.
+#
+# On aarch64 (most 910 hosts) PyPI's torch 2.1.0 is CPU-only; on x86_64 it pulls the CUDA
+# nvidia-* wheels: pass --build-arg EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+# there when that index answers.
+#
+# NPU layers. CANN is not on any registry: put the installers in
+# docker/npu-installers/train/ (`invoke images.build --env train` checks them first):
+#   Ascend-cann-toolkit_${CANN_VERSION}_linux-<arch>.run        --install --quiet
+#   Ascend-cann-kernels-<soc>_${CANN_VERSION}_linux.run        optional, installed if present
+# with <arch> = `uname -m`. --build-arg NPU=absent skips these layers (label
+# org.zoobox.npu=absent). The installers are bind-mounted, never copied into a layer;
+# NPU_INSTALLERS (set by images.build) keys the layer cache.
+#
+# Build with `invoke images.build --env train`, or by hand from the repository root:
+#   docker build -f docker/train.Dockerfile -t zoobox/train:dev docker
+# RUN --mount needs BuildKit (Docker 23+ by default) or podman/buildah.
+#
+# Build arguments: BASE_IMAGE (CPython 3.9 as `python`), ZOOBOX_PYTHON, NPU (present |
+# absent), CANN_VERSION, NPU_INSTALLERS, PYPI_INDEX_URL, EXTRA_INDEX_URL, ZOOBOX_* (labels).
+# The context's local/ folder (CA bundle for pip, extra wheels) is bind-mounted into the pip
+# steps only: see export.Dockerfile.
+
+ARG BASE_IMAGE=python:3.9-slim-bookworm
+FROM ${BASE_IMAGE}
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The interpreter is the one the env names: a wrong BASE_IMAGE fails here, not in a stage.
+ARG ZOOBOX_PYTHON=3.9
+RUN python -c "import sys; v = '%d.%d' % sys.version_info[:2]; \
+sys.exit(0 if v == '${ZOOBOX_PYTHON}' else 'BASE_IMAGE has Python ' + v + ', env train needs ${ZOOBOX_PYTHON}')"
+
+# A non-root default user; the docker runner passes the caller's uid:gid with --user.
+RUN groupadd --gid 1000 zoobox \
+ && useradd --uid 1000 --gid zoobox --create-home --shell /bin/bash zoobox
+
+# CANN toolkit (+ operator kernels): the largest and least often changed layer, so first.
+ARG NPU=present
+ARG CANN_VERSION=8.0.RC1
+ARG NPU_INSTALLERS=none
+RUN --mount=type=bind,source=npu-installers/train,target=/tmp/npu,rw \
+    --mount=type=bind,source=local,target=/tmp/zoobox-local \
+    if [ "${NPU}" = present ]; then \
+        if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
+     && echo "installing CANN ${CANN_VERSION} (${NPU_INSTALLERS})" \
+     && bash "/tmp/npu/Ascend-cann-toolkit_${CANN_VERSION}_linux-$(uname -m).run" --install --quiet --install-for-all \
+     && find /tmp/npu -maxdepth 1 -name "Ascend-cann-kernels-*_${CANN_VERSION}_linux*.run" -print0 \
+        | xargs -0 -r -I{} bash {} --install --quiet --install-for-all \
+     && test -f /usr/local/Ascend/ascend-toolkit/set_env.sh \
+     && rm -rf /root/ascend /root/log; \
+    else \
+        echo "NPU=${NPU}: no CANN, no torch_npu (a CPU image)"; \
+    fi
+
+# Stage-side packages, pinned. The requirements files stay in the image as a record.
+COPY requirements/train.txt /opt/zoobox/requirements.txt
+ARG PYPI_INDEX_URL=
+ARG EXTRA_INDEX_URL=
+RUN --mount=type=bind,source=local,target=/tmp/zoobox-local \
+    if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
+ && if [ -d /tmp/zoobox-local/wheels ]; then export PIP_FIND_LINKS=/tmp/zoobox-local/wheels; fi \
+ && pip install --no-cache-dir \
+        ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
+        ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
+        -r /opt/zoobox/requirements.txt
+
+# The NPU side of Python: torch_npu and CANN's own dependencies.
+COPY requirements/train-npu.txt /opt/zoobox/requirements-npu.txt
+RUN --mount=type=bind,source=local,target=/tmp/zoobox-local \
+    if [ "${NPU}" = present ]; then \
+        if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
+     && pip install --no-cache-dir \
+            ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
+            ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
+            -r /opt/zoobox/requirements-npu.txt -c /opt/zoobox/requirements.txt; \
+    fi
+
+COPY entrypoint.sh /usr/local/bin/zoobox-entrypoint
+USER 1000:1000
+WORKDIR /workspace
+ENTRYPOINT ["/usr/local/bin/zoobox-entrypoint"]
+CMD ["python"]
+
+# Labels last: their values change without touching the layers above.
+ARG BASE_IMAGE
+ARG TORCH_VERSION=2.1.0
+ARG ZOOBOX_SPEC_HASH=unknown
+ARG ZOOBOX_REVISION=unknown
+ARG ZOOBOX_CREATED=unknown
+LABEL org.opencontainers.image.title="zoobox-train" \
+      org.opencontainers.image.description="zoobox env train: RetinaNet training with torch_npu (910), Python 3.9 + torch 2.1.0" \
+      org.opencontainers.image.vendor="zoobox" \
+      org.opencontainers.image.version="${ZOOBOX_SPEC_HASH}" \
+      org.opencontainers.image.revision="${ZOOBOX_REVISION}" \
+      org.opencontainers.image.created="${ZOOBOX_CREATED}" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}" \
+      org.zoobox.env="train" \
+      org.zoobox.spec="${ZOOBOX_SPEC_HASH}" \
+      org.zoobox.python="${ZOOBOX_PYTHON}" \
+      org.zoobox.torch="${TORCH_VERSION}" \
+      org.zoobox.cann="${CANN_VERSION}" \
+      org.zoobox.npu="${NPU}"

