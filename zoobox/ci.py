@@ -29,8 +29,16 @@ def _recipes(names: str | None) -> list[str]:
     return chosen
 
 
-def run_ci(settings: dict, recipes: str | None = None, limit: int = 0, sample: bool = False,
-           artifacts=None, runner=None, backend=None, devices=None) -> int:
+def run_ci(
+    settings: dict,
+    recipes: str | None = None,
+    limit: int = 0,
+    sample: bool = False,
+    artifacts=None,
+    runner=None,
+    backend=None,
+    devices=None,
+) -> int:
     """Run the recipes; print one table; return the number of failing metrics."""
     root = _flag_path(artifacts) or (_setting_path(settings["artifacts"]) / "ci")
     rows, failures, summaries = [], [], {}
@@ -43,9 +51,16 @@ def run_ci(settings: dict, recipes: str | None = None, limit: int = 0, sample: b
             if not data.exists():
                 make_sample(recipe.dataset["name"], str(data))
             params["allow_random"] = True
-        engine = build_engine(settings, name, data=str(data) if data else None,
-                              artifacts=str(root), runner=runner, backend=backend,
-                              devices=devices, params=params)
+        engine = build_engine(
+            settings,
+            name,
+            data=str(data) if data else None,
+            artifacts=str(root),
+            runner=runner,
+            backend=backend,
+            devices=devices,
+            params=params,
+        )
         check_dataset(engine, None)
         result = engine.run()
         summary = json.loads((result.stage_dir("report") / "summary.json").read_text())

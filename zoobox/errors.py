@@ -23,5 +23,6 @@ class StageStopped(UserError):
 
     def __init__(self, stage):
         self.stage = stage
-        super().__init__(f"stage {stage} stopped (see its error above); earlier artifacts "
-                         "are intact")
+        super().__init__(
+            f"stage {stage} stopped (see its error above); earlier artifacts are intact"
+        )
