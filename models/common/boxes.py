@@ -34,20 +34,22 @@ def iou_matrix(a, b):
         return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def nms(boxes, scores, iou_threshold, pixel_offset=0.0):
+def nms(boxes, scores, iou_threshold, pixel_offset=0.0, limit=None):
     """Greedy non-maximum suppression; the indices kept, highest score first.
 
     A box is suppressed when its IoU with a kept box is > iou_threshold. Equal scores
     keep their input order (stable sort), so results do not depend on sort internals.
     `pixel_offset` 1 measures widths as x2 - x1 + 1, as py_cpu_nms (Pytorch_Retinaface)
     does; 0 is torchvision's and detectron2's continuous convention.
+    `limit` stops once that many boxes are kept: a kept box is never dropped later, so
+    the first `limit` do not depend on the rest (detectron2 keeps 100 of thousands).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
     areas = area(boxes, pixel_offset)
     keep = []
-    while order.size:
+    while order.size and (limit is None or len(keep) < limit):
         i = order[0]
         keep.append(i)
         rest = order[1:]
@@ -62,7 +64,7 @@ def nms(boxes, scores, iou_threshold, pixel_offset=0.0):
     return np.asarray(keep, dtype=np.int64)
 
 
-def batched_nms(boxes, scores, labels, iou_threshold):
+def batched_nms(boxes, scores, labels, iou_threshold, limit=None):
     """NMS within each label independently; the indices kept, highest score first.
 
     Boxes of different labels are shifted apart so that they never overlap, the trick
@@ -74,7 +76,7 @@ def batched_nms(boxes, scores, labels, iou_threshold):
     labels = np.asarray(labels).reshape(-1)
     span = boxes.max() - min(boxes.min(), 0.0) + 1.0
     shifted = boxes + (labels.astype(np.float64) * span)[:, None]
-    return nms(shifted, scores, iou_threshold)
+    return nms(shifted, scores, iou_threshold, limit=limit)
 
 
 def decode_center_variance(loc, priors, variances):

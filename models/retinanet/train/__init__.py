@@ -1,0 +1,23 @@
+"""RetinaNet R50-FPN training (`invoke retinanet.train`), mmdetection v2.9's 1x recipe.
+
+Trains models.retinanet.net.RetinaNet (detectron2's layout and keys) so that the
+checkpoint goes straight into the inference recipe: `invoke retinanet.all --weights
+ARTIFACTS/retinanet/train/model_final.pth`.
+
+| module         | what it holds                                                 | imports |
+| -------------- | ------------------------------------------------------------- | ------- |
+| targets.py     | anchor matching (IoU 0.5 / 0.4, low-quality), delta targets   | numpy   |
+| losses.py      | sigmoid focal loss + L1, normalised by the positives          | torch   |
+| data.py        | COCO train records, resize / flip, batch plan, collate        | numpy   |
+| schedule.py    | SGD, linear warm-up, steps at epochs 8 and 11, lr scaling     | -       |
+| checkpoints.py | atomic checkpoints, resume, ImageNet backbone, frozen stages  | torch   |
+| worker.py      | one process's loop (DDP: hccl / nccl / gloo), evaluation      | torch   |
+| launch.py      | the stage: checks inputs, runs torchrun, writes train.json    | -       |
+
+Reference: Ascend ModelZoo RetinaNet_for_PyTorch (mmdetection v2.9 retinanet_r50_fpn_1x,
+COCO 2017, 910, apex O1): 1 device mAP 0.366 at 17 images/s, 8 devices 0.360 at 112.
+Known differences from it, kept on purpose: the backbone is detectron2's MSRA ResNet
+(BGR, mean subtracted, std 1, stride in the 1x1 convs, FrozenBN with frozen affine terms
+too) because the inference recipe's network is; mmdet's is torchvision's (RGB / std,
+stride in the 3x3, BN affine terms trained).
+"""

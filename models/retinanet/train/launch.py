@@ -1,0 +1,397 @@
+"""The RetinaNet training stage: checks the inputs, then runs one process per device.
+
+    python -m models.retinanet.train.launch --out OUT --data COCO_ROOT --work-dir WORK \
+        --devices 0,1,2,3,4,5,6,7 [--epochs 12] [--batch-size 8] [--lr auto] \
+        [--weights R-50.pkl] [--resume auto|yes|no] [--max-iters N] [--amp auto|on|off] \
+        [--split train2017] [--limit N] [--eval] [--nnodes 2 --node-rank 0 \
+        --master-addr HOST --master-port 29500]
+
+1. Reads COCO_ROOT/annotations/instances_<split>.json once (train2017: 450 MB of JSON)
+   into a compact records file in the work folder, so the N processes do not each parse
+   it; a dataset that is missing or wrong ends here with one line.
+2. Writes every resolved setting to OUT/train_config.json.
+3. Runs the workers: `python -m torch.distributed.run --nproc_per_node N ... -m
+   models.retinanet.train.worker --config OUT/train_config.json` (N = the number of
+   --devices on this node; --standalone on one node unless a master port is given; the
+   multi-node flags pass through), or the worker alone for one process on one node. The
+   command is echoed.
+4. Adds to OUT/train.json (written by rank 0) the published ModelZoo numbers for this
+   number of devices (the recipe's `published_train`) and the comparison.
+
+Outputs: OUT/model_final.pth (the network's state dict with detectron2 keys: pass it as
+`invoke retinanet.all --weights OUT/model_final.pth`), OUT/train.json (loss curve, lr,
+images/s, final evaluation if --eval), OUT/train_config.json. Checkpoints live in the work
+folder (the recipe's {work}/train), kept across runs: an interrupted run started again
+with --resume auto (the recipe's default) continues from the newest complete one.
+"""
+
+import hashlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+from models.retinanet.train import data as data_lib
+from models.retinanet.train import schedule
+from models.retinanet.train import worker as worker_lib
+from zoobox.stage import cli
+from zoobox.stage.errors import UserError
+
+CONFIG_FILE = "train_config.json"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+RESUME_CHOICES = ("auto", "yes", "no")
+_TRUE = ("yes", "true", "1", "on")
+_FALSE = ("no", "false", "0", "off", "none")
+
+
+def parse_devices(text):
+    """'0,1,2' -> [0, 1, 2]; empty -> [0]."""
+    text = "" if text is None else str(text)
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip() != ""]
+    except ValueError:
+        raise UserError("--devices takes ids like 0 or 0,1,2,3, not %r" % text) from None
+    if len(set(ids)) != len(ids):
+        raise UserError("--devices lists a device twice: %s" % text)
+    return ids or [0]
+
+
+def parse_lr(text):
+    """'auto' (or empty / 0) -> None: 0.01 x global batch / 16; else a positive float."""
+    if text is None or str(text).lower() in ("", "auto", "0", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError("--lr takes a number or auto, not %r" % text) from None
+    if value <= 0:
+        raise UserError("--lr must be positive, not %s" % text)
+    return value
+
+
+def parse_resume(text):
+    text = str(text).lower()
+    if text in _TRUE:
+        return "yes"
+    if text in _FALSE:
+        return "no"
+    if text not in RESUME_CHOICES:
+        raise UserError("--resume takes auto, yes or no, not %r" % text)
+    return text
+
+
+def parse_steps(text):
+    try:
+        steps = [int(part) for part in str(text).split(",") if part.strip() != ""]
+    except ValueError:
+        raise UserError("--steps takes epochs like 8,11, not %r" % text) from None
+    if steps != sorted(steps):
+        raise UserError("--steps must increase: %s" % text)
+    return steps
+
+
+def records_file(args, work_dir):
+    """Parse the annotations once into WORK/records-<split>-<key>.pkl; (path, stats)."""
+    annotations = data_lib.annotation_file(args.data, args.split)
+    key_source = "%s|%s|%s" % (os.path.abspath(annotations), args.limit, "v1")
+    if os.path.isfile(annotations):
+        stat = os.stat(annotations)
+        key_source += "|%d|%d" % (stat.st_size, stat.st_mtime_ns)
+    key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
+    path = os.path.join(work_dir, "records-%s-%s.pkl" % (args.split, key))
+    if os.path.isfile(path):
+        with open(path, "rb") as handle:
+            payload = pickle.load(handle)
+        return path, payload["stats"]
+    records, stats = data_lib.load_split(args.data, args.split, args.limit)
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    with open(tmp, "wb") as handle:
+        pickle.dump({"records": records, "stats": stats}, handle, protocol=4)
+    os.replace(tmp, path)
+    return path, stats
+
+
+def _check_args(args):
+    for name in ("epochs", "batch_size", "min_size", "max_size"):
+        if getattr(args, name) < 1:
+            raise UserError("--%s must be at least 1" % name.replace("_", "-"))
+    if args.min_size > args.max_size:
+        raise UserError(
+            "--min-size %d is larger than --max-size %d" % (args.min_size, args.max_size)
+        )
+    if args.pad_size:
+        need = -(-args.max_size // data_lib.SIZE_DIVISOR) * data_lib.SIZE_DIVISOR
+        if args.pad_size % data_lib.SIZE_DIVISOR or args.pad_size < need:
+            raise UserError(
+                "--pad-size %d must be a multiple of 32 and at least %d (--max-size %d rounded "
+                "up to 32)" % (args.pad_size, need, args.max_size)
+            )
+    if args.weights and not os.path.isfile(args.weights):
+        raise UserError("backbone weights file not found: %s" % args.weights)
+    if args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
+        raise UserError(
+            "need 0 <= --node-rank < --nnodes, not %d, %d" % (args.node_rank, args.nnodes)
+        )
+    if args.nnodes > 1 and not (args.master_addr and args.master_port):
+        raise UserError("training on %d nodes needs --master-addr and --master-port" % args.nnodes)
+    if args.eval:
+        from data_scripts.coco import layout
+
+        layout.list_images(args.eval_data or args.data, limit=args.eval_limit)
+        try:
+            import pycocotools  # noqa: F401
+        except ImportError:
+            raise UserError("--eval needs pycocotools: pip install pycocotools") from None
+
+
+def build_config(args):
+    work_dir = os.path.abspath(args.work_dir)
+    if not os.path.isdir(work_dir):
+        os.makedirs(work_dir)
+    records, stats = records_file(args, work_dir)
+    return {
+        "out": os.path.abspath(args.out),
+        "data": os.path.abspath(args.data),
+        "split": args.split,
+        "limit": args.limit,
+        "records": records,
+        "dataset": stats,
+        "work_dir": work_dir,
+        "devices": parse_devices(args.devices),
+        "device_type": args.device_type,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": parse_lr(args.lr),
+        "weights": os.path.abspath(args.weights) if args.weights else None,
+        "resume": parse_resume(args.resume),
+        "max_iters": args.max_iters,
+        "amp": args.amp,
+        "workers": args.workers,
+        "min_size": args.min_size,
+        "max_size": args.max_size,
+        "pad_size": args.pad_size,
+        "checkpoint_every": args.checkpoint_every,
+        "checkpoint_epochs": args.checkpoint_epochs,
+        "log_every": args.log_every,
+        "seed": args.seed,
+        "threads": args.threads,
+        "warmup_iters": args.warmup_iters,
+        "warmup_ratio": args.warmup_ratio,
+        "steps": parse_steps(args.steps),
+        "clip_grad": args.clip_grad,
+        "eval": bool(args.eval),
+        "eval_data": os.path.abspath(args.eval_data) if args.eval_data else None,
+        "eval_limit": args.eval_limit,
+        "eval_input_size": args.eval_input_size,
+        "eval_min_size": args.eval_min_size or data_lib.MIN_SIZE,
+        "eval_max_size": args.eval_max_size or data_lib.MAX_SIZE,
+        "nnodes": args.nnodes,
+        "node_rank": args.node_rank,
+    }
+
+
+def command(config_path, nproc, args):
+    """The argv that runs the workers on this node."""
+    worker = ["-m", "models.retinanet.train.worker", "--config", config_path]
+    if nproc == 1 and args.nnodes == 1:
+        return [sys.executable, *worker]
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    if args.nnodes > 1:
+        argv += ["--nnodes", str(args.nnodes), "--node_rank", str(args.node_rank)]
+        argv += ["--master_addr", str(args.master_addr), "--master_port", str(args.master_port)]
+    elif args.master_port:
+        argv += ["--master_addr", str(args.master_addr or "127.0.0.1")]
+        argv += ["--master_port", str(args.master_port)]
+    else:
+        argv += ["--standalone"]
+    return argv + worker
+
+
+def _quote(argv):
+    import shlex
+
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def run_workers(argv, config, threads):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env[worker_lib.LAUNCHED_ENV] = "1"
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    error_file = os.path.join(config["out"], worker_lib.ERROR_FILE)
+    if os.path.exists(error_file):
+        os.remove(error_file)
+    sys.stdout.write("$ %s\n" % _quote(argv))
+    sys.stdout.flush()
+    code = subprocess.call(argv, env=env, cwd=REPO)
+    if code != 0:
+        if os.path.isfile(error_file):
+            with open(error_file) as handle:
+                message = handle.read().strip()
+            os.remove(error_file)
+            raise UserError(message)
+        # Not a UserError: the workers' own output says what failed; no launcher traceback.
+        sys.stderr.write(
+            "the training processes failed (exit code %d); see their output above. Checkpoints "
+            "already written in %s are kept: run again with --resume auto to continue\n"
+            % (code, config["work_dir"])
+        )
+        sys.exit(code if code > 0 else 1)
+
+
+# -- the published numbers ------------------------------------------------------------------
+def published_numbers(recipe):
+    """The recipe's `published_train` section, or {} (no recipe file given or no section)."""
+    if not recipe:
+        return {}
+    from zoobox.stage.report import load_recipe_file
+
+    return dict(load_recipe_file(recipe).get("published_train") or {})
+
+
+def compare(summary, published):
+    """Rows: AP and images/s measured vs the ModelZoo's for this number of devices."""
+    runs = published.get("runs") or {}
+    world = summary.get("world_size")
+    ref = runs.get(world) or runs.get(str(world)) or {}
+    rows = []
+    evaluation = summary.get("eval") or {}
+    measured_ap = (evaluation.get("metrics") or {}).get("AP")
+    ap_ref = ref.get("AP")
+    tolerance = float(published.get("AP_tolerance", 0.5))
+    if ap_ref is None:
+        status = "no published number for %s devices" % world
+    elif measured_ap is None:
+        status = "not evaluated (pass --eval)"
+    elif summary.get("iterations") != summary.get("total_iterations"):
+        status = "partial training"
+    elif evaluation.get("images", 0) < int(published.get("eval_images", 5000)):
+        status = "subset (%d images)" % evaluation.get("images", 0)
+    else:
+        status = "pass" if measured_ap >= ap_ref - tolerance else "fail"
+    rows.append(
+        {
+            "metric": "AP",
+            "measured": measured_ap,
+            "published": ap_ref,
+            "tolerance": tolerance,
+            "status": status,
+        }
+    )
+    speed_ref = ref.get("images_per_s")
+    measured = summary.get("images_per_s")
+    if speed_ref is None:
+        status = "no published number for %s devices" % world
+    elif summary.get("device_type") != "npu":
+        status = "other device (%s)" % summary.get("device_name")
+    else:
+        status = "measured"
+    rows.append(
+        {
+            "metric": "images_per_s",
+            "measured": measured,
+            "published": speed_ref,
+            "ratio": measured / speed_ref if measured and speed_ref else None,
+            "status": status,
+        }
+    )
+    return rows
+
+
+def main(args):
+    _check_args(args)
+    config = build_config(args)
+    config_path = os.path.join(config["out"], CONFIG_FILE)
+    cli.write_json(config_path, config)
+    nproc = len(config["devices"])
+    run_workers(command(config_path, nproc, args), config, args.threads)
+    summary_path = os.path.join(config["out"], worker_lib.SUMMARY_FILE)
+    if args.node_rank != 0:
+        cli.write_json(
+            summary_path,
+            {"node_rank": args.node_rank, "note": "node 0 writes model_final.pth and train.json"},
+        )
+        return
+    if not os.path.isfile(summary_path):
+        raise RuntimeError("the workers ended without writing %s" % summary_path)
+    with open(summary_path) as handle:
+        summary = json.load(handle)
+    published = published_numbers(args.recipe)
+    summary["dataset"] = config["dataset"]
+    summary["published"] = published or None
+    summary["comparison"] = compare(summary, published) if published else []
+    summary["command"] = _quote(command(config_path, nproc, args))
+    cli.write_json(summary_path, summary)
+    final = summary.get("final_loss") or {}
+    print(
+        "trained %d iterations (%s); final loss %s; %s images/s; wrote %s"
+        % (
+            summary["iterations"],
+            summary["status"],
+            "%.4f" % final["loss"] if final else "n/a",
+            "%.1f" % summary["images_per_s"] if summary.get("images_per_s") else "n/a",
+            os.path.join(config["out"], worker_lib.FINAL_FILE),
+        )
+    )
+
+
+def build_parser():
+    parser = cli.parser(__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("--data", required=True, help="COCO root: <split>/ and annotations/instances_<split>.json")
+    add("--split", default=data_lib.DEFAULT_SPLIT, help="image split (default train2017)")
+    add("--limit", type=int, default=0, help="first N usable images by id (0 = all)")
+    add("--work-dir", required=True, help="checkpoint folder kept across runs")
+    add("--devices", default="0", help="device ids this node uses, e.g. 0,1,2,3 (one process each)")
+    add("--device-type", default="auto", help="auto, npu, cuda or cpu (auto: npu > cuda > cpu)")
+    add("--epochs", type=int, default=schedule.EPOCHS, help="epochs (default 12)")
+    add("--batch-size", type=int, default=8, help="images per device and step (default 8)")
+    add("--lr", default="auto", help="base lr, or auto: 0.01 x (batch x devices) / 16")
+    add("--weights", help="ImageNet backbone: MSRA R-50.pkl or a detectron2 checkpoint")
+    add(
+        "--resume",
+        nargs="?",
+        const="yes",
+        default="no",
+        help="auto: continue from the work folder's newest checkpoint if any; yes: it must "
+        "exist; no (the default without the flag): start over, removing old checkpoints",
+    )
+    add("--max-iters", type=int, default=0, help="stop after N iterations in all (0 = no limit)")
+    add("--amp", default="auto", help="mixed precision: auto (on for NPU / CUDA), on, off, bf16")
+    add("--workers", type=int, default=4, help="loader processes per device (default 4)")
+    add("--min-size", type=int, default=data_lib.MIN_SIZE, help="short side (800)")
+    add("--max-size", type=int, default=data_lib.MAX_SIZE, help="long side cap (1333)")
+    add("--pad-size", type=int, default=0, help="pad every batch to this square (0: to 32)")
+    add("--checkpoint-every", type=int, default=0, help="also checkpoint every N iterations")
+    add(
+        "--checkpoint-epochs",
+        type=int,
+        default=1,
+        help="checkpoint after every N epochs (default 1; 0: only --checkpoint-every and the end)",
+    )
+    add("--log-every", type=int, default=20, help="log line every N iterations (default 20)")
+    add("--seed", type=int, default=0, help="seed of the init, the order and the flips")
+    add("--threads", type=int, default=0, help="CPU threads per process (0: torch's default)")
+    add("--warmup-iters", type=int, default=schedule.WARMUP_ITERS, help="linear warm-up (500)")
+    add("--warmup-ratio", type=float, default=schedule.WARMUP_RATIO, help="start factor (0.001)")
+    add("--steps", default="8,11", help="epochs where the lr drops x0.1 (default 8,11)")
+    add("--clip-grad", type=float, default=0.0, help="max gradient norm (0: no clipping)")
+    add("--eval", action="store_true", help="evaluate on COCO val2017 at the end")
+    add("--eval-data", help="COCO root with val2017/ for --eval (default: --data)")
+    add("--eval-limit", type=int, default=0, help="evaluate the first N val images (0 = all)")
+    add("--eval-input-size", type=int, default=1344, help="padded eval input (1344)")
+    add("--eval-min-size", type=int, default=0, help="eval short side (0: 800)")
+    add("--eval-max-size", type=int, default=0, help="eval long side cap (0: 1333)")
+    add("--nnodes", type=int, default=1, help="machines taking part (default 1)")
+    add("--node-rank", type=int, default=0, help="this machine's index (default 0)")
+    add("--master-addr", help="address of node 0 (several nodes)")
+    add("--master-port", type=int, help="port on node 0 (several nodes)")
+    add("--recipe", help="recipe.yaml with the published training numbers (published_train)")
+    return parser
+
+
+if __name__ == "__main__":
+    cli.run(main, build_parser())
