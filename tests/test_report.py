@@ -1,0 +1,67 @@
+"""The report's verdicts, the summary table, and `invoke ci` on generated data."""
+
+import json
+
+import pytest
+
+from zoobox.errors import UserError
+from zoobox.stage.report import compare
+
+PUBLISHED = {
+    "AP": {"value": 38.3, "tolerance": 0.2, "unit": "AP %"},
+    "throughput": {"value": 19.9, "unit": "images/s", "speed": True},
+}
+
+
+def _status(rows):
+    return {row["metric"]: row["status"] for row in rows}
+
+
+def test_accuracy_within_tolerance_passes_and_below_fails():
+    timing = {"throughput": 20.5}
+    assert _status(compare(PUBLISHED, {"AP": 38.1}, timing, "official", 5000, 5000, True)) == {
+        "AP": "pass",
+        "throughput": "info",
+    }
+    assert (
+        _status(compare(PUBLISHED, {"AP": 38.09}, timing, "official", 5000, 5000, True))["AP"]
+        == "fail"
+    )
+    assert (
+        _status(compare(PUBLISHED, {"AP": 39.0}, timing, "given", 5000, 5000, True))["AP"] == "pass"
+    )
+
+
+def test_random_weights_subsets_other_devices_and_gaps_are_not_verdicts():
+    assert _status(
+        compare(PUBLISHED, {"AP": 0.1}, {"throughput": 1.0}, "random", 5000, 5000, False)
+    ) == {"AP": "not meaningful", "throughput": "other device"}
+    assert _status(compare(PUBLISHED, {"AP": 30.0}, {}, "official", 200, 5000, True)) == {
+        "AP": "subset",
+        "throughput": "not measured",
+    }
+
+
+def test_per_batch_throughput_is_read_from_the_timing_record():
+    published = {"throughput_bs4": {"value": 427.2, "speed": True}}
+    rows = compare(
+        published, {}, {"by_batch": {"4": {"throughput": 400.0}}}, "official", None, None, True
+    )
+    assert rows[0]["measured"] == 400.0 and rows[0]["status"] == "info"
+
+
+def test_ci_on_a_generated_sample_runs_the_recipe_and_writes_a_summary(tmp_path, capsys):
+    from zoobox.ci import run_ci
+    from zoobox.session import settings_from
+
+    settings = settings_from({"zoobox": {"echo": False}})
+    assert (
+        run_ci(settings, recipes="refinedet", sample=True, artifacts=str(tmp_path), runner="host")
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "refinedet" in out and "not meaningful" in out
+    summary = json.loads((tmp_path / "ci-summary.json").read_text())
+    assert summary["refinedet"]["weights"] == "random"
+    with pytest.raises(UserError, match="no recipe"):
+        run_ci(settings, recipes="yolo", sample=True, artifacts=str(tmp_path))
