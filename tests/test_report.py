@@ -65,3 +65,54 @@ def test_ci_on_a_generated_sample_runs_the_recipe_and_writes_a_summary(tmp_path,
     assert summary["refinedet"]["weights"] == "random"
     with pytest.raises(UserError, match="no recipe"):
         run_ci(settings, recipes="yolo", sample=True, artifacts=str(tmp_path))
+
+
+def test_bench_report_compares_each_batch_size_and_plots(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, stage_env
+    from zoobox.stage.bench_report import rows_for
+
+    published = {"throughput_bs1": {"value": 379.45}, "throughput_bs4": {"value": 427.24}}
+    assert rows_for({"1": {"throughput": 350.0}, "8": {"throughput": 400.0}}, published) == [
+        (1, 350.0, 379.45),
+        (4, None, 427.24),
+        (8, 400.0, None),
+    ]
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "bench.json").write_text(
+        json.dumps(
+            {
+                "by_batch": {"1": {"throughput": 350.0}, "4": {"throughput": 410.0}},
+                "tool": "ais_bench",
+                "loop": 1000,
+            }
+        )
+    )
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zoobox.stage.bench_report",
+            "--out",
+            str(out),
+            "--recipe",
+            str(REPO / "models" / "refinedet" / "recipe.yaml"),
+            "--bench",
+            str(bench),
+        ],
+        cwd=REPO,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    text = (out / "bench.md").read_text()
+    # 350 / 379.45 = 0.922; 410 / 427.239 = 0.960
+    assert "| 1 | 350.00 | 379.45 | 0.92 |" in text and "| 4 | 410.00 | 427.24 | 0.96 |" in text
+    assert "| 64 | - | 370.35 | - |" in text
+    assert (out / "fps_vs_batch.png").stat().st_size > 1000

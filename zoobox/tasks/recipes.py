@@ -74,7 +74,8 @@ _STAGE_DOCS = {
     "infer": "Run inference with the backend; time each call; write detections.",
     "evaluate": "Score the detections with the dataset's official metric.",
     "report": "Write the report: measured vs published numbers.",
-    "bench": "Pure-inference throughput per batch size (ais_bench); not part of all.",
+    "ais_bench": "Pure-inference throughput per batch size with ais_bench (NPU).",
+    "bench": "Throughput per batch size vs the published table, with a plot; not in all.",
     "train": "Train the network (torchrun, 1..N devices); not part of all.",
 }
 
