@@ -266,3 +266,12 @@ def test_demo_fixture_of_the_truncated_voc_jpeg_is_real():
     # The shared fixture the bad-input tests lean on is what its README says.
     path = fixture_path("voc2007-mini", "VOCdevkit", "VOC2007", "JPEGImages", "000001.jpg")
     assert Path(path).stat().st_size == 8192
+
+
+def test_download_without_a_pinned_sha256_says_what_it_got(server, tmp_path, capfd):
+    url, root = server
+    out = tmp_path / "out"
+    out.mkdir()
+    manifest = fetch(str(out), "model.pth", url=f"{url}/model.pth", cache=str(tmp_path / "c"))
+    assert manifest["sha256"] == sha256_of(str(root / "model.pth"))
+    assert f"pins no sha256 for model.pth; downloaded {url}/model.pth" in capfd.readouterr().err

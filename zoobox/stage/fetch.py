@@ -115,7 +115,14 @@ def fetch(out, name, url=None, sha256=None, source=None, cache=None, allow_rando
             _place(cached, out, name)
         elif url and not allow_random:
             download(url, cached or os.path.join(out, name), sha256)
-            manifest.update(source="download", sha256=sha256_of(cached or os.path.join(out, name)))
+            found = sha256_of(cached or os.path.join(out, name))
+            if not sha256:
+                # The publisher gives no checksum: say what was fetched so it can be pinned.
+                sys.stderr.write(
+                    "note: the recipe pins no sha256 for %s; downloaded %s "
+                    "(sha256 %s)\n" % (name, url, found)
+                )
+            manifest.update(source="download", sha256=found)
             if cached:
                 _place(cached, out, name)
         elif allow_random:
