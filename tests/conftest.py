@@ -1,6 +1,7 @@
 """Shared test helpers: paths to the real fixtures, and a skip that says why."""
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,3 +29,20 @@ def stage_env() -> dict:
 
 
 PYTHON = sys.executable
+
+
+def run_stage(module, *args, timeout=300):
+    """`python -m module args...` from the repo, as the host runner runs a stage.
+
+    One torch thread per process: the test machines have two shared cores.
+    """
+    env = stage_env()
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", module] + [str(a) for a in args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -5,8 +5,6 @@ CPU only and small: most work runs at 320x320 (4200 anchors); one shape check at
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,6 +22,7 @@ from models.retinaface import infer as infer_stage  # noqa: E402
 from models.retinaface.net import RetinaFace, build_model  # noqa: E402
 from models.retinaface.postprocess import decode_landmarks, detect  # noqa: E402
 from models.retinaface.priors import prior_box, prior_count  # noqa: E402
+from tests.conftest import run_stage  # noqa: E402
 from zoobox.stage.cli import write_json  # noqa: E402
 from zoobox.stage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
 
@@ -344,20 +343,6 @@ def test_detect_matches_reference_transcription():
 # -- stages --------------------------------------------------------------------------------
 
 
-def _stage(module, *args):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", module] + [str(a) for a in args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=True,
-        timeout=300,
-    )
-
-
 def _random_weights(folder, seed=0):
     os.makedirs(folder)
     write_json(
@@ -373,7 +358,7 @@ def exported(tmp_path_factory):
     base = tmp_path_factory.mktemp("export")
     weights = _random_weights(str(base / "weights"), seed=5)
     out = str(base / "export")
-    result = _stage(
+    result = run_stage(
         "models.retinaface.export", "--out", out, "--weights", weights, "--input-size", SIZE
     )
     assert result.returncode == 0, result.stderr
@@ -427,7 +412,7 @@ def test_export_stage_wrong_checkpoint_is_one_line(model, tmp_path):
         str(weights / "weights.json"),
         {"source": "cache", "file": "mobilenet0.25_Final.pth", "sha256": None, "seed": None},
     )
-    result = _stage(
+    result = run_stage(
         "models.retinaface.export",
         "--out",
         tmp_path / "export",
@@ -472,7 +457,7 @@ def store_dir(tmp_path_factory):
 
 def test_infer_stage_end_to_end(exported, store_dir, tmp_path):
     out = tmp_path / "infer"
-    result = _stage(
+    result = run_stage(
         "models.retinaface.infer",
         "--out",
         out,

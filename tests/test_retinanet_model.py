@@ -6,8 +6,6 @@ import json
 import math
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from data_scripts.store import Store, feed_spec, write_store  # noqa: E402
 from models.common.checkpoint import load_strict  # noqa: E402
 from models.retinanet import anchors as anchor_lib  # noqa: E402
 from models.retinanet import checkpoint, net, postprocess  # noqa: E402
+from tests.conftest import run_stage  # noqa: E402
 from zoobox.stage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -463,19 +462,6 @@ def test_topk_candidates_give_the_dense_detections():
 # --------------------------------------------------------------------------- stages
 
 
-def _run(module, *args):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run(
-        [sys.executable, "-m", module] + [str(a) for a in args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=True,
-        timeout=300,
-    )
-
-
 def _prepare_synthetic(item):
     """A data-stage stand-in: a random image 'resized' to fit SMALL, as uint8 BGR."""
     image_id, orig_h, orig_w = item
@@ -511,7 +497,7 @@ def stage_dirs(tmp_path_factory):
     )
     fmt = "onnx" if _has("onnx") else "torchscript"
     export = root / "export"
-    result = _run(
+    result = run_stage(
         "models.retinanet.export",
         "--out",
         export,
@@ -554,7 +540,7 @@ def test_export_traced_equals_eager(stage_dirs, model):
 
 def test_infer_stage_end_to_end_torchscript(stage_dirs):
     out = stage_dirs["root"] / "infer"
-    result = _run(
+    result = run_stage(
         "models.retinanet.infer",
         "--out",
         out,
@@ -608,7 +594,7 @@ def test_infer_stage_shard_and_onnxruntime(stage_dirs):
     if not (stage_dirs["export"] / "model.onnx").is_file() or not _has("onnxruntime"):
         pytest.skip("onnx / onnxruntime not installed: no ONNX model to run")
     out = stage_dirs["root"] / "infer-ort"
-    result = _run(
+    result = run_stage(
         "models.retinanet.infer",
         "--out",
         out,
@@ -631,7 +617,7 @@ def test_infer_stage_shard_and_onnxruntime(stage_dirs):
 
 
 def test_stage_user_errors_are_one_line(stage_dirs, tmp_path):
-    result = _run(
+    result = run_stage(
         "models.retinanet.infer",
         "--out",
         tmp_path / "a",
@@ -643,7 +629,7 @@ def test_stage_user_errors_are_one_line(stage_dirs, tmp_path):
     assert result.returncode == USER_ERROR_EXIT
     assert result.stderr.startswith("error: no preprocessed data")
     assert len(result.stderr.strip().splitlines()) == 1
-    result = _run(
+    result = run_stage(
         "models.retinanet.export",
         "--out",
         tmp_path / "b",
@@ -653,7 +639,7 @@ def test_stage_user_errors_are_one_line(stage_dirs, tmp_path):
         100,
     )
     assert result.returncode == USER_ERROR_EXIT and "multiple of 32" in result.stderr
-    result = _run(
+    result = run_stage(
         "models.retinanet.infer",
         "--out",
         tmp_path / "c",

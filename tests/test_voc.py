@@ -9,8 +9,6 @@ command line on generated and real (fixture) data.
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ from data_scripts.voc.evaluate import (
 )
 from data_scripts.voc.layout import VOC_CLASSES, VOCLayout, locate, parse_annotation
 from data_scripts.voc.sample import make_sample
+from tests.conftest import run_stage
 from zoobox.stage.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -219,20 +218,6 @@ def random_annotations(n_images, rng, classes=VOC_CLASSES):
             objects.append(obj(name, [x1, y1, x1 + w, y1 + h], int(rng.rand() < 0.15)))
         annotations["%06d" % (i + 1)] = objects
     return annotations
-
-
-def run_stage(module, *args):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(
-        [sys.executable, "-m", module] + [str(a) for a in args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=True,
-        timeout=120,
-    )
 
 
 def assert_one_error_line(proc, *needles, **kwargs):

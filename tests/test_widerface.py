@@ -10,8 +10,6 @@ import copy
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from data_scripts.store import Store
 from data_scripts.widerface import evaluate as ev
 from data_scripts.widerface import layout, prepare, sample
 from data_scripts.widerface.predictions import write_image_predictions
+from tests.conftest import run_stage
 from zoobox.stage.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -172,20 +171,6 @@ def ref_evaluation(pred, gt_dir, iou_thresh=0.5):
 
 # --------------------------------------------------------------------------------------
 # Helpers
-
-
-def run_stage(module, *args):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(
-        [sys.executable, "-m", module] + [str(a) for a in args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        universal_newlines=True,
-        timeout=300,
-    )
 
 
 def error_lines(proc):
