@@ -9,8 +9,8 @@ what the evaluate stage reads from detections.json. Both sides get the same inpu
 must return the same per-class APs; the ratio printed is the one measured in this run.
 
 The loop side is the reference port kept in tests/test_voc.py (RefineDet.PyTorch's
-write_voc_results_file + voc_eval + voc_ap), copied here so that the bench does not
-import the tests. Its time is also given without the results-file text step.
+write_voc_results_file + voc_eval + voc_ap), imported from there. Its time is also given
+without the results-file text step.
 """
 
 import argparse
@@ -25,113 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data_scripts.voc.evaluate import voc07_eval
 from data_scripts.voc.layout import VOC_CLASSES
 
-# ---------------------------------------------------------------------------------------
-# The loop reference (a copy of tests/test_voc.py's).
-
-
-def reference_results_lines(detections, image_ids, classname):
-    lines = []
-    for image_id in image_ids:
-        dets = detections[image_id].get(classname)
-        if dets is None or len(dets) == 0:
-            continue
-        dets = np.asarray(dets, dtype=np.float32).reshape(-1, 5)
-        for k in range(dets.shape[0]):
-            lines.append(
-                "{:s} {:.3f} {:.1f} {:.1f} {:.1f} {:.1f}\n".format(
-                    image_id,
-                    dets[k, -1],
-                    float(dets[k, 0]) + 1,
-                    float(dets[k, 1]) + 1,
-                    float(dets[k, 2]) + 1,
-                    float(dets[k, 3]) + 1,
-                )
-            )
-    return lines
-
-
-def reference_voc_ap(rec, prec):
-    ap = 0.0
-    for t in np.arange(0.0, 1.1, 0.1):
-        if np.sum(rec >= t) == 0:
-            p = 0
-        else:
-            p = np.max(prec[rec >= t])
-        ap = ap + p / 11.0
-    return ap
-
-
-def reference_voc_eval(lines, recs, imagenames, classname, ovthresh=0.5):
-    class_recs = {}
-    npos = 0
-    for imagename in imagenames:
-        R = [obj for obj in recs[imagename] if obj["name"] == classname]
-        bbox = np.array([x["bbox"] for x in R])
-        difficult = np.array([x["difficult"] for x in R]).astype(bool)
-        det = [False] * len(R)
-        npos = npos + sum(~difficult)
-        class_recs[imagename] = {"bbox": bbox, "difficult": difficult, "det": det}
-
-    if any(lines) == 1:
-        splitlines = [x.strip().split(" ") for x in lines]
-        image_ids = [x[0] for x in splitlines]
-        confidence = np.array([float(x[1]) for x in splitlines])
-        BB = np.array([[float(z) for z in x[2:]] for x in splitlines])
-
-        sorted_ind = np.argsort(-confidence, kind="stable")
-        BB = BB[sorted_ind, :]
-        image_ids = [image_ids[x] for x in sorted_ind]
-
-        nd = len(image_ids)
-        tp = np.zeros(nd)
-        fp = np.zeros(nd)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for d in range(nd):
-                R = class_recs[image_ids[d]]
-                bb = BB[d, :].astype(float)
-                ovmax = -np.inf
-                BBGT = R["bbox"].astype(float)
-                if BBGT.size > 0:
-                    ixmin = np.maximum(BBGT[:, 0], bb[0])
-                    iymin = np.maximum(BBGT[:, 1], bb[1])
-                    ixmax = np.minimum(BBGT[:, 2], bb[2])
-                    iymax = np.minimum(BBGT[:, 3], bb[3])
-                    iw = np.maximum(ixmax - ixmin, 0.0)
-                    ih = np.maximum(iymax - iymin, 0.0)
-                    inters = iw * ih
-                    uni = (
-                        (bb[2] - bb[0]) * (bb[3] - bb[1])
-                        + (BBGT[:, 2] - BBGT[:, 0]) * (BBGT[:, 3] - BBGT[:, 1])
-                        - inters
-                    )
-                    overlaps = inters / uni
-                    ovmax = np.max(overlaps)
-                    jmax = np.argmax(overlaps)
-
-                if ovmax > ovthresh:
-                    if not R["difficult"][jmax]:
-                        if not R["det"][jmax]:
-                            tp[d] = 1.0
-                            R["det"][jmax] = 1
-                        else:
-                            fp[d] = 1.0
-                else:
-                    fp[d] = 1.0
-
-            fp = np.cumsum(fp)
-            tp = np.cumsum(tp)
-            rec = tp / float(npos)
-            prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-            ap = reference_voc_ap(rec, prec)
-    else:
-        rec = -1.0
-        prec = -1.0
-        ap = -1.0
-    return rec, prec, ap
-
-
-# ---------------------------------------------------------------------------------------
-# The synthetic set.
+# The loop reference: the port of RefineDet.PyTorch's write_voc_results_file + voc_eval
+# + voc_ap that the tests check the package against.
+from tests.test_voc import reference_results_lines, reference_voc_eval
 
 # Roughly VOC2007 test's class frequencies (person dominates).
 CLASS_WEIGHTS = np.array(
