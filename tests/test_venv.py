@@ -492,3 +492,39 @@ def test_atc_venv_exports_refinedet_onnx_on_torch_1_5_that_onnxruntime_runs(tmp_
         want = expected[f"arr_{index}"]
         assert got.shape == want.shape and got.shape[0] == 3
         assert np.abs(got - want).max() < 1e-4
+
+
+_IMPORT_ALL = """
+import importlib, pkgutil
+failed, count = [], 0
+for package in ("models", "data_scripts", "zoobox.stage", "zoobox.backends"):
+    for info in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+        try:
+            importlib.import_module(info.name)
+            count += 1
+        except Exception as error:
+            failed.append("%s: %r" % (info.name, error))
+print(count)
+print("\\n".join(failed))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_name, python", [("atc", "3.7"), ("export", "3.9")])
+def test_every_stage_side_module_imports_in_the_oldest_envs(env_name, python):
+    """Stage-side code must import on Python 3.7 + torch 1.5 and 3.9 + torch 1.10."""
+    need_python(python)
+    cache = stable_cache()
+    env = get_env(env_name)
+    cache.build(env)
+    result = subprocess.run(
+        [str(cache.python(env)), "-c", _IMPORT_ALL],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    count, *failed = result.stdout.strip().split("\n")
+    assert int(count) > 50 and [f for f in failed if f] == []
