@@ -11,6 +11,8 @@ class Backend(object):
 
     name = "base"
     suffix = ".bin"
+    # The exported model the compile step reads: TorchScript or ONNX.
+    source_suffix = None  # None: the same as `suffix`
     # Whether a batch of any size may be fed (False: the compiled model has one batch).
     dynamic_batch = True
 

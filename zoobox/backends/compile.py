@@ -32,7 +32,9 @@ def compiled_model(model, suffix):
     name = manifest.get("model") or ("model" + suffix)
     found = name if os.path.isabs(name) else os.path.join(model, name)
     if not os.path.isfile(found):
-        raise UserError("no model file %s in %s (compiled for another backend?)" % (name, model))
+        raise UserError(
+            "no model file %s in %s (exported or compiled for another backend?)" % (name, model)
+        )
     return found, manifest
 
 
@@ -47,12 +49,13 @@ def parse_shape(text):
 
 
 def main(args):
-    if not os.path.isfile(args.model):
-        raise UserError("exported model not found: %s (run the export stage first)" % args.model)
     backend = get_backend(args.backend, device=args.device)
+    # --model is the export folder (the file the backend takes is picked by its suffix:
+    # model.ts for torchscript / aie, model.onnx for onnxruntime / om) or a file.
+    source, _ = compiled_model(args.model, backend.source_suffix or backend.suffix)
     target_name = "model" + backend.suffix
     facts = backend.compile(
-        args.model,
+        source,
         os.path.join(args.out, target_name),
         parse_shape(args.input_shape),
         precision=args.precision,
@@ -61,7 +64,7 @@ def main(args):
     record = {
         "model": target_name,
         "backend": args.backend,
-        "source": args.model,
+        "source": source,
         "input_shape": parse_shape(args.input_shape),
     }
     record.update(facts or {})
@@ -71,7 +74,7 @@ def main(args):
 def build_parser():
     parser = cli.parser(__doc__.splitlines()[0])
     parser.add_argument("--backend", required=True, choices=NAMES)
-    parser.add_argument("--model", required=True, help="the exported model file")
+    parser.add_argument("--model", required=True, help="the export folder, or a model file")
     parser.add_argument("--input-shape", required=True, help="N,C,H,W")
     parser.add_argument(
         "--precision",

@@ -28,6 +28,7 @@ def _session_class():
 class Backend(BaseBackend):
     name = "om"
     suffix = ".om"
+    source_suffix = ".onnx"  # ATC converts the ONNX export
     dynamic_batch = False
 
     def __init__(self, device=0, **options):
