@@ -528,3 +528,32 @@ def test_every_stage_side_module_imports_in_the_oldest_envs(env_name, python):
     assert result.returncode == 0, result.stderr
     count, *failed = result.stdout.strip().split("\n")
     assert int(count) > 50 and [f for f in failed if f] == []
+
+
+@pytest.mark.slow
+def test_export_venv_traces_retinanet_that_the_host_torch_runs_identically(tmp_path):
+    """RetinaNet's TorchScript from torch 1.10.1 (the seed's export torch) on the host torch."""
+    torch = pytest.importorskip("torch")
+    need_python("3.9")
+    from models.retinanet import net
+
+    cache = stable_cache()
+    export_env = get_env("export")
+    cache.build(export_env)
+    size = 128
+    result = _venv_engine(tmp_path, "retinanet", "torchscript", cache, input_size=size).run(
+        "export"
+    )
+    folder = result.stage_dir("export")
+    facts = json.loads((folder / "export.json").read_text())
+    assert facts["torch"].startswith("1.10.1") and facts["output_kind"] == "topk"
+    traced = torch.jit.load(str(folder / "model.ts"), map_location="cpu")
+    eager = net.TopKCandidates(net.build_model(seed=0), (size, size)).eval()
+    eager.load_state_dict(traced.state_dict())
+    batch = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(2)) * 255 - 117
+    with torch.no_grad():
+        expected, found = eager(batch), traced(batch)
+    assert len(found) == len(expected) == 3
+    for want, got in zip(expected, found):
+        assert want.shape == got.shape
+        assert torch.allclose(want.float(), got.float(), atol=1e-4, rtol=1e-5)
