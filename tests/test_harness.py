@@ -1,5 +1,6 @@
 """The inference harness, the image store and the backends that need no NPU."""
 
+import os
 import sys
 import types
 
@@ -179,3 +180,54 @@ def test_aie_compile_asks_torch_aie_for_the_seed_settings(tmp_path, monkeypatch)
         get_backend("aie", device=0).compile(
             str(tmp_path / "m.ts"), str(tmp_path / "d.ts"), [1, 3, 4, 4], precision="int8"
         )
+
+
+def test_compile_makes_one_model_per_batch_size_for_static_backends(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    from zoobox.backends import compile as compile_stage
+    from zoobox.backends.base import Backend
+
+    calls = []
+
+    class Static(Backend):
+        name = "static"
+        suffix = ".om"
+        source_suffix = ".onnx"
+        dynamic_batch = False
+
+        def compile(self, source, target, input_shape, precision=None, soc_version=None):
+            calls.append((os.path.basename(source), os.path.basename(target), input_shape))
+            open(target, "w").close()
+            return {"input_shape": input_shape}
+
+    monkeypatch.setattr(compile_stage, "get_backend", lambda name, device=None: Static())
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.onnx").write_bytes(b"onnx")
+    out = tmp_path / "out"
+    out.mkdir()
+    args = argparse.Namespace(
+        backend="om",
+        device="0",
+        model=str(export),
+        input_shape="4,3,8,8",
+        batch_sizes="1,4,16",
+        precision=None,
+        soc_version="Ascend310P3",
+        out=str(out),
+    )
+    compile_stage.main(args)
+    assert calls == [
+        ("model.onnx", "model_bs1.om", [1, 3, 8, 8]),
+        ("model.onnx", "model.om", [4, 3, 8, 8]),
+        ("model.onnx", "model_bs16.om", [16, 3, 8, 8]),
+    ]
+    record = json.loads((out / "compile.json").read_text())
+    assert record["model"] == "model.om" and record["input_shape"] == [4, 3, 8, 8]
+    assert sorted(record["by_batch"], key=int) == ["1", "4", "16"]
+    Static.dynamic_batch = True  # a dynamic backend serves every batch from one file
+    calls.clear()
+    compile_stage.main(args)
+    assert [c[1] for c in calls] == ["model.om"]
