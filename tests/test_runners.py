@@ -399,3 +399,24 @@ def test_named_volume_replaces_the_bind_mount(tmp_path):
     argv = runner.argv(_call(tmp_path, env="export", npu=False))
     assert "zoobox-art:/artifacts" in argv
     assert f"{tmp_path}/vol:/artifacts" not in argv
+
+
+def test_npu_containers_join_the_group_owning_the_device_nodes(fake_310p, tmp_path):
+    import dataclasses
+
+    from zoobox.hostinfo import device_group
+
+    node = fake_310p.dev_root / "davinci2"
+    os.chown(node, os.getuid(), 1234)  # HwHiAiUser's group on a real host
+    assert device_group(fake_310p.dev_root, [2]) == 1234
+    npu = dataclasses.replace(fake_310p, group_gid=1234)
+    for runtime in (False, True):
+        runner = DockerRunner(
+            DockerSettings(artifacts=tmp_path, npu=npu, tty=False, ascend_runtime=runtime)
+        )
+        argv = runner.argv(_call(tmp_path))
+        assert argv[argv.index("--group-add") + 1] == "1234"
+    cpu = DockerRunner(DockerSettings(artifacts=tmp_path, npu=npu, tty=False))
+    assert "--group-add" not in cpu.argv(_call(tmp_path, env="export", npu=False))
+    os.chown(node, os.getuid(), 0)
+    assert device_group(fake_310p.dev_root, [2]) is None  # root's group: nothing to add

@@ -30,6 +30,7 @@ class NpuHost:
     driver_dir: Path = DRIVER_DIR
     npu_smi: Path | None = None
     dev_root: Path = DEV_ROOT
+    group_gid: int | None = None  # the group owning the device nodes (HwHiAiUser)
 
     @property
     def present(self) -> bool:
@@ -63,11 +64,24 @@ def find_npu_smi(candidates=NPU_SMI_CANDIDATES) -> Path | None:
     return Path(found) if found else None
 
 
+def device_group(dev_root: Path, devices: list[int]) -> int | None:
+    """The gid owning davinciN when it is not root's (the driver's HwHiAiUser group)."""
+    for device in devices:
+        try:
+            gid = (Path(dev_root) / f"davinci{device}").stat().st_gid
+        except OSError:
+            continue
+        return gid if gid != 0 else None
+    return None
+
+
 def npu_host(
     dev_root: Path = DEV_ROOT, driver_dir: Path = DRIVER_DIR, npu_smi_candidates=NPU_SMI_CANDIDATES
 ) -> NpuHost:
+    devices = npu_devices(dev_root)
     return NpuHost(
-        devices=npu_devices(dev_root),
+        devices=devices,
+        group_gid=device_group(dev_root, devices),
         driver_version=driver_version(driver_dir),
         driver_dir=Path(driver_dir),
         npu_smi=find_npu_smi(npu_smi_candidates),

@@ -77,14 +77,18 @@ class DockerRunner(Runner):
 
     def npu_args(self, devices: list[int]) -> list[str]:
         npu = self.settings.npu
+        # The driver's device nodes belong to the HwHiAiUser group (mode 660): a container
+        # running as the caller's uid needs that group to open them.
+        group = ["--group-add", str(npu.group_gid)] if npu.group_gid is not None else []
         if self.settings.ascend_runtime:
             return [
                 "--runtime",
                 "ascend",
                 "-e",
                 "ASCEND_VISIBLE_DEVICES=" + ",".join(str(d) for d in devices),
+                *group,
             ]
-        args: list[str] = []
+        args: list[str] = list(group)
         for device in devices:
             args += ["--device", f"{npu.dev_root}/davinci{device}"]
         for node in NPU_CONTROL_NODES:
