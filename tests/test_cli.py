@@ -98,8 +98,7 @@ def test_corrupt_image_is_one_error_naming_the_file_and_keeps_earlier_artifacts(
         str(data),
         "--artifacts",
         str(art),
-        "--param",
-        "skip_bad=true",
+        "--skip-bad",
     )
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
     assert "skipped 1" in skipped.stdout.lower() or "1 skipped" in skipped.stdout.lower()

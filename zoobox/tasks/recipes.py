@@ -16,6 +16,7 @@ HELP = {
     "weights": "checkpoint file to use instead of downloading the published one",
     "random-init": "with no checkpoint cached or given, start from a seeded random init",
     "limit": "only the first N images (0: all)",
+    "skip-bad": "leave out (and count) images that cannot be read, instead of stopping",
     "param": "any recipe parameter, key=value (repeatable)",
     "force": "rerun this stage (with `all`: every stage) even if up to date",
     "dry": "print the plan and the exact commands; run nothing",
@@ -34,6 +35,7 @@ def _stage_task(recipe_name: str, target: str | None, doc: str) -> Task:
         weights=None,
         random_init=False,
         limit=None,
+        skip_bad=False,
         param=None,
         force=False,
         dry=False,
@@ -45,6 +47,7 @@ def _stage_task(recipe_name: str, target: str | None, doc: str) -> Task:
             "weights": weights,
             "limit": limit,
             "allow_random": True if random_init else None,
+            "skip_bad": True if skip_bad else None,
         }
         run_recipe(
             c,
