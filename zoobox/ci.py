@@ -16,7 +16,7 @@ from pathlib import Path
 from zoobox.datasets import make_sample
 from zoobox.errors import UserError
 from zoobox.recipe import load_recipe, recipe_names
-from zoobox.session import _flag_path, _setting_path, build_engine, check_dataset
+from zoobox.session import build_engine, check_dataset, flag_path, setting_path
 from zoobox.summary import HEADER, summary_rows, table
 
 
@@ -40,7 +40,7 @@ def run_ci(
     devices=None,
 ) -> int:
     """Run the recipes; print one table; return the number of failing metrics."""
-    root = _flag_path(artifacts) or (_setting_path(settings["artifacts"]) / "ci")
+    root = flag_path(artifacts) or (setting_path(settings["artifacts"]) / "ci")
     rows, failures, summaries = [], [], {}
     for name in _recipes(recipes):
         recipe = load_recipe(name)

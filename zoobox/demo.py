@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zoobox.session import _flag_path, _setting_path, build_engine
+from zoobox.session import build_engine, flag_path, setting_path
 from zoobox.summary import render_summary
 
 
 def run_demo(settings: dict, artifacts=None, weights=None, force=False):
     from data_scripts.widerface.sample import make_sample
 
-    root = _flag_path(artifacts) or (_setting_path(settings["artifacts"]) / "demo")
+    root = flag_path(artifacts) or (setting_path(settings["artifacts"]) / "demo")
     data = Path(root) / "data" / "widerface"
     if not (data / "images").is_dir():
         print(f"demo: generating a WIDER FACE-layout sample in {data}")

@@ -123,7 +123,7 @@ class Engine:
             roots.append((str(Path(self.options.data).resolve()), "<data>"))
         return sorted(roots, key=lambda item: len(item[0]), reverse=True)
 
-    def _portable(self, value: str) -> str:
+    def portable(self, value: str) -> str:
         """A path argument with its root replaced by a name, for fingerprints."""
         for root, name in self._roots():
             if value == root or value.startswith(root + os.sep):
@@ -140,7 +140,7 @@ class Engine:
             if value == artifacts or value.startswith(artifacts + os.sep):
                 continue  # upstream outputs: covered by the inputs' run ids
             if os.path.exists(value):
-                found[self._portable(value)] = tree_fingerprint(value)
+                found[self.portable(value)] = tree_fingerprint(value)
         return found
 
     def call_for(self, name: str, out: Path, devices: list[int] | None = None) -> StageCall:
@@ -177,7 +177,7 @@ class Engine:
             {
                 "module": call.module,
                 "code": code_fingerprint(call.module),
-                "args": [self._portable(a) for a in call.args],
+                "args": [self.portable(a) for a in call.args],
                 "inputs": upstream_runs,
                 "external": self._external_inputs(call.args),
                 "env": self.runner.env_identity(call.env, self.options.dry),
@@ -361,8 +361,8 @@ def _what_changed(record: dict, call: StageCall, engine: Engine) -> str:
     parts = []
     if record.get("code") != code_fingerprint(call.module):
         parts.append("code")
-    if [engine._portable(a) for a in record.get("args", [])] != [
-        engine._portable(a) for a in call.args
+    if [engine.portable(a) for a in record.get("args", [])] != [
+        engine.portable(a) for a in call.args
     ]:
         parts.append("parameters")
     if record.get("env") != engine.runner.env_identity(call.env, engine.options.dry):

@@ -42,14 +42,14 @@ def settings_from(config) -> dict:
     return merged
 
 
-def _setting_path(value) -> Path | None:
+def setting_path(value) -> Path | None:
     if value in (None, ""):
         return None
     path = Path(str(value)).expanduser()
     return path if path.is_absolute() else (REPO / path)
 
 
-def _flag_path(value) -> Path | None:
+def flag_path(value) -> Path | None:
     if value in (None, ""):
         return None
     return Path(str(value)).expanduser().resolve()
@@ -65,10 +65,10 @@ def _auto_bool(value):
 
 def data_root(settings: dict, recipe, flag) -> Path:
     if flag:
-        return _flag_path(flag)
+        return flag_path(flag)
     dataset = recipe.dataset.get("name")
     configured = (settings.get("data") or {}).get(dataset)
-    return _setting_path(configured or recipe.dataset.get("root") or f"data/{dataset}")
+    return setting_path(configured or recipe.dataset.get("root") or f"data/{dataset}")
 
 
 def build_engine(
@@ -105,8 +105,8 @@ def build_engine(
         npu,
         dry=dry,
     )
-    artifacts_dir = _flag_path(artifacts) or _setting_path(settings["artifacts"])
-    cache = _setting_path(settings.get("cache")) or default_cache() / "weights"
+    artifacts_dir = flag_path(artifacts) or setting_path(settings["artifacts"])
+    cache = setting_path(settings.get("cache")) or default_cache() / "weights"
     root = data_root(settings, recipe, data)
     if choice.runner == "docker":
         ascend_runtime = _auto_bool(docker_settings.get("ascend_runtime"))
