@@ -149,7 +149,7 @@ def test_wrong_or_truncated_checkpoint_is_one_clear_line(wider, tmp_path):
     )
     assert result.returncode == 2
     (line,) = error_lines(result)
-    assert "truncated" in line or "cannot read checkpoint" in line
+    assert "cannot read checkpoint" in line and "truncated.pth (truncated" in line
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -245,7 +245,8 @@ def test_given_file_is_used_and_random_init_is_recorded(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     manifest = fetch(str(out), "model.pth", sha256="0" * 64, source=str(given))
-    assert manifest["source"] == "given" and (out / "model.pth").read_bytes() == b"my own training"
+    assert manifest["source"] == "given" and manifest["file"] == "mine.pth"
+    assert (out / "mine.pth").read_bytes() == b"my own training"  # kept under its own name
     out2 = tmp_path / "out2"
     out2.mkdir()
     manifest = fetch(

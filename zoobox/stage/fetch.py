@@ -106,8 +106,10 @@ def fetch(out, name, url=None, sha256=None, source=None, cache=None, allow_rando
             sys.stderr.write(
                 "note: %s is not the published checkpoint (sha256 %s)\n" % (source, found)
             )
-        manifest.update(source="given", sha256=found, path=os.path.abspath(source))
-        _place(source, out, name)
+        # Kept under the user's file name, so a later error about it names their file.
+        given = os.path.basename(source)
+        manifest.update(source="given", sha256=found, path=os.path.abspath(source), file=given)
+        _place(source, out, given)
     else:
         cached = os.path.join(cache, name) if cache else None
         if cached and os.path.isfile(cached):
