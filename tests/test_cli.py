@@ -24,6 +24,13 @@ def invoke(*args, cwd=REPO, timeout=300):
     )
 
 
+def on_host(task, data, artifacts, *extra):
+    """`invoke TASK` on the host runner with a data root and an artifact folder."""
+    return invoke(
+        task, *extra, "--runner", "host", "--data", str(data), "--artifacts", str(artifacts)
+    )
+
+
 def error_lines(result):
     return [
         line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")
@@ -40,15 +47,7 @@ def wider(tmp_path_factory):
 
 
 def test_missing_dataset_is_one_line_saying_how_to_get_it(tmp_path):
-    result = invoke(
-        "retinaface.all",
-        "--runner",
-        "host",
-        "--data",
-        str(tmp_path / "nowhere"),
-        "--artifacts",
-        str(tmp_path / "art"),
-    )
+    result = on_host("retinaface.all", str(tmp_path / "nowhere"), str(tmp_path / "art"))
     assert result.returncode == 2
     assert error_lines(result) == [line for line in result.stderr.splitlines() if line]
     (line,) = error_lines(result)
@@ -60,46 +59,18 @@ def test_corrupt_image_is_one_error_naming_the_file_and_keeps_earlier_artifacts(
     data = tmp_path / "wider"
     shutil.copytree(wider, data)
     art = tmp_path / "art"
-    ok = invoke(
-        "retinaface.weights",
-        "--random-init",
-        "--runner",
-        "host",
-        "--data",
-        str(data),
-        "--artifacts",
-        str(art),
-    )
+    ok = on_host("retinaface.weights", str(data), str(art), "--random-init")
     assert ok.returncode == 0, ok.stderr
     victim = sorted((data / "images").rglob("*.jpg"))[0]
     victim.write_bytes(victim.read_bytes()[:2000])  # truncated: no JPEG end marker
-    result = invoke(
-        "retinaface.data",
-        "--random-init",
-        "--runner",
-        "host",
-        "--data",
-        str(data),
-        "--artifacts",
-        str(art),
-    )
+    result = on_host("retinaface.data", str(data), str(art), "--random-init")
     assert result.returncode == 2
     (line,) = error_lines(result)
     assert victim.name in line and "truncated" in line
     assert "Traceback" not in result.stdout + result.stderr
     assert (art / "retinaface" / "weights" / "stage.json").exists()
     assert not list((art / "retinaface").glob(".data.tmp-*"))
-    skipped = invoke(
-        "retinaface.data",
-        "--random-init",
-        "--runner",
-        "host",
-        "--data",
-        str(data),
-        "--artifacts",
-        str(art),
-        "--skip-bad",
-    )
+    skipped = on_host("retinaface.data", str(data), str(art), "--random-init", "--skip-bad")
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
     assert "skipped 1 unreadable" in skipped.stdout
 
@@ -115,16 +86,8 @@ def test_wrong_or_truncated_checkpoint_is_one_clear_line(wider, tmp_path):
     import torch
 
     other = _checkpoint(tmp_path / "other.pth", {"conv.weight": torch.zeros(2, 3, 1, 1)})
-    result = invoke(
-        "retinaface.export",
-        "--weights",
-        str(other),
-        "--runner",
-        "host",
-        "--data",
-        str(wider),
-        "--artifacts",
-        str(tmp_path / "art"),
+    result = on_host(
+        "retinaface.export", str(wider), str(tmp_path / "art"), "--weights", str(other)
     )
     assert result.returncode == 2
     (line,) = error_lines(result)
@@ -136,16 +99,8 @@ def test_wrong_or_truncated_checkpoint_is_one_clear_line(wider, tmp_path):
     torch.save(build_model(None, seed=0).state_dict(), str(good))
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[:5000])
-    result = invoke(
-        "retinaface.export",
-        "--weights",
-        str(truncated),
-        "--runner",
-        "host",
-        "--data",
-        str(wider),
-        "--artifacts",
-        str(tmp_path / "art"),
+    result = on_host(
+        "retinaface.export", str(wider), str(tmp_path / "art"), "--weights", str(truncated)
     )
     assert result.returncode == 2
     (line,) = error_lines(result)
@@ -157,16 +112,7 @@ def test_a_concurrent_run_is_refused_naming_the_holder(wider, tmp_path):
     lock = RecipeLock(tmp_path / "art" / "retinaface")
     lock.acquire("retinaface all (the other terminal)")
     try:
-        result = invoke(
-            "retinaface.weights",
-            "--random-init",
-            "--runner",
-            "host",
-            "--data",
-            str(wider),
-            "--artifacts",
-            str(tmp_path / "art"),
-        )
+        result = on_host("retinaface.weights", str(wider), str(tmp_path / "art"), "--random-init")
     finally:
         lock.release()
     assert result.returncode == 2
