@@ -21,8 +21,8 @@ from multiprocessing import Pool
 
 import numpy as np
 
-from zoobox.stage.errors import UserError
-from zoobox.stage.progress import Progress
+from zoostage.errors import UserError
+from zoostage.progress import Progress
 
 IMAGES_FILE = "images.npy"
 INDEX_FILE = "index.json"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, fixture_path
-from zoobox.artifacts import RecipeLock
-from zoobox.stage.errors import UserError
-from zoobox.stage.fetch import fetch, sha256_of
+from zoobox.core.artifacts import RecipeLock
+from zoostage.errors import UserError
+from zoostage.fetch import fetch, sha256_of
 
 
 def invoke(*args, cwd=REPO, timeout=300):

@@ -16,7 +16,7 @@ import pytest
 
 from data_scripts import store
 from data_scripts.coco import evaluate, layout, prepare, sample
-from zoobox.stage.errors import UserError
+from zoostage.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "coco-val2017-mini")

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from zoobox import devengine
-from zoobox.envs import get_env
-from zoobox.hostinfo import docker_engine
+from zoobox.dev import podman as devengine
+from zoobox.envs.spec import get_env
+from zoobox.hosts.probe import container_engine
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ def engine_env():
     with pytest.MonkeyPatch.context() as patch:
         if env.get("DOCKER_HOST"):
             patch.setenv("DOCKER_HOST", env["DOCKER_HOST"])
-        found = docker_engine(timeout=20)
+        found = container_engine(timeout=20)
     if not found.reachable:
         pytest.skip(
             f"no Docker-compatible engine answers ({found.detail}; DOCKER_HOST="

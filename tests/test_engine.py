@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from zoobox.artifacts import RecipeLock
-from zoobox.engine import Engine, Options
-from zoobox.errors import UserError
-from zoobox.fingerprint import code_fingerprint
-from zoobox.recipe import load_recipe_file
+from zoobox.core.artifacts import RecipeLock
+from zoobox.core.errors import UserError
+from zoobox.core.fingerprint import code_fingerprint
+from zoobox.core.recipe import load_recipe_file
+from zoobox.run.choice import Choice
+from zoobox.run.engine import Engine, Options
 from zoobox.runners.host import HostRunner
-from zoobox.select import Choice
 
 TOY = REPO / "tests" / "toy" / "recipe.yaml"
 
@@ -151,7 +151,7 @@ _RUNNER = """
 import sys
 from tests.test_engine import make_engine
 from pathlib import Path
-from zoobox.engine import main_guard
+from zoobox.core.errors import main_guard
 main_guard(lambda: make_engine(Path(sys.argv[1]), pause=sys.argv[2]).run())
 """
 
@@ -240,7 +240,7 @@ def test_sharded_stage_over_two_devices_equals_one_device(tmp_path):
     result = make_engine(sharded, devices=(0, 1)).run()
     record = result.plans[-1].record
     assert len(record["command"]) == 3  # two shards and the merge
-    assert "--shard" in record["command"][1] and "zoobox.stage.shards" in record["command"][2]
+    assert "--shard" in record["command"][1] and "zoostage.shards" in record["command"][2]
     d_single = single / "art" / "toy" / "d"
     d_sharded = sharded / "art" / "toy" / "d"
     assert _tree(d_sharded) == _tree(d_single)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from data_scripts.store import Store, feed_spec, to_input, write_store
-from zoobox.backends import get_backend
-from zoobox.backends.harness import infer_store, summarize
-from zoobox.stage.errors import UserError
+from zoostage.backends import get_backend
+from zoostage.backends.harness import infer_store, summarize
+from zoostage.errors import UserError
 
 
 def test_summarize_hand_computed():
@@ -186,8 +186,8 @@ def test_compile_makes_one_model_per_batch_size_for_static_backends(tmp_path, mo
     import argparse
     import json
 
-    from zoobox.backends import compile as compile_stage
-    from zoobox.backends.base import Backend
+    from zoostage.backends import compile as compile_stage
+    from zoostage.backends.base import Backend
 
     calls = []
 

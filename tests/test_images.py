@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from zoobox import devengine, images
-from zoobox.envs import get_env, load_envs
-from zoobox.errors import UserError
+from zoobox.core.errors import UserError
+from zoobox.dev import podman as devengine
+from zoobox.envs import images
+from zoobox.envs.spec import get_env, load_envs
 
 SPECS = [spec for spec in load_envs().values() if spec.dockerfile]
 IDS = [spec.name for spec in SPECS]

@@ -18,8 +18,8 @@ import pytest
 from models.refinedet import postprocess as post
 from models.refinedet.bench import parse_ais_bench, parse_batch_sizes
 from models.refinedet.priors import NUM_PRIORS, prior_boxes
-from zoobox.backends import atc
-from zoobox.stage.errors import UserError
+from zoostage.backends import atc
+from zoostage.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANCES = (0.1, 0.2)
@@ -636,8 +636,8 @@ def test_detections_text_reads_back_exact_float32(tmp_path):
 
 def test_infer_arguments(tmp_path):
     from models.refinedet.infer import run_infer
-    from zoobox.backends.compile import compiled_model
-    from zoobox.stage.shards import parse_shard, shard_indices
+    from zoostage.backends.compile import compiled_model
+    from zoostage.shards import parse_shard, shard_indices
 
     assert parse_shard("1/3") == (1, 3)
     shards = [shard_indices(10, "%d/3" % i) for i in range(3)]

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from zoobox.errors import UserError
-from zoobox.stage.report import compare
+from zoobox.core.errors import UserError
+from zoostage.report import compare
 
 PUBLISHED = {
     "AP": {"value": 38.3, "tolerance": 0.2, "unit": "AP %"},
@@ -51,8 +51,8 @@ def test_per_batch_throughput_is_read_from_the_timing_record():
 
 
 def test_ci_on_a_generated_sample_runs_the_recipe_and_writes_a_summary(tmp_path, capsys):
-    from zoobox.ci import run_ci
-    from zoobox.session import settings_from
+    from zoobox.jobs.ci import run_ci
+    from zoobox.run.session import settings_from
 
     settings = settings_from({"zoobox": {"echo": False}})
     assert (
@@ -72,7 +72,7 @@ def test_bench_report_compares_each_batch_size_and_plots(tmp_path):
     import sys
 
     from tests.conftest import REPO, stage_env
-    from zoobox.stage.bench_report import rows_for
+    from zoostage.bench_report import rows_for
 
     published = {"throughput_bs1": {"value": 379.45}, "throughput_bs4": {"value": 427.24}}
     assert rows_for({"1": {"throughput": 350.0}, "8": {"throughput": 400.0}}, published) == [
@@ -96,7 +96,7 @@ def test_bench_report_compares_each_batch_size_and_plots(tmp_path):
         [
             sys.executable,
             "-m",
-            "zoobox.stage.bench_report",
+            "zoostage.bench_report",
             "--out",
             str(out),
             "--recipe",

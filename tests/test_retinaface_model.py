@@ -23,8 +23,8 @@ from models.retinaface.net import RetinaFace, build_model  # noqa: E402
 from models.retinaface.postprocess import decode_landmarks, detect  # noqa: E402
 from models.retinaface.priors import prior_box, prior_count  # noqa: E402
 from tests.conftest import run_stage  # noqa: E402
-from zoobox.stage.cli import write_json  # noqa: E402
-from zoobox.stage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
+from zoostage.cli import write_json  # noqa: E402
+from zoostage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 320

@@ -17,7 +17,7 @@ from models.common.checkpoint import load_strict  # noqa: E402
 from models.retinanet import anchors as anchor_lib  # noqa: E402
 from models.retinanet import checkpoint, net, postprocess  # noqa: E402
 from tests.conftest import run_stage  # noqa: E402
-from zoobox.stage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
+from zoostage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = 128

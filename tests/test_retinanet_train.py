@@ -36,7 +36,7 @@ from models.retinanet.train import (  # noqa: E402
 )
 from models.retinanet.train import data as data_lib  # noqa: E402
 from tests.conftest import REPO, stage_env  # noqa: E402
-from zoobox.stage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
+from zoostage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
 
 SIZE = 128  # training min and max side: images become 96 x 128 / 128 x 96
 
@@ -327,7 +327,7 @@ def backbone(sample, tmp_path_factory):
 def small_input_recipe(folder):
     """The retinanet recipe: its data stage takes min_size / max_size as parameters, so the
     test can run at 128 instead of the seed's 1344 (minutes on a loaded 2-core machine)."""
-    from zoobox.recipe import load_recipe
+    from zoobox.core.recipe import load_recipe
 
     recipe = load_recipe("retinanet")
     assert "min_size" in recipe.params and "max_size" in recipe.params
@@ -335,10 +335,10 @@ def small_input_recipe(folder):
 
 
 def _engine(root, artifacts, devices, target_params, recipe=None):
-    from zoobox.engine import Engine, Options
-    from zoobox.recipe import load_recipe
+    from zoobox.core.recipe import load_recipe
+    from zoobox.run.choice import Choice
+    from zoobox.run.engine import Engine, Options
     from zoobox.runners.host import HostRunner
-    from zoobox.select import Choice
 
     options = Options(
         artifacts=artifacts, cache=artifacts / "cache", data=root, params=target_params, echo=False

@@ -7,14 +7,14 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from zoobox.envs import get_env, load_envs
-from zoobox.errors import UserError
-from zoobox.hostinfo import Engine, NpuHost, driver_version, npu_host
-from zoobox.recipe import StageSpec, render_args
-from zoobox.runners import StageCall
+from zoobox.core.errors import UserError
+from zoobox.core.recipe import StageSpec, render_args
+from zoobox.envs.spec import get_env, load_envs
+from zoobox.hosts.probe import ContainerEngine, NpuHost, driver_version, npu_host
+from zoobox.run.choice import choose, parse_devices
+from zoobox.runners.base import StageCall
 from zoobox.runners.docker import DockerRunner, DockerSettings
 from zoobox.runners.host import HostRunner
-from zoobox.select import choose, parse_devices
 
 
 @pytest.fixture
@@ -187,8 +187,8 @@ def test_host_runner_command_is_the_current_interpreter(tmp_path):
     assert argv[-2:] == ["--out", str(call.out)]
 
 
-NO_ENGINE = Engine(False, "no docker")
-ENGINE = Engine(True, "server 4.3.1", "4.3.1", ("ascend", "runc"))
+NO_ENGINE = ContainerEngine(False, "no docker")
+ENGINE = ContainerEngine(True, "server 4.3.1", "4.3.1", ("ascend", "runc"))
 BACKENDS = {"npu": "aie", "cpu": "torchscript"}
 
 
@@ -326,7 +326,7 @@ def test_dry_docker_plan_prints_the_310p_container_commands(fake_310p, tmp_path)
     by_module = {line.split(" -m ")[1].split()[0]: line for line in lines}
     export = by_module["models.retinaface.export"]
     assert get_env("export").image in export and "--device" not in export
-    for module in ("zoobox.backends.compile", "models.retinaface.infer"):
+    for module in ("zoostage.backends.compile", "models.retinaface.infer"):
         line = by_module[module]
         assert get_env("aie").image in line
         assert f"--device {fake_310p.dev_root}/davinci1" in line
@@ -334,11 +334,11 @@ def test_dry_docker_plan_prints_the_310p_container_commands(fake_310p, tmp_path)
         assert "--device 0" in line  # the mounted device is device 0 inside
         assert "/artifacts/retinaface/" in line
     assert "--root /data" in by_module["data_scripts.widerface.prepare"]
-    assert by_module["zoobox.stage.fetch"].startswith(sys.executable)  # host env, no image
+    assert by_module["zoostage.fetch"].startswith(sys.executable)  # host env, no image
 
 
 def test_version_order_and_driver_check():
-    from zoobox.npucompat import driver_supports, version_key
+    from zoobox.hosts.npucompat import driver_supports, version_key
 
     ordered = ["22.0.2", "23.0.rc1", "23.0.rc3", "23.0.0", "23.0.1", "24.1.rc1"]
     assert sorted(ordered, key=version_key) == ordered
@@ -348,7 +348,7 @@ def test_version_order_and_driver_check():
 
 
 def test_doctor_style_compatibility_rows():
-    from zoobox.npucompat import image_compatibility
+    from zoobox.hosts.npucompat import image_compatibility
 
     rows = {r[0]: r[-1] for r in image_compatibility("22.0.2", list(load_envs().values()))}
     assert rows["atc"] == "can run"  # CANN 6.0.RC1 on driver 22.0.2
@@ -357,7 +357,7 @@ def test_doctor_style_compatibility_rows():
 
 
 def test_busy_device_is_diagnosed_naming_the_device():
-    from zoobox.npucompat import diagnose
+    from zoobox.hosts.npucompat import diagnose
 
     output = (
         "DrvMngGetConsoleLogLevel failed. (g_conLogLevel=3)\n"
@@ -369,10 +369,10 @@ def test_busy_device_is_diagnosed_naming_the_device():
 
 
 def test_npu_stage_failing_with_8005_is_reported_as_busy_device(tmp_path, monkeypatch):
-    from zoobox.engine import Engine, Options
-    from zoobox.recipe import load_recipe_file
-    from zoobox.runners import Completed
-    from zoobox.select import Choice
+    from zoobox.core.recipe import load_recipe_file
+    from zoobox.run.choice import Choice
+    from zoobox.run.engine import Engine, Options
+    from zoobox.runners.base import Completed
 
     class BusyRunner(HostRunner):
         def run(self, call):
@@ -404,7 +404,7 @@ def test_named_volume_replaces_the_bind_mount(tmp_path):
 def test_npu_containers_join_the_group_owning_the_device_nodes(fake_310p, tmp_path):
     import dataclasses
 
-    from zoobox.hostinfo import device_group
+    from zoobox.hosts.probe import device_group
 
     node = fake_310p.dev_root / "davinci2"
     os.chown(node, os.getuid(), 1234)  # HwHiAiUser's group on a real host

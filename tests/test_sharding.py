@@ -2,7 +2,7 @@
 
 import json
 
-from zoobox.session import build_engine, settings_from
+from zoobox.run.session import build_engine, settings_from
 
 
 def _run(tmp_path, data, name, devices):
@@ -48,4 +48,4 @@ def test_two_cpu_devices_give_the_single_device_results(tmp_path):
     shard_0, shard_1, merge = record["command"]
     assert shard_0[shard_0.index("--shard") + 1] == "0/2"
     assert shard_1[shard_1.index("--shard") + 1] == "1/2"
-    assert merge[1:3] == ["-m", "zoobox.stage.shards"]
+    assert merge[1:3] == ["-m", "zoostage.shards"]

@@ -19,23 +19,23 @@ import time
 import pytest
 
 from tests.conftest import REPO
-from zoobox import venvs as venvs_module
-from zoobox.engine import Engine, Options
-from zoobox.envs import _from_dict, get_env
-from zoobox.errors import UserError
-from zoobox.paths import default_cache
-from zoobox.recipe import load_recipe, load_recipe_file
-from zoobox.runners import StageCall
-from zoobox.runners.host import HostRunner
-from zoobox.runners.venv import VenvRunner
-from zoobox.select import Choice
-from zoobox.venvs import (
+from zoobox.core.errors import UserError
+from zoobox.core.paths import default_cache
+from zoobox.core.recipe import load_recipe, load_recipe_file
+from zoobox.envs import venvs as venvs_module
+from zoobox.envs.spec import _from_dict, get_env
+from zoobox.envs.venvs import (
     MARKER,
     VenvCache,
     clear_interpreter_cache,
     find_interpreter,
     venv_hash,
 )
+from zoobox.run.choice import Choice
+from zoobox.run.engine import Engine, Options
+from zoobox.runners.base import StageCall
+from zoobox.runners.host import HostRunner
+from zoobox.runners.venv import VenvRunner
 
 TOY = REPO / "tests" / "toy" / "recipe.yaml"
 
@@ -151,8 +151,8 @@ def test_second_build_reuses_and_a_changed_pin_gets_a_new_venv(tmp_path, pip_cal
 
 _KILLED_BUILD = """
 import sys, time
-from zoobox import venvs
-from zoobox.envs import _from_dict
+from zoobox.envs import venvs
+from zoobox.envs.spec import _from_dict
 
 def stall(python):
     open(sys.argv[2], "w").write("venv created")
@@ -323,7 +323,7 @@ def test_npu_env_sources_the_hosts_set_env_scripts_or_says_what_is_missing(tmp_p
 
 # -- settings and tasks ------------------------------------------------------------------
 def test_runner_venv_from_settings_and_a_dry_plan(tmp_path, capsys):
-    from zoobox.session import build_engine, settings_from
+    from zoobox.run.session import build_engine, settings_from
 
     settings = settings_from(
         {
@@ -350,7 +350,7 @@ def test_runner_venv_from_settings_and_a_dry_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     export_python = engine.runner.venvs.python(get_env("export"))
     assert f"$ {export_python} -m models.retinaface.export" in out
-    assert f"$ {sys.executable} -m zoobox.stage.fetch" in out  # host env stage
+    assert f"$ {sys.executable} -m zoostage.fetch" in out  # host env stage
 
 
 def test_invoke_envs_list_and_build_errors(tmp_path):
@@ -497,7 +497,7 @@ def test_atc_venv_exports_refinedet_onnx_on_torch_1_5_that_onnxruntime_runs(tmp_
 _IMPORT_ALL = """
 import importlib, pkgutil
 failed, count = [], 0
-for package in ("models", "data_scripts", "zoobox.stage", "zoobox.backends"):
+for package in ("models", "data_scripts", "zoostage", "zoostage.backends"):
     for info in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
         try:
             importlib.import_module(info.name)

@@ -25,7 +25,7 @@ from data_scripts.voc.evaluate import (
 from data_scripts.voc.layout import VOC_CLASSES, VOCLayout, locate, parse_annotation
 from data_scripts.voc.sample import make_sample
 from tests.conftest import run_stage
-from zoobox.stage.errors import UserError
+from zoostage.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "voc2007-mini")

@@ -19,7 +19,7 @@ from data_scripts.widerface import evaluate as ev
 from data_scripts.widerface import layout, prepare, sample
 from data_scripts.widerface.predictions import write_image_predictions
 from tests.conftest import run_stage
-from zoobox.stage.errors import UserError
+from zoostage.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(os.path.dirname(REPO), "shared", "fixtures")

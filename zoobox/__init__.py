@@ -1,8 +1,17 @@
-"""zoobox: Ascend ModelZoo detector recipes, reproduced in containers with one command each.
+"""zoobox, the host side: recipes -> stage graph, runners, environments, invoke tasks.
 
-This top-level module is imported by both sides: the host-side engine (Python >= 3.9) and
-the stage-side code that runs inside the containers (down to Python 3.7 + torch 1.5).
-Keep it free of imports and of syntax newer than 3.7.
+Layers, each a subpackage that imports only from the ones above it:
+
+    core/      paths, errors, recipes, fingerprints, the artifact store, the engine
+    hosts/     what this machine offers: container engine, NPUs, driver; doctor
+    envs/      env specs and their materializations: images, virtual environments
+    runners/   where a stage runs: host, docker, venv (and the factory picking one)
+    jobs/      what a task does: run a recipe and summarize, demo, ci
+    tasks/     the invoke task tree (thin)
+    dev/       development machines only: podman serving the Docker API
+
+The stage side lives in `zoostage/` (and `models/`, `data_scripts/`); it never imports
+this package, so it stays importable on Python 3.7 + torch 1.5.
 """
 
 __version__ = "0.1.0"

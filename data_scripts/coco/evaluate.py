@@ -33,8 +33,8 @@ import sys
 
 from data_scripts import store
 from data_scripts.coco import figure, layout
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
+from zoostage import cli
+from zoostage.errors import UserError
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 METRICS_FILE = "metrics.json"

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from zoobox.stage.errors import UserError
+from zoostage.errors import UserError
 
 IMAGES_DIR = "val2017"
 ANNOTATION_FILE = "annotations/instances_val2017.json"

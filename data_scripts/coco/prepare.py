@@ -42,8 +42,8 @@ import numpy as np
 
 from data_scripts import store
 from data_scripts.coco import layout
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
+from zoostage import cli
+from zoostage.errors import UserError
 
 MIN_SIZE = 800
 MAX_SIZE = 1333

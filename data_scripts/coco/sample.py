@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from data_scripts.coco import layout
-from zoobox.stage.errors import USER_ERROR_EXIT, UserError
+from zoostage.errors import USER_ERROR_EXIT, UserError
 
 # Image sizes (h, w) of real val2017 images; 360 x 640 is wide enough that the
 # 1333-pixel cap of the detectron2 resize applies.

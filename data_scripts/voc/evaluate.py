@@ -54,9 +54,9 @@ import sys
 import numpy as np
 
 from data_scripts.voc.layout import VOC_CLASSES, VOCLayout, parse_annotation
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
-from zoobox.stage.progress import Progress
+from zoostage import cli
+from zoostage.errors import UserError
+from zoostage.progress import Progress
 
 OVTHRESH = 0.5
 # The reference's recall thresholds, float for float (0.30000000000000004, ...).

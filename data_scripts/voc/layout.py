@@ -16,7 +16,7 @@ the class name as written, `difficult` as an int, and the box corners as the XML
 import os
 import xml.etree.ElementTree as ET
 
-from zoobox.stage.errors import UserError
+from zoostage.errors import UserError
 
 # The reference's VOC_CLASSES order (data/voc0712.py); label i + 1 is class i (0 = background).
 VOC_CLASSES = (

@@ -23,8 +23,8 @@ import sys
 
 from data_scripts.store import INDEX_FILE, feed_spec, read_image, write_store
 from data_scripts.voc.layout import VOC_CLASSES, VOCLayout
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
+from zoostage import cli
+from zoostage.errors import UserError
 
 MEAN_BGR = (104, 117, 123)
 

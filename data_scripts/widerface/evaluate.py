@@ -51,9 +51,9 @@ import numpy as np
 
 from data_scripts.widerface import layout
 from data_scripts.widerface.predictions import read_image_predictions
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
-from zoobox.stage.progress import Progress
+from zoostage import cli
+from zoostage.errors import UserError
+from zoostage.progress import Progress
 
 SETTINGS = layout.SETTINGS
 IOU_THRESH = 0.5

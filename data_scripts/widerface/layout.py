@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from zoobox.stage.errors import UserError
+from zoostage.errors import UserError
 
 SETTINGS = ("easy", "medium", "hard")
 FACE_FILE = "wider_face_val.mat"

@@ -25,8 +25,8 @@ import os
 
 from data_scripts.store import feed_spec, read_image, write_store
 from data_scripts.widerface import layout
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
+from zoostage import cli
+from zoostage.errors import UserError
 
 MEAN_BGR = (104, 117, 123)
 DEFAULT_INPUT_SIZE = 1000

@@ -7,7 +7,7 @@ which keys, expected vs found.
 
 import os
 
-from zoobox.stage.errors import UserError
+from zoostage.errors import UserError
 
 # How many offending keys an error lists before it says "and N more".
 _SHOWN = 5

@@ -23,8 +23,8 @@ import re
 import subprocess
 import sys
 
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
+from zoostage import cli
+from zoostage.errors import UserError
 
 BENCH_FILE = "bench.json"
 COMPILE_MANIFEST = "compile.json"
@@ -182,7 +182,7 @@ def run_bench(out, model, batch_sizes, loop, device=0, onnx=None, soc_version=No
                     "no .om for batch %d in %s: compile it (model_bs%d.om) or pass "
                     "--onnx to build it" % (batch_size, model, batch_size)
                 )
-            from zoobox.backends.atc import convert
+            from zoostage.backends.atc import convert
 
             om_path = os.path.join(out, "model_bs%d.om" % batch_size)
             convert(onnx, om_path, (batch_size, 3, 320, 320), soc_version=soc_version)

@@ -20,9 +20,9 @@ import warnings
 
 import numpy as np
 
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
-from zoobox.stage.fetch import weights_from
+from zoostage import cli
+from zoostage.errors import UserError
+from zoostage.fetch import weights_from
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("arm_loc", "arm_conf", "odm_loc", "odm_conf")

@@ -25,12 +25,12 @@ import numpy as np
 
 from models.refinedet import postprocess as post
 from models.refinedet.priors import prior_boxes
-from zoobox.backends import NPU_BACKENDS, get_backend
-from zoobox.backends.compile import compiled_model
-from zoobox.backends.harness import infer_store
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
-from zoobox.stage.shards import shard_indices
+from zoostage import cli
+from zoostage.backends import NPU_BACKENDS, get_backend
+from zoostage.backends.compile import compiled_model
+from zoostage.backends.harness import infer_store
+from zoostage.errors import UserError
+from zoostage.shards import shard_indices
 
 DETECTIONS_FILE = "detections.json"
 TIMING_FILE = "timing.json"

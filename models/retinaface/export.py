@@ -14,9 +14,9 @@ outputs equal the eager network's on a random input, and writes OUT/export.json:
 import os
 
 from models.retinaface import INPUT_SIZE
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
-from zoobox.stage.fetch import sha256_of, weights_from
+from zoostage import cli
+from zoostage.errors import UserError
+from zoostage.fetch import sha256_of, weights_from
 
 MODEL_FILE = "model.ts"
 EXPORT_FILE = "export.json"

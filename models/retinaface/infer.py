@@ -17,12 +17,12 @@ from data_scripts.store import Store
 from data_scripts.widerface.predictions import write_image_predictions
 from models.retinaface import postprocess
 from models.retinaface.priors import prior_box
-from zoobox.backends import NAMES, get_backend
-from zoobox.backends.compile import compiled_model
-from zoobox.backends.harness import infer_store
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
-from zoobox.stage.shards import parse_shard, shard_indices
+from zoostage import cli
+from zoostage.backends import NAMES, get_backend
+from zoostage.backends.compile import compiled_model
+from zoostage.backends.harness import infer_store
+from zoostage.errors import UserError
+from zoostage.shards import parse_shard, shard_indices
 
 PREDICTIONS = "predictions"
 TIMING_FILE = "timing.json"

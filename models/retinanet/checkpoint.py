@@ -23,7 +23,7 @@ import numpy as np
 
 from models.common.checkpoint import load_strict, read_torch_checkpoint, strip_prefix
 from models.retinanet import anchors as anchor_lib
-from zoobox.stage.errors import UserError
+from zoostage.errors import UserError
 
 PREPROCESSING_KEYS = ("pixel_mean", "pixel_std")
 CELL_ANCHORS_PREFIX = "anchor_generator.cell_anchors."

@@ -27,8 +27,8 @@ import inspect
 import os
 
 from models.retinanet import anchors as anchor_lib
-from zoobox.stage import cli, fetch
-from zoobox.stage.errors import UserError
+from zoostage import cli, fetch
+from zoostage.errors import UserError
 
 OPSET = 11
 INPUT_NAMES = ["image"]

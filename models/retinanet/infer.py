@@ -23,10 +23,10 @@ import os
 import time
 
 from models.retinanet import postprocess
-from zoobox.backends.compile import compiled_model
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
-from zoobox.stage.shards import parse_shard, shard_indices
+from zoostage import cli
+from zoostage.backends.compile import compiled_model
+from zoostage.errors import UserError
+from zoostage.shards import parse_shard, shard_indices
 
 
 def write_compact_json(path, data):
@@ -68,7 +68,7 @@ class Collector(object):
 
 def main(args):
     from data_scripts.store import Store
-    from zoobox.backends import get_backend
+    from zoostage.backends import get_backend
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
@@ -83,7 +83,7 @@ def main(args):
     backend.load(path)
     collector = Collector(store, post)
     indices = shard_indices(len(store), args.shard)
-    from zoobox.backends.harness import infer_store
+    from zoostage.backends.harness import infer_store
 
     try:
         timing = infer_store(

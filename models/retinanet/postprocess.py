@@ -100,7 +100,7 @@ class Postprocessor(object):
             self._logit_floor = None
 
     def _check(self, ok, what):
-        from zoobox.stage.errors import UserError
+        from zoostage.errors import UserError
 
         if not ok:
             raise UserError(

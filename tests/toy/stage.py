@@ -6,8 +6,8 @@ python -m tests.toy.stage --out OUT [--input DIR] --add N [--pause-file F] [--fa
 import os
 import time
 
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
+from zoostage import cli
+from zoostage.errors import UserError
 
 
 def main(args):

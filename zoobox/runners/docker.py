@@ -19,11 +19,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoobox.envs import EnvSpec
-from zoobox.errors import UserError
-from zoobox.hostinfo import NPU_CONTROL_NODES, NpuHost
-from zoobox.paths import REPO
-from zoobox.runners import Completed, Runner, StageCall, execute
+from zoobox.core.errors import UserError
+from zoobox.core.paths import REPO
+from zoobox.envs.spec import EnvSpec
+from zoobox.hosts.probe import NPU_CONTROL_NODES, NpuHost
+from zoobox.runners.base import Completed, Runner, StageCall, execute
 from zoobox.runners.host import HostRunner
 
 WORKSPACE = "/workspace"

@@ -7,9 +7,9 @@ import platform
 import sys
 from importlib import metadata
 
-from zoobox.envs import EnvSpec
-from zoobox.paths import REPO
-from zoobox.runners import Completed, Runner, StageCall, execute, process_env
+from zoobox.core.paths import REPO
+from zoobox.envs.spec import EnvSpec
+from zoobox.runners.base import Completed, Runner, StageCall, execute, process_env
 
 # Versions that decide a stage's numbers; read from package metadata (no imports).
 _PACKAGES = ("torch", "numpy", "onnxruntime", "opencv-python-headless", "torch_aie")

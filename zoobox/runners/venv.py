@@ -1,7 +1,7 @@
 """The venv runner: each stage with the interpreter of its env's virtual environment.
 
 The venv is built from the env spec (its CPython version and pins) by `invoke envs.build`
-and cached by the hash of what it is made from (see zoobox.venvs); this runner only uses
+and cached by the hash of what it is made from (see zoobox.envs.venvs); this runner only uses
 it, and says how to build it when it is missing. Stages of the `host` env run with the
 current interpreter, as under the host runner.
 
@@ -17,12 +17,12 @@ import os
 import shlex
 from pathlib import Path
 
-from zoobox.envs import EnvSpec
-from zoobox.errors import UserError
-from zoobox.paths import REPO
-from zoobox.runners import Completed, Runner, StageCall, execute, process_env
+from zoobox.core.errors import UserError
+from zoobox.core.paths import REPO
+from zoobox.envs.spec import EnvSpec
+from zoobox.envs.venvs import VenvCache, find_interpreter, missing_interpreter_error, venv_hash
+from zoobox.runners.base import Completed, Runner, StageCall, execute, process_env
 from zoobox.runners.host import HostRunner
-from zoobox.venvs import VenvCache, find_interpreter, missing_interpreter_error, venv_hash
 
 ASCEND_ROOT = Path("/usr/local/Ascend")
 

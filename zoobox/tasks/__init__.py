@@ -6,7 +6,7 @@ torch, no numpy; task bodies import what they need.
 
 from invoke import Collection
 
-from zoobox.recipe import recipe_names
+from zoobox.core.recipe import recipe_names
 from zoobox.tasks import checks, data, dev, envs, images
 from zoobox.tasks.ci import ci
 from zoobox.tasks.recipes import recipe_collection

@@ -8,8 +8,8 @@ from invoke import task
 @task
 def doctor(c):
     """Show what this machine offers (Docker, NPUs, driver) and what each recipe would use."""
-    from zoobox.doctor import report
-    from zoobox.session import settings_from
+    from zoobox.hosts.doctor import report
+    from zoobox.run.session import settings_from
 
     print(report(settings_from(c.config)))
 
@@ -28,9 +28,9 @@ def demo(c, artifacts=None, weights=None, force=False):
     given, a seeded random initialisation otherwise (the report then says accuracy is
     not meaningful).
     """
-    from zoobox.demo import run_demo
-    from zoobox.engine import main_guard
-    from zoobox.session import settings_from
+    from zoobox.core.errors import main_guard
+    from zoobox.jobs.demo import run_demo
+    from zoobox.run.session import settings_from
 
     main_guard(
         lambda: run_demo(settings_from(c.config), artifacts=artifacts, weights=weights, force=force)

@@ -20,9 +20,9 @@ def ci(
     c, recipes=None, limit=0, sample=False, artifacts=None, runner=None, backend=None, devices=None
 ):
     """Run every recipe and fail when an accuracy falls below published minus tolerance."""
-    from zoobox.ci import run_ci
-    from zoobox.engine import main_guard
-    from zoobox.session import settings_from
+    from zoobox.core.errors import main_guard
+    from zoobox.jobs.ci import run_ci
+    from zoobox.run.session import settings_from
 
     main_guard(
         lambda: run_ci(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import task
 
-from zoobox.datasets import DATASETS
+from zoobox.jobs.datasets import DATASETS
 
 
 @task(
@@ -17,7 +17,7 @@ from zoobox.datasets import DATASETS
 )
 def sample(c, dataset, out, seed=0):
     """Generate a small sample of a dataset in its real layout (no download needed)."""
-    from zoobox.datasets import make_sample
-    from zoobox.engine import main_guard
+    from zoobox.core.errors import main_guard
+    from zoobox.jobs.datasets import make_sample
 
     main_guard(lambda: print(f"{dataset} sample written to {make_sample(dataset, out, seed)}"))

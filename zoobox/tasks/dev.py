@@ -25,8 +25,8 @@ def engine(c, stop=False, status=False, python=None, no_bases=False):
     `podman system service` in the background and prints the DOCKER_HOST to export.
     Quick and harmless when it is already up. `--stop` stops it.
     """
-    from zoobox import devengine
-    from zoobox.engine import main_guard
+    from zoobox.core.errors import main_guard
+    from zoobox.dev import podman as devengine
 
     def go():
         if stop:

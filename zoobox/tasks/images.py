@@ -11,7 +11,7 @@ DEFAULTS = {"base": "auto", "npu": "auto", "docker": "docker"}
 
 
 def _settings(c) -> dict:
-    from zoobox.session import settings_from
+    from zoobox.run.session import settings_from
 
     merged = dict(DEFAULTS)
     merged.update(settings_from(c.config).get("images") or {})
@@ -19,7 +19,7 @@ def _settings(c) -> dict:
 
 
 def _pairs(values) -> dict:
-    from zoobox.errors import UserError
+    from zoobox.core.errors import UserError
 
     found = {}
     for pair in values or ():
@@ -68,8 +68,8 @@ def build(
     exactly which files it expects where), skips an image already built from the same
     spec, and echoes every command.
     """
-    from zoobox.engine import main_guard
-    from zoobox.images import build_images
+    from zoobox.core.errors import main_guard
+    from zoobox.envs.images import build_images
 
     settings = _settings(c)
     main_guard(
@@ -91,8 +91,8 @@ def build(
 @task(name="list")
 def list_(c):
     """List the env images: tag, built or not, id, digest, size, NPU stack, version labels."""
-    from zoobox.engine import main_guard
-    from zoobox.images import list_images
+    from zoobox.core.errors import main_guard
+    from zoobox.envs.images import list_images
 
     main_guard(lambda: print(list_images(docker=_settings(c)["docker"])))
 
@@ -104,8 +104,8 @@ def check(c, env=None):
     A wrong version, a package missing, or a missing torch_aie / CANN in an image labelled
     org.zoobox.npu=present is an error naming it (exit 2).
     """
-    from zoobox.engine import main_guard
-    from zoobox.images import check_images
+    from zoobox.core.errors import main_guard
+    from zoobox.envs.images import check_images
 
     main_guard(lambda: print(check_images(env=env, docker=_settings(c)["docker"])))
 
@@ -113,9 +113,8 @@ def check(c, env=None):
 @task(help={"check": "only say whether docker/requirements/ agrees with envs/ (exit 2 if not)"})
 def requirements(c, check=False):
     """Render docker/requirements/<env>[-npu].txt from the env specs (the source of truth)."""
-    from zoobox.engine import main_guard
-    from zoobox.errors import UserError
-    from zoobox.images import _rel, requirements_drift, write_requirements
+    from zoobox.core.errors import UserError, main_guard
+    from zoobox.envs.images import _rel, requirements_drift, write_requirements
 
     def go():
         if check:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import Collection, Task
 
-from zoobox.recipe import load_recipe
+from zoobox.core.recipe import load_recipe
 
 HELP = {
     "data": "dataset root (default: zoobox.data.<dataset> in invoke.yaml)",

@@ -1,8 +1,8 @@
-"""The body shared by every recipe task: build the engine, run, summarize."""
+"""The body shared by every recipe task: settings + flags -> engine -> run -> summary."""
 
 from __future__ import annotations
 
-from zoobox.engine import main_guard
+from zoobox.core.errors import main_guard
 
 
 def run_recipe(
@@ -19,19 +19,17 @@ def run_recipe(
     param_pairs=None,
     force=False,
     dry=False,
-    summary=True,
 ):
     """Run `target` (None: all stages) of a recipe; UserErrors end as one line, exit 2."""
 
     def go():
-        from zoobox.session import build_engine, check_dataset, parse_params, settings_from
-        from zoobox.summary import render_summary
+        from zoobox.jobs.run import run_and_summarize
+        from zoobox.run.session import build_engine, parse_params, settings_from
 
-        settings = settings_from(c.config)
         merged = parse_params(param_pairs)
         merged.update({k: v for k, v in (params or {}).items() if v is not None})
         engine = build_engine(
-            settings,
+            settings_from(c.config),
             recipe_name,
             data=data,
             artifacts=artifacts,
@@ -42,14 +40,6 @@ def run_recipe(
             force=(target or "*",) if force else (),
             dry=dry,
         )
-        if not dry:
-            check_dataset(engine, target)
-        result = engine.run(target)
-        report = result.stage_dir("report")
-        if summary and not dry and (target in (None, "report")) and report.is_dir():
-            print()
-            print(render_summary(report))
-            print(f"\nreport: {report / 'report.md'}")
-        return result
+        return run_and_summarize(engine, target)[0]
 
     return main_guard(go)

@@ -28,7 +28,7 @@ import glob
 import os
 import re
 
-from zoobox.stage.errors import UserError
+from zoostage.errors import UserError
 
 POINTER = "last_checkpoint"
 KEEP_ITER_CHECKPOINTS = 2

@@ -38,7 +38,7 @@ from data_scripts.coco import layout
 from data_scripts.coco.prepare import PIXEL_MEAN_BGR
 from models.retinanet import NUM_CLASSES
 from models.retinanet.train import targets as target_lib
-from zoobox.stage.errors import UserError
+from zoostage.errors import UserError
 
 MIN_SIZE = 800
 MAX_SIZE = 1333

@@ -35,8 +35,8 @@ import sys
 from models.retinanet.train import data as data_lib
 from models.retinanet.train import schedule
 from models.retinanet.train import worker as worker_lib
-from zoobox.stage import cli
-from zoobox.stage.errors import UserError
+from zoostage import cli
+from zoostage.errors import UserError
 
 CONFIG_FILE = "train_config.json"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -247,7 +247,7 @@ def published_numbers(recipe):
     """The recipe's `published_train` section, or {} (no recipe file given or no section)."""
     if not recipe:
         return {}
-    from zoobox.stage.report import load_recipe_file
+    from zoostage.report import load_recipe_file
 
     return dict(load_recipe_file(recipe).get("published_train") or {})
 

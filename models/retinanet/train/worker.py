@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from zoobox.stage.errors import USER_ERROR_EXIT, UserError
+from zoostage.errors import USER_ERROR_EXIT, UserError
 
 ERROR_FILE = ".error"
 LAUNCHED_ENV = "ZOOBOX_TRAIN_LAUNCHED"
@@ -54,7 +54,7 @@ TIMING_SKIP = 5  # first iterations left out of the images/s (compilation, alloc
 
 # -- device and process group --------------------------------------------------------------
 def npu_present():
-    """Ascend device nodes exist (the check zoobox.hostinfo makes), without torch_npu."""
+    """Ascend device nodes exist (the check zoobox.hosts.probe makes), without torch_npu."""
     import glob
 
     return bool(glob.glob("/dev/davinci[0-9]*"))
@@ -680,7 +680,7 @@ def evaluate_coco(model, config, device):
     from data_scripts.store import read_image
     from models.retinanet import postprocess
     from models.retinanet.train import data as data_lib
-    from zoobox.stage.progress import Progress
+    from zoostage.progress import Progress
 
     root = config.get("eval_data") or config["data"]
     size = int(config.get("eval_input_size") or 1344)
@@ -773,7 +773,7 @@ def main(argv=None):
             sys.stderr.write("error: %s\n" % message)
         sys.exit(USER_ERROR_EXIT)
     if summary is not None:
-        from zoobox.stage import cli
+        from zoostage import cli
 
         cli.write_json(os.path.join(config["out"], SUMMARY_FILE), summary)
 

@@ -1,0 +1,1 @@
+"""The leaves every other layer uses: paths, errors, recipes, fingerprints, the artifact store."""

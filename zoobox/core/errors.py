@@ -1,0 +1,44 @@
+"""Host-side errors. The same UserError class the stages use, so one handler serves both."""
+
+import sys
+
+from zoostage.errors import USER_ERROR_EXIT, UserError
+
+__all__ = ["USER_ERROR_EXIT", "StageFailed", "StageStopped", "UserError", "main_guard"]
+
+
+class StageFailed(UserError):
+    """A stage exited non-zero; its own output already said why."""
+
+    def __init__(self, stage, returncode, command):
+        self.stage = stage
+        self.returncode = returncode
+        self.command = command
+        super().__init__(
+            f"stage {stage} failed (exit {returncode}); earlier artifacts are intact. "
+            f"Rerun by hand: {command}"
+        )
+
+
+class StageStopped(UserError):
+    """A stage stopped on a user error and already printed its one `error:` line."""
+
+    def __init__(self, stage):
+        self.stage = stage
+        super().__init__(
+            f"stage {stage} stopped (see its error above); earlier artifacts are intact"
+        )
+
+
+def main_guard(func):
+    """Run func(); a UserError becomes one line on stderr and exit code 2.
+
+    A stage that stopped on a user error already printed its own `error:` line.
+    """
+    try:
+        return func()
+    except StageStopped:
+        raise SystemExit(2) from None  # the stage's own `error:` line says it all
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,123 @@
+"""Fingerprints: what a stage's result depends on, hashed.
+
+A stage is up to date when its fingerprint -- its code, its parameters, its inputs, its
+environment -- equals the one recorded in its stage.json. The code part follows the
+stage module's imports inside the repository (statically, with `ast`: nothing is
+imported), so editing the evaluator reruns evaluation but not the export.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from zoobox.core.errors import UserError
+from zoobox.core.paths import REPO
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sha256_json(data) -> str:
+    return sha256_text(json.dumps(data, sort_keys=True, default=str))
+
+
+def _module_file(module: str, repo: Path) -> Path | None:
+    parts = module.split(".")
+    # Only packages of the repository count; everything else is third-party.
+    if not (repo / parts[0] / "__init__.py").is_file():
+        return None
+    base = repo.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            found.add(prefix)
+            # `from pkg import module` may name a submodule
+            found.update(f"{prefix}.{alias.name}" for alias in node.names)
+    # importing a.b.c runs a/__init__ and a/b/__init__ too
+    for name in list(found):
+        parts = name.split(".")
+        found.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return found
+
+
+def code_files(module: str, repo: Path = REPO) -> list[Path]:
+    """The repository files a module runs: itself and what it imports, transitively."""
+    return list(_code_files(module, str(repo)))
+
+
+@lru_cache(maxsize=None)
+def _code_files(module: str, repo_text: str) -> tuple[Path, ...]:
+    repo = Path(repo_text)
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name, repo)
+        if path is None:
+            continue
+        seen[name] = path
+        todo.extend(_imports(path, name) - set(seen))
+    return tuple(sorted(set(seen.values())))
+
+
+def code_fingerprint(module: str, repo: Path = REPO) -> str:
+    digest = hashlib.sha256()
+    files = code_files(module, repo)
+    if not files:
+        raise UserError(f"stage module {module} does not exist in {repo}")
+    for path in files:
+        digest.update(str(path.relative_to(repo)).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def tree_fingerprint(root: str | os.PathLike) -> str:
+    """A fast fingerprint of a folder or file: names, sizes and mtimes, not contents.
+
+    Datasets are gigabytes; a changed, added or removed file changes this in
+    milliseconds, which is what deciding "rerun or not" needs.
+    """
+    root = Path(root)
+    digest = hashlib.sha256()
+    if root.is_file():
+        stat = root.stat()
+        digest.update(f"{root.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()
+    if not root.exists():
+        return "missing"
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, root)
+        for name in sorted(filenames):
+            try:
+                stat = os.stat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            digest.update(f"{rel}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""Environments: the specs in envs/ and their materializations (images, venvs)."""

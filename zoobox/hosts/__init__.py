@@ -1,0 +1,1 @@
+"""What the orchestrating machine offers (container engine, NPUs, driver), and doctor."""

@@ -1,0 +1,1 @@
+"""What the tasks do: run a recipe and print its summary, the demo, CI over every recipe."""

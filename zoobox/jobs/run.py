@@ -1,0 +1,31 @@
+"""Run a recipe (or one stage and what it needs) and summarize it: every task ends here."""
+
+from __future__ import annotations
+
+import json
+
+from zoobox.jobs.summary import render_summary
+from zoobox.run.engine import Engine, RunResult
+from zoobox.run.session import check_dataset
+
+
+def run_and_summarize(
+    engine: Engine, target: str | None = None, show: bool = True
+) -> tuple[RunResult, dict | None]:
+    """Check the dataset, run, and print the report's table when the report stage ran.
+
+    Returns the run's result and the report's summary.json (None when no report was made).
+    """
+    if not engine.options.dry:
+        check_dataset(engine, target)
+    result = engine.run(target)
+    report = result.stage_dir("report")
+    summary = None
+    wanted = target in (None, "report") and "report" in engine.recipe.stage_names
+    if wanted and not engine.options.dry and (report / "summary.json").is_file():
+        summary = json.loads((report / "summary.json").read_text())
+        if show:
+            print()
+            print(render_summary(report))
+            print(f"\nreport: {report / 'report.md'}")
+    return result, summary

@@ -1,0 +1,355 @@
+"""The engine: plan a recipe's stages, skip what is up to date, run the rest.
+
+For each stage, in recipe order: render its command, fingerprint it (code, parameters,
+inputs, environment), compare with the stage.json of its last complete run, and either
+skip it or run it in a temporary folder that becomes its output only when it succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zoobox.core.artifacts import ArtifactStore, RecipeLock
+from zoobox.core.errors import USER_ERROR_EXIT, StageFailed, StageStopped, UserError
+from zoobox.core.fingerprint import code_fingerprint, sha256_json, tree_fingerprint
+from zoobox.core.paths import REPO, git_revision
+from zoobox.core.recipe import Recipe, context_for, load_recipe, render_args
+from zoobox.envs.spec import get_env
+from zoobox.hosts.npucompat import diagnose
+from zoobox.run.choice import Choice
+from zoobox.runners.base import Runner, StageCall, quote
+from zoostage.backends import NPU_BACKENDS
+
+
+@dataclass
+class Options:
+    """Everything a run depends on besides the recipe; tasks fill it from config + flags."""
+
+    artifacts: Path
+    cache: Path
+    data: Path | None = None
+    params: dict = field(default_factory=dict)  # overrides of the recipe's params
+    force: tuple[str, ...] = ()  # stage names to rerun regardless ("*": all)
+    dry: bool = False
+    echo: bool = True
+
+
+@dataclass
+class StagePlan:
+    name: str
+    action: str  # "skip" | "run"
+    reason: str
+    command: str
+    fingerprint: str
+    record: dict | None = None
+
+
+@dataclass
+class RunResult:
+    recipe: Recipe
+    choice: Choice
+    plans: list[StagePlan]
+    store: ArtifactStore
+
+    def stage_dir(self, name: str) -> Path:
+        return self.store.stage_dir(name)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def resolve_params(recipe: Recipe, choice: Choice, overrides: dict) -> dict:
+    params = dict(recipe.params)
+    unknown = set(overrides) - set(params) - {"weights", "allow_random"}
+    if unknown:
+        raise UserError(
+            f"recipe {recipe.name} has no parameter(s) {sorted(unknown)} "
+            f"(it has {', '.join(sorted(params))})"
+        )
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    params.setdefault("weights", None)
+    params.setdefault("allow_random", False)
+    params["backend"] = choice.backend
+    if params.get("weights"):
+        params["weights"] = str(Path(params["weights"]).expanduser().resolve())
+    return params
+
+
+class Engine:
+    def __init__(self, recipe: Recipe | str, choice: Choice, runner: Runner, options: Options):
+        self.recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+        self.choice = choice
+        self.runner = runner
+        self.options = options
+        self.store = ArtifactStore(options.artifacts, self.recipe.name)
+        self.params = resolve_params(self.recipe, choice, options.params)
+        self.revision = git_revision()
+
+    # -- rendering -------------------------------------------------------------------------
+    def _roots(self) -> list[tuple[str, str]]:
+        roots = [
+            (str(self.store.root), "<artifacts>"),
+            (str(REPO), "<repo>"),
+            (str(Path(self.options.cache).resolve()), "<cache>"),
+        ]
+        if self.options.data is not None:
+            roots.append((str(Path(self.options.data).resolve()), "<data>"))
+        return sorted(roots, key=lambda item: len(item[0]), reverse=True)
+
+    def portable(self, value: str) -> str:
+        """A path argument with its root replaced by a name, for fingerprints."""
+        for root, name in self._roots():
+            if value == root or value.startswith(root + os.sep):
+                return name + value[len(root) :]
+        return value
+
+    def _external_inputs(self, args: list[str]) -> dict:
+        """Fingerprints of files and folders outside the artifact folder that args name."""
+        found = {}
+        artifacts = str(self.store.root)
+        for value in args:
+            if value.startswith("-") or not os.path.isabs(value):
+                continue
+            if value == artifacts or value.startswith(artifacts + os.sep):
+                continue  # upstream outputs: covered by the inputs' run ids
+            if os.path.exists(value):
+                found[self.portable(value)] = tree_fingerprint(value)
+        return found
+
+    def call_for(self, name: str, out: Path, devices: list[int] | None = None) -> StageCall:
+        spec = self.recipe.stage(name)
+        devices = list(self.choice.devices if devices is None else devices)
+        needs_npu = spec.npu and self.choice.backend in NPU_BACKENDS
+        device = self.runner.device_for(devices) if needs_npu else "cpu"
+        stage_dirs = {need: str(self.store.stage_dir(need)) for need in spec.needs}
+        context = context_for(
+            self.recipe,
+            self.params,
+            stage_dirs,
+            data=str(Path(self.options.data).resolve()) if self.options.data else "",
+            cache=str(Path(self.options.cache).resolve()),
+            device=device,
+            work=str(self.store.folder / "work"),
+            devices=self.runner.devices_for(devices),
+        )
+        context["recipe_file"] = str(self.recipe.path)
+        args = render_args(spec, context)
+        return StageCall(
+            recipe=self.recipe.name,
+            stage=name,
+            module=spec.module,
+            args=args,
+            out=out,
+            env=get_env(spec.env),
+            needs_npu=needs_npu,
+            devices=devices,
+        )
+
+    def fingerprint(self, call: StageCall, upstream_runs: dict) -> str:
+        return sha256_json(
+            {
+                "module": call.module,
+                "code": code_fingerprint(call.module),
+                "args": [self.portable(a) for a in call.args],
+                "inputs": upstream_runs,
+                "external": self._external_inputs(call.args),
+                "env": self.runner.env_identity(call.env, self.options.dry),
+                "npu": call.needs_npu,
+            }
+        )
+
+    # -- running ---------------------------------------------------------------------------
+    def run(self, target: str | None = None) -> RunResult:
+        names = self.recipe.upstream(target) if target else self.recipe.default_stages
+        _say(f"zoobox {self.recipe.name}: {self.choice.line}")
+        lock = RecipeLock(self.store.folder)
+        if not self.options.dry:
+            lock.acquire(f"{self.recipe.name} {target or 'all'}")
+        try:
+            if not self.options.dry:
+                for path in self.store.clean_stale():
+                    _say(f"removed {path.name}, left by a stage that did not finish")
+            plans = self._run_stages(names)
+        finally:
+            lock.release()
+        return RunResult(self.recipe, self.choice, plans, self.store)
+
+    def _forced(self, name: str) -> bool:
+        return "*" in self.options.force or name in self.options.force
+
+    def _run_stages(self, names: list[str]) -> list[StagePlan]:
+        plans: list[StagePlan] = []
+        run_ids: dict[str, str] = {}  # stage -> run id of its current output
+        rerun: set[str] = set()  # stages that run (or would, with --dry) this time
+        for name in names:
+            spec = self.recipe.stage(name)
+            for need in spec.needs:
+                if need not in run_ids:
+                    record = self.store.record(need)
+                    run_ids[need] = record["run_id"] if record else "missing"
+            upstream = {need: run_ids[need] for need in spec.needs}
+            placeholder = self.store.folder / f".{name}.tmp-XXXXXXXX"
+            call = self.call_for(name, placeholder)
+            fingerprint = self.fingerprint(call, upstream)
+            record = self.store.record(name)
+            if self._forced(name):
+                action, reason = "run", "forced"
+            elif any(need in rerun for need in spec.needs):
+                action, reason = "run", "upstream reruns"
+            elif record is None:
+                action, reason = "run", "no complete output"
+            elif record.get("fingerprint") != fingerprint:
+                action, reason = "run", "changed: " + _what_changed(record, call, self)
+            else:
+                action, reason = "skip", "up to date"
+            if self._sharded(call):
+                command = "\n  $ ".join(
+                    quote(self.runner.argv(c)) for c in self._shard_calls(call, placeholder)
+                )
+            else:
+                command = quote(self.runner.argv(call))
+            plan = StagePlan(name, action, reason, command, fingerprint, record)
+            plans.append(plan)
+            if action == "skip":
+                run_ids[name] = record["run_id"]
+                _say(f"[{name}] skip: {reason}")
+                if self.options.dry and self.options.echo:
+                    _say(f"  $ {command}")
+                continue
+            rerun.add(name)
+            if self.options.dry:
+                _say(f"[{name}] would run ({reason}) in env {call.env.name}")
+                _say(f"  $ {command}")
+                run_ids[name] = "pending"
+                continue
+            plan.record = self._execute(call, fingerprint, upstream, reason)
+            run_ids[name] = plan.record["run_id"]
+        return plans
+
+    def _sharded(self, call: StageCall) -> bool:
+        return self.recipe.stage(call.stage).shard and len(self.choice.devices) > 1
+
+    def _run_checked(self, call: StageCall) -> list[str]:
+        """Run one call; a failure becomes the right error. Returns the argv it ran."""
+        argv = self.runner.argv(call)
+        if self.options.echo:
+            _say(f"  $ {quote(argv)}")
+        completed = self.runner.run(call)
+        code = completed.returncode
+        if code != 0:
+            known = diagnose(completed.tail, call.devices) if call.needs_npu else None
+            if known:
+                raise UserError(f"stage {call.stage}: {known}")
+            if code == USER_ERROR_EXIT:
+                raise StageStopped(call.stage)
+            raise StageFailed(call.stage, code, quote(argv))
+        return argv
+
+    def _shard_calls(self, call: StageCall, temp: Path) -> list[StageCall]:
+        devices = self.choice.devices
+        calls = []
+        for index, device in enumerate(devices):
+            shard = self.call_for(call.stage, temp / f"shard-{index}", devices=[device])
+            shard.args += ["--shard", f"{index}/{len(devices)}"]
+            calls.append(shard)
+        return calls
+
+    def _run_shards(self, call: StageCall, temp: Path) -> list[list[str]]:
+        """One process (container) per device on a slice of the data, then one merge."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from zoobox.runners.host import HostRunner
+
+        calls = self._shard_calls(call, temp)
+        with ThreadPoolExecutor(len(calls)) as pool:
+            argvs = list(pool.map(self._run_checked, calls))
+        # The merge is plain file work: the host interpreter does it.
+        merge = StageCall(
+            call.recipe,
+            call.stage,
+            "zoostage.shards",
+            [str(c.out) for c in calls],
+            temp,
+            get_env("host"),
+        )
+        argvs.append(self._run_with(HostRunner(), merge))
+        for shard in calls:
+            shutil.rmtree(shard.out, ignore_errors=True)
+        return argvs
+
+    def _run_with(self, runner: Runner, call: StageCall) -> list[str]:
+        argv = runner.argv(call)
+        if self.options.echo:
+            _say(f"  $ {quote(argv)}")
+        completed = runner.run(call)
+        if completed.returncode != 0:
+            raise StageFailed(call.stage, completed.returncode, quote(argv))
+        return argv
+
+    def _execute(self, call: StageCall, fingerprint: str, upstream: dict, reason: str) -> dict:
+        self.runner.check(call.env)
+        temp = self.store.new_temp(call.stage)
+        call.out = temp
+        sharded = self._sharded(call)
+        _say(
+            f"[{call.stage}] run ({reason}) in env {call.env.name}"
+            + (f", sharded over devices {self.choice.devices}" if sharded else "")
+        )
+        started = time.time()
+        try:
+            argvs = self._run_shards(call, temp) if sharded else [self._run_checked(call)]
+        except BaseException:
+            self.store.discard(temp)
+            raise
+        ended = time.time()
+        record = {
+            "recipe": call.recipe,
+            "stage": call.stage,
+            "status": "ok",
+            "run_id": uuid.uuid4().hex,
+            "fingerprint": fingerprint,
+            "module": call.module,
+            "args": call.args,
+            "command": argvs if len(argvs) > 1 else argvs[0],
+            "code": code_fingerprint(call.module),
+            "inputs": upstream,
+            "external": self._external_inputs(call.args),
+            "env": self.runner.env_identity(call.env),
+            "choice": {
+                "runner": self.choice.runner,
+                "backend": self.choice.backend,
+                "devices": self.choice.devices,
+            },
+            "zoobox_revision": self.revision,
+            "start": _iso(started),
+            "end": _iso(ended),
+            "seconds": round(ended - started, 3),
+        }
+        self.store.commit(call.stage, temp, record)
+        _say(f"[{call.stage}] done in {ended - started:.1f} s")
+        return record
+
+
+def _what_changed(record: dict, call: StageCall, engine: Engine) -> str:
+    parts = []
+    if record.get("code") != code_fingerprint(call.module):
+        parts.append("code")
+    if [engine.portable(a) for a in record.get("args", [])] != [
+        engine.portable(a) for a in call.args
+    ]:
+        parts.append("parameters")
+    if record.get("env") != engine.runner.env_identity(call.env, engine.options.dry):
+        parts.append("environment")
+    if record.get("external") != engine._external_inputs(call.args):
+        parts.append("input files")
+    return ", ".join(parts) or "inputs"
+
+
+def _iso(stamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(stamp)) + f"{stamp % 1:.3f}"[1:]

@@ -1,0 +1,34 @@
+"""Inference backends (stage side): one interface, four engines.
+
+| backend      | model file          | device                 | where            |
+| ------------ | ------------------- | ---------------------- | ---------------- |
+| torchscript  | TorchScript (.ts)   | cpu (or cuda)          | anywhere         |
+| onnxruntime  | ONNX (.onnx)        | cpu                    | anywhere         |
+| aie          | torch_aie-compiled  | npu:N                  | `aie` env, NPU   |
+| om           | ATC .om             | NPU device N           | `atc` env, NPU   |
+
+Each backend module imports its engine (torch, onnxruntime, torch_aie, ais_bench) only
+when it is used, so this package imports anywhere.
+"""
+
+import importlib
+
+# name -> module holding a `Backend` class
+_MODULES = {
+    "torchscript": "zoostage.backends.torchscript",
+    "onnxruntime": "zoostage.backends.onnxrt",
+    "aie": "zoostage.backends.aie",
+    "om": "zoostage.backends.om",
+}
+NAMES = tuple(_MODULES)
+NPU_BACKENDS = ("aie", "om")
+
+
+def get_backend(name, **options):
+    """A backend instance by name; options go to its constructor (device, precision...)."""
+    from zoostage.errors import UserError
+
+    if name not in _MODULES:
+        raise UserError("unknown backend %r (choose from %s)" % (name, ", ".join(NAMES)))
+    module = importlib.import_module(_MODULES[name])
+    return module.Backend(**options)

@@ -1,0 +1,114 @@
+"""Torch_AIE on an Ascend NPU: TorchScript compiled by torch_aie.compile.
+
+Runs only in the `aie` env (torch 2.0.1, CANN 7.0.RC1, Torch_AIE 6.3.rc2) on a host with
+an NPU; torch_aie is imported here alone, so every other backend works without it.
+"""
+
+import os
+
+import numpy as np
+
+from zoostage.backends.base import Backend as BaseBackend
+from zoostage.errors import UserError
+
+PRECISIONS = ("fp16", "fp32")
+
+
+def _torch_aie():
+    try:
+        import torch_aie
+    except ImportError as error:
+        raise UserError(
+            "backend 'aie' needs torch_aie, which this environment lacks (%s); "
+            "run in the aie image on an NPU host, or choose --backend torchscript" % error
+        ) from None
+    return torch_aie
+
+
+def npu_index(device):
+    """'npu:1' or '1' -> 1; anything else (e.g. 'cpu') is a UserError."""
+    text = str(device)
+    try:
+        return int(text.split(":", 1)[1]) if text.startswith("npu:") else int(text)
+    except ValueError:
+        raise UserError(
+            "backend 'aie' runs on an NPU: --device takes an NPU id like 0 or "
+            "npu:0, not %r" % (text,)
+        ) from None
+
+
+class Backend(BaseBackend):
+    name = "aie"
+    suffix = ".ts"
+    dynamic_batch = False
+
+    def __init__(self, device="npu:0", **options):
+        if not str(device).startswith("npu"):
+            device = "npu:%d" % npu_index(device)
+        super(Backend, self).__init__(device=device, **options)
+        self.module = None
+        self.stream = None
+
+    def compile(self, source, target, input_shape, precision=None, soc_version="Ascend310P3"):
+        import torch
+
+        torch_aie = _torch_aie()
+        from torch_aie import _enums
+
+        precision = precision or "fp16"
+        if precision not in PRECISIONS:
+            raise UserError(
+                "precision must be one of %s, not %r" % (", ".join(PRECISIONS), precision)
+            )
+        policy = _enums.PrecisionPolicy.FP16 if precision == "fp16" else _enums.PrecisionPolicy.FP32
+        torch_aie.set_device(npu_index(self.device))
+        model = torch.jit.load(source).eval()
+        compiled = torch_aie.compile(
+            model,
+            inputs=[torch_aie.Input(tuple(int(v) for v in input_shape))],
+            precision_policy=policy,
+            soc_version=soc_version,
+            # The seeds compile the whole graph where possible and let torch run the rest.
+            require_full_compilation=False,
+            truncate_long_and_double=True,
+            min_block_size=3,
+        )
+        compiled.save(target)
+        return {
+            "precision": precision,
+            "soc_version": soc_version,
+            "torch_aie": getattr(torch_aie, "__version__", "unknown"),
+            "input_shape": [int(v) for v in input_shape],
+        }
+
+    def load(self, path):
+        import torch
+
+        torch_aie = _torch_aie()
+        if not os.path.isfile(path):
+            raise UserError("compiled model not found: %s" % path)
+        torch_aie.set_device(npu_index(self.device))
+        self.module = torch.jit.load(path).eval()
+        self.stream = torch_aie.npu.Stream(self.device)
+        return self
+
+    def run(self, batch):
+        import torch
+
+        torch_aie = _torch_aie()
+        tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        with torch_aie.npu.stream(self.stream):
+            outputs = self.module(tensor)
+            self.stream.synchronize()
+        if not isinstance(outputs, (tuple, list)):
+            outputs = (outputs,)
+        return tuple(o.to("cpu").numpy() for o in outputs)
+
+    def synchronize(self):
+        if self.stream is not None:
+            self.stream.synchronize()
+
+    def describe(self):
+        info = super(Backend, self).describe()
+        info["torch_aie"] = getattr(_torch_aie(), "__version__", "unknown")
+        return info

@@ -1,0 +1,77 @@
+"""ATC .om models on an Ascend NPU through ais_bench's InferSession.
+
+Runs only in the `atc` env (CANN 6.0.RC1, ais_bench + aclruntime); ais_bench is imported
+here alone. Compilation (ATC) is the `convert` stage of the recipes that use it: the
+command is built in zoostage.backends.atc so it can be checked without an NPU.
+"""
+
+import os
+
+import numpy as np
+
+from zoostage.backends.base import Backend as BaseBackend
+from zoostage.errors import UserError
+
+
+def _session_class():
+    try:
+        from ais_bench.infer.interface import InferSession
+    except ImportError as error:
+        raise UserError(
+            "backend 'om' needs ais_bench and aclruntime, which this environment "
+            "lacks (%s); run in the atc image on an NPU host, or choose "
+            "--backend onnxruntime" % error
+        ) from None
+    return InferSession
+
+
+class Backend(BaseBackend):
+    name = "om"
+    suffix = ".om"
+    source_suffix = ".onnx"  # ATC converts the ONNX export
+    dynamic_batch = False
+
+    def __init__(self, device=0, **options):
+        text = str(device)
+        try:
+            index = int(text.split(":", 1)[1]) if text.startswith("npu:") else int(text)
+        except ValueError:
+            raise UserError(
+                "backend 'om' runs on an NPU: --device takes an NPU id like 0, not %r" % (text,)
+            ) from None
+        super(Backend, self).__init__(device=index, **options)
+        self.session = None
+
+    def compile(self, source, target, input_shape, precision=None, soc_version=None):
+        """ATC; `precision` is ATC's --precision_mode (default allow_fp32_to_fp16, as the
+        seed: pure fp16 loses RefineDet's accuracy)."""
+        from zoostage.backends.atc import DEFAULT_PRECISION_MODE, convert
+
+        return convert(
+            source,
+            target,
+            input_shape,
+            soc_version=soc_version,
+            precision_mode=precision or DEFAULT_PRECISION_MODE,
+        )
+
+    def load(self, path):
+        if not os.path.isfile(path):
+            raise UserError("om model not found: %s" % path)
+        self.session = _session_class()(self.device, path)
+        return self
+
+    def run(self, batch):
+        # ais_bench's infer() copies in, runs and copies out synchronously.
+        outputs = self.session.infer([np.ascontiguousarray(batch, dtype=np.float32)], mode="static")
+        return tuple(np.asarray(o) for o in outputs)
+
+    def close(self):
+        if self.session is not None:
+            self.session.finalize()
+            self.session = None
+
+    def describe(self):
+        info = super(Backend, self).describe()
+        info["device"] = "npu:%d" % self.device
+        return info

@@ -1,0 +1,210 @@
+"""The report stage: measured numbers against the published ones, in Markdown.
+
+    python -m zoostage.report --out OUT --recipe models/x/recipe.yaml \
+        --export EXPORT_DIR --infer INFER_DIR --evaluate EVALUATE_DIR
+
+Writes OUT/report.md, OUT/summary.json (one row per metric: measured, published,
+tolerance, status) and copies the evaluation's figures beside the report.
+
+A metric's status:
+- pass / fail: accuracy within `tolerance` below the published value (or better);
+- not meaningful: the network ran from a random initialisation;
+- subset: evaluated on fewer images than the published number was;
+- other device: a speed measured on another device than the published one.
+"""
+
+import json
+import os
+import shutil
+
+from zoostage import cli
+from zoostage.errors import UserError
+
+
+def _read_json(folder, name, required=True):
+    path = os.path.join(folder, name) if folder else None
+    if path and os.path.isfile(path):
+        with open(path) as handle:
+            return json.load(handle)
+    if required:
+        raise UserError("missing %s in %s: run the stage that writes it first" % (name, folder))
+    return {}
+
+
+def load_recipe_file(recipe):
+    """The recipe dict from a recipe.yaml path or a recipe name."""
+    import yaml
+
+    path = recipe
+    if not os.path.isfile(path):
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        path = os.path.join(here, "models", recipe, "recipe.yaml")
+    if not os.path.isfile(path):
+        raise UserError("no recipe file %s" % recipe)
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def compare(published, metrics, timing, weights, images, full_images, npu):
+    """One row per published metric, with its status."""
+    rows = []
+    for key, ref in published.items():
+        speed = bool(ref.get("speed"))
+        if speed:
+            measured = (
+                timing.get("throughput")
+                if key == "throughput"
+                else timing.get("by_batch", {})
+                .get(key.replace("throughput_bs", ""), {})
+                .get("throughput")
+            )
+        else:
+            measured = metrics.get(key)
+        row = {
+            "metric": key,
+            "published": ref.get("value"),
+            "unit": ref.get("unit", ""),
+            "tolerance": ref.get("tolerance"),
+            "measured": measured,
+            "where": ref.get("where", ""),
+        }
+        if measured is None:
+            row["status"] = "not measured"
+        elif speed:
+            row["status"] = "info" if npu else "other device"
+        elif weights == "random":
+            row["status"] = "not meaningful"
+        elif full_images and images is not None and images < full_images:
+            row["status"] = "subset"
+        else:
+            tolerance = ref.get("tolerance") or 0.0
+            row["status"] = "pass" if measured >= ref["value"] - tolerance else "fail"
+        rows.append(row)
+    return rows
+
+
+def _fmt(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "%.2f" % value
+    return str(value)
+
+
+def render(recipe, rows, metrics_doc, timing, export, versions, figures):
+    weights = export.get("weights", "unknown")
+    lines = ["# %s: zoobox report" % recipe.get("title", recipe["name"]), ""]
+    if weights == "random":
+        lines += [
+            "> **Weights: seeded random initialisation.** Accuracy numbers below are "
+            "not meaningful; they only show the pipeline runs end to end.",
+            "",
+        ]
+    lines += [
+        "| metric | measured | published | tolerance | status |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        unit = (" " + row["unit"]) if row["unit"] else ""
+        lines.append(
+            "| %s | %s | %s%s | %s | %s |"
+            % (
+                row["metric"],
+                _fmt(row["measured"]),
+                _fmt(row["published"]),
+                unit,
+                _fmt(row["tolerance"]),
+                row["status"],
+            )
+        )
+    lines += ["", "## Where measured", ""]
+    facts = [
+        (
+            "weights",
+            "%s%s" % (weights, " (seed %s)" % export.get("seed") if weights == "random" else ""),
+        ),
+        ("images evaluated", metrics_doc.get("images")),
+        ("backend", timing.get("backend")),
+        ("device", timing.get("device")),
+        ("batch size", timing.get("batch_size")),
+        (
+            "latency mean / p50 / p99 (ms)",
+            "%s / %s / %s"
+            % (_fmt(timing.get("mean_ms")), _fmt(timing.get("p50_ms")), _fmt(timing.get("p99_ms"))),
+        ),
+        ("throughput (images/s)", _fmt(timing.get("throughput"))),
+    ]
+    for key in (
+        "python",
+        "torch",
+        "numpy",
+        "onnxruntime",
+        "torch_aie",
+        "cann",
+        "zoobox_env",
+        "image",
+        "hostname",
+        "platform",
+    ):
+        if versions.get(key):
+            facts.append((key, versions[key]))
+    lines += ["| | |", "| --- | --- |"]
+    lines += ["| %s | %s |" % (k, v) for k, v in facts]
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += ["![%s](%s)" % (name, name) for name in figures]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(args):
+    recipe = load_recipe_file(args.recipe)
+    metrics_doc = _read_json(args.evaluate, "metrics.json")
+    timing = _read_json(args.infer, "timing.json")
+    export = _read_json(args.export, "export.json", required=False)
+    infer_stage = _read_json(args.infer, "stage.json", required=False)
+    versions = infer_stage.get("versions") or _read_json(args.infer, "env.json", required=False)
+    npu = timing.get("backend") in ("aie", "om")
+    full = (recipe.get("dataset") or {}).get("images")
+    rows = compare(
+        recipe.get("published") or {},
+        metrics_doc.get("metrics") or {},
+        timing,
+        export.get("weights"),
+        metrics_doc.get("images"),
+        full,
+        npu,
+    )
+    figures = []
+    for name in metrics_doc.get("figures") or []:
+        source = os.path.join(args.evaluate, name)
+        if os.path.isfile(source):
+            shutil.copyfile(source, os.path.join(args.out, name))
+            figures.append(name)
+    text = render(recipe, rows, metrics_doc, timing, export, versions, figures)
+    with open(os.path.join(args.out, "report.md"), "w") as handle:
+        handle.write(text)
+    summary = {
+        "recipe": recipe["name"],
+        "title": recipe.get("title"),
+        "rows": rows,
+        "weights": export.get("weights"),
+        "backend": timing.get("backend"),
+        "device": timing.get("device"),
+        "throughput": timing.get("throughput"),
+        "images": metrics_doc.get("images"),
+    }
+    cli.write_json(os.path.join(args.out, "summary.json"), summary)
+
+
+def build_parser():
+    parser = cli.parser(__doc__.splitlines()[0])
+    parser.add_argument("--recipe", required=True, help="recipe.yaml path or recipe name")
+    parser.add_argument("--export", help="the export stage's folder")
+    parser.add_argument("--infer", required=True, help="the infer stage's folder")
+    parser.add_argument("--evaluate", required=True, help="the evaluate stage's folder")
+    return parser
+
+
+if __name__ == "__main__":
+    cli.run(main, build_parser())
