@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from zoobox.core.envspec import get_env
 from zoobox.dev import podman as devengine
-from zoobox.envs.spec import get_env
 from zoobox.hosts.probe import container_engine
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from zoobox.core.envspec import get_env, load_envs
 from zoobox.core.errors import UserError
+from zoobox.dev import bases
 from zoobox.dev import podman as devengine
 from zoobox.envs import images
-from zoobox.envs.spec import get_env, load_envs
 
 SPECS = [spec for spec in load_envs().values() if spec.dockerfile]
 IDS = [spec.name for spec in SPECS]
@@ -283,7 +284,7 @@ def test_build_args_are_only_those_the_dockerfile_declares():
     plan = images.plan_build(spec, base="local", installers_dir=Path("/nonexistent"))
     keys = [plan.argv[i + 1].split("=")[0] for i, a in enumerate(plan.argv) if a == "--build-arg"]
     assert "NPU" not in keys and "CANN_VERSION" not in keys
-    assert f"BASE_IMAGE={devengine.PYTHON_IMAGE.format(version='3.9')}" in plan.argv
+    assert f"BASE_IMAGE={bases.PYTHON_IMAGE.format(version='3.9')}" in plan.argv
 
 
 def test_base_image_choice(monkeypatch):
@@ -465,30 +466,30 @@ def test_containers_conf_has_the_settings_that_work_here():
 def test_debian_mirror_from_deb822_and_one_line_sources(tmp_path):
     apt = tmp_path / "apt"
     (apt / "sources.list.d").mkdir(parents=True)
-    assert devengine.debian_mirror(apt) == devengine.DEFAULT_MIRROR
+    assert bases.debian_mirror(apt) == bases.DEFAULT_MIRROR
     (apt / "sources.list").write_text(
         "# deb http://old.example/debian bookworm main\n"
         "deb [arch=amd64] http://one.example/debian/ bookworm main\n"
     )
-    assert devengine.debian_mirror(apt) == "http://one.example/debian"
+    assert bases.debian_mirror(apt) == "http://one.example/debian"
     (apt / "sources.list.d" / "debian.sources").write_text(
         "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
         "Components: main\n\nTypes: deb\nURIs: http://security.example/debian-security\n"
         "Suites: bookworm-security\nComponents: main\n"
     )
-    assert devengine.debian_mirror(apt) == "http://mirror.example/debian"
+    assert bases.debian_mirror(apt) == "http://mirror.example/debian"
 
 
 def test_pyenv_python_picks_the_newest_patch_and_prunes_what_images_do_not_need(tmp_path):
     for version in ("3.9.2", "3.9.18", "3.10.1", "3.9.x"):
         (tmp_path / "versions" / version / "bin").mkdir(parents=True)
         (tmp_path / "versions" / version / "bin" / "python3.9").touch()
-    assert devengine.pyenv_python("3.9", tmp_path) == tmp_path / "versions" / "3.9.18"
-    assert devengine.pyenv_python("3.7", tmp_path) is None
+    assert bases.pyenv_python("3.9", tmp_path) == tmp_path / "versions" / "3.9.18"
+    assert bases.pyenv_python("3.7", tmp_path) is None
     lib = tmp_path / "lib"
     for name in ("test", "tkinter", "site-packages", "json", "ensurepip"):
         (lib / name).mkdir(parents=True)
-    ignored = devengine._prune(
+    ignored = bases._prune(
         str(lib),
         [
             "test",
@@ -508,14 +509,14 @@ def test_pyenv_python_picks_the_newest_patch_and_prunes_what_images_do_not_need(
         "libpython3.9.a",
         "_tkinter.cpython-39.so",
     }
-    assert devengine._prune(str(tmp_path / "bin"), ["pip3", "idle3", "python3", "pydoc3"]) == {
+    assert bases._prune(str(tmp_path / "bin"), ["pip3", "idle3", "python3", "pydoc3"]) == {
         "pip3",
         "idle3",
     }
 
 
 def test_python_versions_for_the_bases_come_from_the_specs():
-    versions = devengine.python_versions()
+    versions = bases.python_versions()
     assert {"3.9", "3.7"} <= set(versions)
 
 

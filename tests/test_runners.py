@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from zoobox.core.envspec import get_env, load_envs
 from zoobox.core.errors import UserError
 from zoobox.core.recipe import StageSpec, render_args
-from zoobox.envs.spec import get_env, load_envs
 from zoobox.hosts.probe import ContainerEngine, NpuHost, driver_version, npu_host
 from zoobox.run.choice import choose, parse_devices
 from zoobox.runners.base import StageCall

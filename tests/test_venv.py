@@ -19,11 +19,11 @@ import time
 import pytest
 
 from tests.conftest import REPO
+from zoobox.core.envspec import _from_dict, get_env
 from zoobox.core.errors import UserError
 from zoobox.core.paths import default_cache
 from zoobox.core.recipe import load_recipe, load_recipe_file
 from zoobox.envs import venvs as venvs_module
-from zoobox.envs.spec import _from_dict, get_env
 from zoobox.envs.venvs import (
     MARKER,
     VenvCache,
@@ -152,7 +152,7 @@ def test_second_build_reuses_and_a_changed_pin_gets_a_new_venv(tmp_path, pip_cal
 _KILLED_BUILD = """
 import sys, time
 from zoobox.envs import venvs
-from zoobox.envs.spec import _from_dict
+from zoobox.core.envspec import _from_dict
 
 def stall(python):
     open(sys.argv[2], "w").write("venv created")

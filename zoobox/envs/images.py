@@ -28,11 +28,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zoobox.core.envspec import EnvSpec, get_env, load_envs
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
-from zoobox.envs.spec import EnvSpec, get_env, load_envs
-from zoobox.jobs.summary import table
-from zoobox.runners.base import quote
+from zoobox.core.text import quote, table
 
 CONTEXT = REPO / "docker"
 REQUIREMENTS = CONTEXT / "requirements"
@@ -285,9 +284,9 @@ def base_image_for(spec: EnvSpec, base: str = "auto") -> str:
     the engine `invoke dev.engine` started, else spec. Anything else: that image.
     """
     if base == "auto":
-        from zoobox.dev import podman as devengine
+        from zoobox.hosts.probe import dev_engine_host
 
-        base = "local" if os.environ.get("DOCKER_HOST") == devengine.docker_host() else "spec"
+        base = "local" if os.environ.get("DOCKER_HOST") == dev_engine_host() else "spec"
     if base == "spec":
         if not spec.base_image:
             raise UserError(f"envs/{spec.name}.yaml names no base_image")

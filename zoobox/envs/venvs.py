@@ -39,9 +39,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from zoobox.core.artifacts import read_json, write_json_atomic
+from zoobox.core.envspec import EnvSpec
 from zoobox.core.errors import UserError
 from zoobox.core.paths import default_cache
-from zoobox.envs.spec import EnvSpec
 
 MARKER = "zoobox-venv.json"
 # Bumped when the way a venv is built changes, so old builds are not reused.
@@ -622,7 +622,7 @@ def human_size(size: int) -> str:
 # -- what the `envs` tasks show and do ------------------------------------------------------
 def list_table(cache: VenvCache, specs: dict) -> str:
     """One row per env: Python wanted and found, venv built or not, its size."""
-    from zoobox.jobs.summary import table
+    from zoobox.core.text import table
 
     rows = []
     for spec in specs.values():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from zoobox.envs.spec import EnvSpec
+from zoobox.core.envspec import EnvSpec
 
 _PART = re.compile(r"(\d+)|(rc|alpha|beta|t)(\d*)", re.IGNORECASE)
 

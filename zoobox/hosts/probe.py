@@ -15,6 +15,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zoobox.core.paths import default_cache
+
 DEV_ROOT = Path("/dev")
 ASCEND_ROOT = Path("/usr/local/Ascend")
 DRIVER_DIR = ASCEND_ROOT / "driver"
@@ -129,3 +131,13 @@ def container_engine(timeout: float = 5.0) -> ContainerEngine:
     version = info.get("ServerVersion")
     host = os.environ.get("DOCKER_HOST", "default socket")
     return ContainerEngine(True, f"server {version} at {host}", version, runtimes)
+
+
+def dev_engine_dir() -> Path:
+    """Where `invoke dev.engine` keeps its podman service's state (socket, pid, config)."""
+    return Path(os.environ.get("ZOOBOX_ENGINE_DIR") or default_cache() / "engine")
+
+
+def dev_engine_host() -> str:
+    """The DOCKER_HOST of the podman service `invoke dev.engine` starts."""
+    return f"unix://{dev_engine_dir() / 'podman.sock'}"

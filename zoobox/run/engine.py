@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoobox.core.artifacts import ArtifactStore, RecipeLock
+from zoobox.core.envspec import get_env
 from zoobox.core.errors import USER_ERROR_EXIT, StageFailed, StageStopped, UserError
 from zoobox.core.fingerprint import code_fingerprint, sha256_json, tree_fingerprint
 from zoobox.core.paths import REPO, git_revision
 from zoobox.core.recipe import Recipe, context_for, load_recipe, render_args
-from zoobox.envs.spec import get_env
 from zoobox.hosts.npucompat import diagnose
 from zoobox.run.choice import Choice
 from zoobox.runners.base import Runner, StageCall, quote

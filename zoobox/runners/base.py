@@ -8,14 +8,14 @@ output. `--dry` prints the same argv without running it.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoobox.envs.spec import EnvSpec
+from zoobox.core.envspec import EnvSpec
+from zoobox.core.text import quote  # noqa: F401 - runners and the engine use it from here
 
 
 @dataclass
@@ -30,10 +30,6 @@ class StageCall:
     env: EnvSpec
     needs_npu: bool = False
     devices: list[int] = field(default_factory=list)
-
-
-def quote(argv: list[str]) -> str:
-    return shlex.join(str(a) for a in argv)
 
 
 # How much of a stage's output is kept for diagnosing a failure.

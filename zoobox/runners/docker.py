@@ -19,9 +19,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zoobox.core.envspec import EnvSpec
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
-from zoobox.envs.spec import EnvSpec
 from zoobox.hosts.probe import NPU_CONTROL_NODES, NpuHost
 from zoobox.runners.base import Completed, Runner, StageCall, execute
 from zoobox.runners.host import HostRunner

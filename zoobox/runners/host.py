@@ -7,8 +7,8 @@ import platform
 import sys
 from importlib import metadata
 
+from zoobox.core.envspec import EnvSpec
 from zoobox.core.paths import REPO
-from zoobox.envs.spec import EnvSpec
 from zoobox.runners.base import Completed, Runner, StageCall, execute, process_env
 
 # Versions that decide a stage's numbers; read from package metadata (no imports).

@@ -17,9 +17,9 @@ import os
 import shlex
 from pathlib import Path
 
+from zoobox.core.envspec import EnvSpec
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
-from zoobox.envs.spec import EnvSpec
 from zoobox.envs.venvs import VenvCache, find_interpreter, missing_interpreter_error, venv_hash
 from zoobox.runners.base import Completed, Runner, StageCall, execute, process_env
 from zoobox.runners.host import HostRunner

@@ -8,7 +8,7 @@ from invoke import task
 @task
 def doctor(c):
     """Show what this machine offers (Docker, NPUs, driver) and what each recipe would use."""
-    from zoobox.hosts.doctor import report
+    from zoobox.jobs.doctor import report
     from zoobox.run.session import settings_from
 
     print(report(settings_from(c.config)))

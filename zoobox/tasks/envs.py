@@ -15,8 +15,8 @@ def _cache(c):
 @task(name="list", default=True)
 def list_(c):
     """List the envs: Python wanted and found, venv built or not, its size."""
+    from zoobox.core.envspec import load_envs
     from zoobox.core.errors import main_guard
-    from zoobox.envs.spec import load_envs
     from zoobox.envs.venvs import list_table
 
     main_guard(lambda: print(list_table(_cache(c), load_envs())))
@@ -35,8 +35,8 @@ def build(c, env=None, force=False):
     zoobox.venv.cache (default ~/.cache/zoobox/venvs) by their hash: an unchanged spec is
     not rebuilt, a changed one gets a new venv.
     """
+    from zoobox.core.envspec import load_envs
     from zoobox.core.errors import main_guard
-    from zoobox.envs.spec import load_envs
     from zoobox.envs.venvs import build_all
 
     main_guard(lambda: build_all(_cache(c), load_envs(), env=env, force=force))
@@ -45,8 +45,8 @@ def build(c, env=None, force=False):
 @task(help={"dry": "only list what would be removed"})
 def prune(c, dry=False):
     """Remove venvs whose spec changed or went away, and builds that died midway."""
+    from zoobox.core.envspec import load_envs
     from zoobox.core.errors import main_guard
-    from zoobox.envs.spec import load_envs
     from zoobox.envs.venvs import dir_size, human_size
 
     def go():

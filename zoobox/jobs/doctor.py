@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from zoobox.core.envspec import load_envs
 from zoobox.core.recipe import load_recipe, recipe_names
-from zoobox.envs.spec import load_envs
+from zoobox.core.text import table
 from zoobox.hosts.npucompat import image_compatibility
 from zoobox.hosts.probe import container_engine, npu_host
-from zoobox.jobs.summary import table
 from zoobox.run.choice import choose
 
 
@@ -70,7 +70,7 @@ def runner_rows(settings: dict, engine) -> list[list[str]]:
     """Which runner can serve which env here (host: CPU stages of any env)."""
     from pathlib import Path
 
-    from zoobox.envs.spec import load_envs
+    from zoobox.core.envspec import load_envs
     from zoobox.envs.venvs import cache_from_settings, find_interpreter
     from zoobox.runners.docker import DockerRunner, DockerSettings
 
