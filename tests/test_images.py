@@ -14,7 +14,7 @@ from zoobox.core.envspec import get_env, load_envs
 from zoobox.core.errors import UserError
 from zoobox.dev import bases
 from zoobox.dev import podman as devengine
-from zoobox.envs import images
+from zoobox.envs import checks, images, installers, requirements
 
 SPECS = [spec for spec in load_envs().values() if spec.dockerfile]
 IDS = [spec.name for spec in SPECS]
@@ -105,7 +105,7 @@ def test_npu_layers_exist_exactly_for_npu_envs(spec):
         resolved = resolved.replace("${%s}" % arg, str(args.get(arg)))
     for arch in ('"$(uname -m)"', "$(uname -m)", "${arch}"):
         resolved = resolved.replace(arch, "aarch64")
-    for item in images.expected_installers(spec, arch="aarch64"):
+    for item in installers.expected_installers(spec, arch="aarch64"):
         assert item.pattern in resolved, f"{item.pattern} is checked, not installed"
 
 
@@ -121,28 +121,31 @@ def test_pip_never_copies_the_ca_bundle_or_wheels_into_a_layer():
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_requirements_files_agree_with_the_specs(spec):
-    for path, text in images.requirements_files(spec).items():
+    for path, text in requirements.requirements_files(spec).items():
         assert path.is_file(), f"{path} is missing: run `invoke images.requirements`"
         assert path.read_text() == text, (
             f"{path} disagrees with envs/{spec.name}.yaml: run `invoke images.requirements`"
         )
-    for requirement in list(spec.packages) + list(images.npu_packages(spec)):
+    for requirement in list(spec.packages) + list(requirements.npu_packages(spec)):
         name, sep, version = requirement.partition("==")
         assert sep and version and not version.startswith("="), f"{requirement} is not pinned"
 
 
 def test_requirements_drift_is_detected_and_rendered(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "REQUIREMENTS", tmp_path)
+    monkeypatch.setattr(requirements, "REQUIREMENTS", tmp_path)
     spec = get_env("atc")
-    assert set(images.requirements_drift([spec])) == {
+    assert set(requirements.requirements_drift([spec])) == {
         tmp_path / "atc.txt",
         tmp_path / "atc-npu.txt",
     }
-    assert images.write_requirements([spec]) == [tmp_path / "atc.txt", tmp_path / "atc-npu.txt"]
-    assert images.requirements_drift([spec]) == []
+    assert requirements.write_requirements([spec]) == [
+        tmp_path / "atc.txt",
+        tmp_path / "atc-npu.txt",
+    ]
+    assert requirements.requirements_drift([spec]) == []
     (tmp_path / "atc.txt").write_text("torch==1.6.0\n")
-    assert images.requirements_drift([spec]) == [tmp_path / "atc.txt"]
-    text = images.requirements_files(spec)[images.REQUIREMENTS / "atc.txt"]
+    assert requirements.requirements_drift([spec]) == [tmp_path / "atc.txt"]
+    text = requirements.requirements_files(spec)[requirements.REQUIREMENTS / "atc.txt"]
     assert "torch==1.5.0\n" in text and text.startswith("# Generated from envs/atc.yaml")
 
 
@@ -174,34 +177,34 @@ AIE_FILES = (
 
 def test_installer_check_names_the_exact_files(tmp_path):
     spec = get_env("aie")
-    check = images.check_installers(spec, tmp_path / "aie", arch="aarch64")
+    check = installers.check_installers(spec, tmp_path / "aie", arch="aarch64")
     assert [e.pattern for e in check.missing] == list(AIE_FILES)
-    assert images.npu_mode(check, "auto") == "absent"  # none there: a CPU image
-    assert images.npu_mode(check, "no") == "absent"
+    assert installers.npu_mode(check, "auto") == "absent"  # none there: a CPU image
+    assert installers.npu_mode(check, "no") == "absent"
     with pytest.raises(UserError) as error:
-        images.npu_mode(check, "yes")
+        installers.npu_mode(check, "yes")
     for name in AIE_FILES:
         assert name in str(error.value)
     assert "--npu no" in str(error.value)
 
     _touch(tmp_path / "aie", AIE_FILES[0])  # some, not all: the user meant an NPU image
-    check = images.check_installers(spec, tmp_path / "aie", arch="aarch64")
+    check = installers.check_installers(spec, tmp_path / "aie", arch="aarch64")
     with pytest.raises(UserError) as error:
-        images.npu_mode(check, "auto")
+        installers.npu_mode(check, "auto")
     message = str(error.value)
     assert AIE_FILES[1] in message and AIE_FILES[2] in message and AIE_FILES[0] not in message
     described = check.describe()
     assert f"found   {AIE_FILES[0]}" in described and f"MISSING {AIE_FILES[1]}" in described
 
     _touch(tmp_path / "aie", *AIE_FILES)
-    check = images.check_installers(spec, tmp_path / "aie", arch="aarch64")
-    assert check.complete and images.npu_mode(check, "auto") == "present"
+    check = installers.check_installers(spec, tmp_path / "aie", arch="aarch64")
+    assert check.complete and installers.npu_mode(check, "auto") == "present"
     assert len(check.fingerprint()) == 16 and check.fingerprint() != "none"
 
 
 def test_installer_check_for_atc_wheels_and_train_optional_kernels(tmp_path):
     atc = get_env("atc")
-    check = images.check_installers(atc, tmp_path, arch="x86_64")
+    check = installers.check_installers(atc, tmp_path, arch="x86_64")
     patterns = [e.pattern for e in check.expected]
     assert patterns == [
         "Ascend-cann-toolkit_6.0.RC1_linux-x86_64.run",
@@ -214,7 +217,9 @@ def test_installer_check_for_atc_wheels_and_train_optional_kernels(tmp_path):
         "aclruntime-0.0.2-cp37-cp37m-linux_x86_64.whl",
         "ais_bench-0.0.2-py3-none-any.whl",
     )
-    assert images.npu_mode(images.check_installers(atc, tmp_path, arch="x86_64")) == "present"
+    assert (
+        installers.npu_mode(installers.check_installers(atc, tmp_path, arch="x86_64")) == "present"
+    )
     # A wheel for another Python is not the one the image needs.
     other = tmp_path / "other"
     _touch(
@@ -224,23 +229,23 @@ def test_installer_check_for_atc_wheels_and_train_optional_kernels(tmp_path):
         "ais_bench-0.0.2-py3-none-any.whl",
     )
     with pytest.raises(UserError, match=r"aclruntime-\*-cp37-cp37m-linux_x86_64\.whl"):
-        images.npu_mode(images.check_installers(atc, other, arch="x86_64"))
+        installers.npu_mode(installers.check_installers(atc, other, arch="x86_64"))
 
     train = get_env("train")
     folder = tmp_path / "train"
     _touch(folder, "Ascend-cann-toolkit_8.0.RC1_linux-aarch64.run")
-    check = images.check_installers(train, folder, arch="aarch64")
+    check = installers.check_installers(train, folder, arch="aarch64")
     assert check.complete  # the kernels package is optional
     assert "absent  Ascend-cann-kernels-*_8.0.RC1_linux*.run" in check.describe()
-    assert images.check_installers(get_env("export"), tmp_path).expected == []
+    assert installers.check_installers(get_env("export"), tmp_path).expected == []
 
 
 def test_installer_readmes_list_what_the_check_expects():
     for spec in SPECS:
         if not spec.npu:
             continue
-        readme = (images.INSTALLERS / spec.name / "README.md").read_text()
-        for item in images.expected_installers(spec, arch="<arch>"):
+        readme = (installers.INSTALLERS / spec.name / "README.md").read_text()
+        for item in installers.expected_installers(spec, arch="<arch>"):
             placeholder = "<version>" if item.pattern.endswith(".whl") else "<soc>"
             name = item.pattern.replace("*", placeholder, 1).replace("*", "")
             assert f"`{name}`" in readme, f"{name} is not in npu-installers/{spec.name}/README.md"
@@ -327,7 +332,7 @@ def test_images_build_dry_prints_the_check_and_every_command():
 
 
 def test_images_build_npu_yes_without_installers_fails_naming_them():
-    if images.check_installers(get_env("atc")).complete:
+    if installers.check_installers(get_env("atc")).complete:
         pytest.skip("this machine has the atc installers")
     result = _invoke("images.build", "--dry", "--env", "atc", "--npu", "yes", "--base", "spec")
     assert result.returncode == 2
@@ -373,7 +378,7 @@ def test_check_accepts_a_cpu_image_that_matches_its_spec():
             if r.split("==")[0] not in info["packages"]
         }
     )
-    assert _errors(images.compare(spec, {"org.zoobox.npu": "absent"}, info)) == []
+    assert _errors(checks.compare(spec, {"org.zoobox.npu": "absent"}, info)) == []
 
 
 def test_check_names_a_wrong_torch_and_a_missing_torch_aie():
@@ -387,7 +392,7 @@ def test_check_names_a_wrong_torch_and_a_missing_torch_aie():
         }
     )
     info["packages"]["torch"] = "1.13.1"
-    errors = dict(_errors(images.compare(spec, {"org.zoobox.npu": "present"}, info)))
+    errors = dict(_errors(checks.compare(spec, {"org.zoobox.npu": "present"}, info)))
     assert errors["torch"] == "1.13.1" and errors["import torch"] == "1.13.1"
     assert errors["torch_aie"] == "missing" and errors["CANN"] == "missing"
     assert "attrs" in errors  # the NPU pins are checked when the image claims the NPU
@@ -396,7 +401,7 @@ def test_check_names_a_wrong_torch_and_a_missing_torch_aie():
 def test_check_wrong_python():
     errors = dict(
         _errors(
-            images.compare(get_env("atc"), {"org.zoobox.npu": "absent"}, _probe(python="3.9.18"))
+            checks.compare(get_env("atc"), {"org.zoobox.npu": "absent"}, _probe(python="3.9.18"))
         )
     )
     assert errors["python"] == "3.9.18"

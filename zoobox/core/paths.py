@@ -12,6 +12,14 @@ def default_cache() -> Path:
     return Path(base) / "zoobox"
 
 
+def repo_relative(path) -> str:
+    """A path as the user sees it in messages: relative to the repository when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def git_revision() -> str:
     try:
         rev = subprocess.run(

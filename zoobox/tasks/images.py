@@ -92,7 +92,7 @@ def build(
 def list_(c):
     """List the env images: tag, built or not, id, digest, size, NPU stack, version labels."""
     from zoobox.core.errors import main_guard
-    from zoobox.envs.images import list_images
+    from zoobox.envs.checks import list_images
 
     main_guard(lambda: print(list_images(docker=_settings(c)["docker"])))
 
@@ -105,7 +105,7 @@ def check(c, env=None):
     org.zoobox.npu=present is an error naming it (exit 2).
     """
     from zoobox.core.errors import main_guard
-    from zoobox.envs.images import check_images
+    from zoobox.envs.checks import check_images
 
     main_guard(lambda: print(check_images(env=env, docker=_settings(c)["docker"])))
 
@@ -114,21 +114,22 @@ def check(c, env=None):
 def requirements(c, check=False):
     """Render docker/requirements/<env>[-npu].txt from the env specs (the source of truth)."""
     from zoobox.core.errors import UserError, main_guard
-    from zoobox.envs.images import _rel, requirements_drift, write_requirements
+    from zoobox.core.paths import repo_relative
+    from zoobox.envs.requirements import requirements_drift, write_requirements
 
     def go():
         if check:
             stale = requirements_drift()
             if stale:
                 raise UserError(
-                    f"{', '.join(_rel(p) for p in stale)} disagree(s) with envs/: "
+                    f"{', '.join(repo_relative(p) for p in stale)} disagree(s) with envs/: "
                     "run `invoke images.requirements`"
                 )
             print("docker/requirements/ agrees with envs/")
             return
         changed = write_requirements()
         for path in changed:
-            print(f"wrote {_rel(path)}")
+            print(f"wrote {repo_relative(path)}")
         if not changed:
             print("docker/requirements/ already agrees with envs/")
 
