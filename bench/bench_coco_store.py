@@ -25,6 +25,7 @@ sys.path.insert(0, REPO)
 
 from data_scripts import store  # noqa: E402
 from data_scripts.coco import layout, prepare  # noqa: E402
+from tests.conftest import recipe_feed  # noqa: E402
 
 FIXTURE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "coco-val2017-mini")
 SEED_BIN_BYTES = 1 * 3 * 1344 * 1344 * 4  # float32 NCHW, one image per .bin
@@ -33,7 +34,9 @@ SEED_BIN_BYTES = 1 * 3 * 1344 * 1344 * 4  # float32 NCHW, one image per .bin
 def timed_prepare(root, out, workers, limit, resize_with="auto"):
     os.makedirs(out)
     start = time.perf_counter()
-    done, _ = prepare.prepare(out, root, limit=limit, workers=workers, resize_with=resize_with)
+    done, _ = prepare.prepare(
+        out, root, recipe_feed("retinanet"), limit=limit, workers=workers, resize_with=resize_with
+    )
     return done, time.perf_counter() - start
 
 

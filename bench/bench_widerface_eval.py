@@ -29,6 +29,7 @@ sys.path.insert(0, REPO)
 from data_scripts.widerface import evaluate as ev  # noqa: E402
 from data_scripts.widerface import layout, prepare, sample  # noqa: E402
 from data_scripts.widerface.predictions import write_image_predictions  # noqa: E402
+from tests.conftest import input_args  # noqa: E402
 
 WIDER_GT = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "widerface")
 
@@ -148,8 +149,11 @@ def bench_prepare(work, images, size):
     for workers in (cores, 1):
         out = os.path.join(work, "prep_%d" % workers)
         os.makedirs(out)
-        args = argparse.Namespace(
-            out=out, root=root, input_size=size, limit=0, workers=workers, skip_bad=False
+        args = prepare.build_parser().parse_args(
+            [
+                *("--out", out, "--root", root, "--input-size", str(size)),
+                *("--workers", str(workers), *input_args("retinaface")),
+            ]
         )
         start = time.perf_counter()
         prepare.main(args)

@@ -59,6 +59,68 @@ def to_input(pixels, valid_hw, feed):
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
 
+def _numbers(text, flag):
+    try:
+        values = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise UserError("%s takes three numbers B,G,R like 104,117,123, not %r" % (flag, text))
+    return values
+
+
+def add_prepare_arguments(parser, root_help, input_size=None):
+    """The arguments every data stage takes: dataset root, size, subset, workers, feed.
+
+    The feed (--mean-bgr, --std-bgr, --channels, --pad) is a fact of the model, not of
+    the dataset: the recipe passes its `input` block (models/<recipe>/recipe.yaml).
+    """
+    parser.add_argument("--root", required=True, help=root_help)
+    if input_size is not None:
+        parser.add_argument(
+            "--input-size",
+            type=int,
+            default=input_size,
+            help="square network input side S (default %(default)s)",
+        )
+    parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
+    parser.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="leave unreadable images out and count them"
+    )
+    parser.add_argument(
+        "--mean-bgr", required=True, help="B,G,R mean the model subtracts (the recipe's input)"
+    )
+    parser.add_argument("--std-bgr", default="1,1,1", help="B,G,R std the model divides by")
+    parser.add_argument(
+        "--channels", default="bgr", choices=("bgr", "rgb"), help="channel order fed"
+    )
+    parser.add_argument(
+        "--pad",
+        default="before_norm",
+        choices=("before_norm", "after_norm"),
+        help="padding normalized with the image (before_norm) or zero after it",
+    )
+    return parser
+
+
+def check_prepare_arguments(args):
+    """Ranges of the common arguments; the feed they describe."""
+    if getattr(args, "input_size", 1) <= 0:
+        raise UserError("--input-size must be positive, not %d" % args.input_size)
+    if args.limit < 0 or args.workers < 0:
+        raise UserError("--limit and --workers take 0 (all) or a positive number")
+    std = _numbers(args.std_bgr, "--std-bgr")
+    if min(std) <= 0:
+        raise UserError("--std-bgr must be positive, not %s" % args.std_bgr)
+    return feed_spec(
+        mean_bgr=_numbers(args.mean_bgr, "--mean-bgr"),
+        std_bgr=std,
+        pad=args.pad,
+        channels=args.channels,
+    )
+
+
 class Store(object):
     """Read side of a store: `len(store)`, `store.pixels[i]`, `store.batches(n)`."""
 

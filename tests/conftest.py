@@ -46,3 +46,29 @@ def run_stage(module, *args, timeout=300):
         text=True,
         timeout=timeout,
     )
+
+
+def input_args(recipe: str) -> list:
+    """A data stage's feed arguments from a recipe's `input` block, as the engine passes them."""
+    from zoostage.recipe import load_recipe
+
+    facts = load_recipe(recipe).input
+    return [
+        "--mean-bgr",
+        ",".join(str(v) for v in facts["mean_bgr"]),
+        "--std-bgr",
+        ",".join(str(v) for v in facts["std_bgr"]),
+        "--channels",
+        facts["channels"],
+        "--pad",
+        facts["pad"],
+    ]
+
+
+def recipe_feed(recipe: str) -> dict:
+    """The feed recipe (data_scripts.store.feed_spec) of a recipe's `input` block."""
+    from data_scripts.store import feed_spec
+    from zoostage.recipe import load_recipe
+
+    facts = load_recipe(recipe).input
+    return feed_spec(facts["mean_bgr"], facts["std_bgr"], facts["pad"], facts["channels"])

@@ -16,6 +16,7 @@ import pytest
 
 from data_scripts import store
 from data_scripts.coco import evaluate, layout, prepare, sample
+from tests.conftest import input_args, recipe_feed
 from zoostage.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -186,7 +187,14 @@ def test_listed_images_missing_on_disk_are_one_error(tmp_path):
     assert "val2017.zip" in message
     # --limit chooses the images first: only the chosen ones must be on disk.
     assert [im["file_name"] for im in layout.list_images(root, limit=5)] == names[:5]
-    rc, _, err = run_module("data_scripts.coco.prepare", "--out", tmp_path / "out", "--root", root)
+    rc, _, err = run_module(
+        "data_scripts.coco.prepare",
+        *input_args("retinanet"),
+        "--out",
+        tmp_path / "out",
+        "--root",
+        root,
+    )
     assert_one_error_line(rc, err, "2 of the 79 images", names[-1])
 
 
@@ -223,7 +231,14 @@ def prepared(tmp_path_factory):
     root = make_root(base / "coco", data, [im["file_name"] for im in data["images"]])
     out = str(base / "data")
     rc, stdout, err = run_module(
-        "data_scripts.coco.prepare", "--out", out, "--root", root, "--workers", 2
+        "data_scripts.coco.prepare",
+        *input_args("retinanet"),
+        "--out",
+        out,
+        "--root",
+        root,
+        "--workers",
+        2,
     )
     assert rc == 0, err
     assert "prepared 5 COCO val2017 images" in stdout
@@ -363,7 +378,7 @@ def test_empty_or_garbled_results_are_one_error_line(tmp_path, content, words):
         tmp_path / "eval",
         "--detections",
         dets,
-        "--gt",
+        "--root",
         FIXTURE,
     )
     assert_one_error_line(rc, err, *words)
@@ -408,7 +423,7 @@ def test_sample_round_trip_prepare_and_evaluate(tmp_path):
     data = sample.make_sample(root, images=6, seed=3)
     out = str(tmp_path / "data")
     os.makedirs(out)
-    assert prepare.prepare(out, root, workers=1) == (6, 0)
+    assert prepare.prepare(out, root, recipe_feed("retinanet"), workers=1) == (6, 0)
     stored = store.Store(out)
     assert [r["id"] for r in stored.records] == sorted(im["id"] for im in data["images"])
     by_id = dict((im["id"], im) for im in data["images"])
@@ -441,21 +456,21 @@ def test_prepare_bad_images(tmp_path):
     out = str(tmp_path / "data")
     os.makedirs(out)
     with pytest.raises(UserError, match=r"truncated JPEG.*--skip-bad"):
-        prepare.prepare(out, root, workers=1)
-    assert prepare.prepare(out, root, workers=1, skip_bad=True) == (3, 1)
+        prepare.prepare(out, root, recipe_feed("retinanet"), workers=1)
+    assert prepare.prepare(out, root, recipe_feed("retinanet"), workers=1, skip_bad=True) == (3, 1)
     assert len(store.Store(out)) == 3
     # An image whose size disagrees with the annotation file (replaced or rotated).
     data["images"][0]["height"] += 1
     write_json(os.path.join(root, layout.ANNOTATION_FILE), data)
     with pytest.raises(UserError, match=r"but annotations/instances_val2017.json says"):
-        prepare.prepare(out, root, workers=1, limit=1)
+        prepare.prepare(out, root, recipe_feed("retinanet"), workers=1, limit=1)
 
 
 def test_prepare_checks_the_input_size(tmp_path):
     with pytest.raises(UserError, match=r"smaller than --max-size 1333"):
-        prepare.prepare(str(tmp_path), str(tmp_path), input_size=1024)
+        prepare.prepare(str(tmp_path), str(tmp_path), recipe_feed("retinanet"), input_size=1024)
     with pytest.raises(UserError, match=r"multiple of 32.*1344"):
-        prepare.prepare(str(tmp_path), str(tmp_path), input_size=1340)
+        prepare.prepare(str(tmp_path), str(tmp_path), recipe_feed("retinanet"), input_size=1340)
 
 
 def test_resize_method_without_pillow(monkeypatch, capsys):

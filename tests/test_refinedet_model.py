@@ -635,7 +635,8 @@ def test_detections_text_reads_back_exact_float32(tmp_path):
 
 
 def test_infer_arguments(tmp_path):
-    from models.refinedet.infer import run_infer
+    from models.refinedet.infer import RefineDetTask, build_parser
+    from zoostage import infer
     from zoostage.backends.compile import compiled_model
     from zoostage.shards import parse_shard, shard_indices
 
@@ -652,5 +653,11 @@ def test_infer_arguments(tmp_path):
         compiled_model(str(tmp_path / "missing"), ".onnx")
     (tmp_path / "model.om").write_bytes(b"")
     assert compiled_model(str(tmp_path), ".om")[0] == str(tmp_path / "model.om")
+    args = build_parser().parse_args(
+        [
+            *("--out", str(tmp_path / "out"), "--model", str(tmp_path)),
+            *("--data", str(tmp_path), "--backend", "om", "--device", "cpu"),
+        ]
+    )
     with pytest.raises(UserError, match="runs on an NPU"):
-        run_infer(str(tmp_path / "out"), str(tmp_path), str(tmp_path), "om", device="cpu")
+        infer.run(args, RefineDetTask)

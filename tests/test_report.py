@@ -5,7 +5,7 @@ import json
 import pytest
 
 from zoobox.core.errors import UserError
-from zoostage.report import compare
+from zoostage.verdict import compare
 
 PUBLISHED = {
     "AP": {"value": 38.3, "tolerance": 0.2, "unit": "AP %"},
@@ -72,7 +72,7 @@ def test_bench_report_compares_each_batch_size_and_plots(tmp_path):
     import sys
 
     from tests.conftest import REPO, stage_env
-    from zoostage.bench_report import rows_for
+    from zoostage.verdict import throughput_by_batch as rows_for
 
     published = {"throughput_bs1": {"value": 379.45}, "throughput_bs4": {"value": 427.24}}
     assert rows_for({"1": {"throughput": 350.0}, "8": {"throughput": 400.0}}, published) == [

@@ -23,8 +23,10 @@ from models.retinaface.net import RetinaFace, build_model  # noqa: E402
 from models.retinaface.postprocess import decode_landmarks, detect  # noqa: E402
 from models.retinaface.priors import prior_box, prior_count  # noqa: E402
 from tests.conftest import run_stage  # noqa: E402
+from zoostage import infer  # noqa: E402
 from zoostage.cli import write_json  # noqa: E402
 from zoostage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
+from zoostage.shards import parse_shard  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 320
@@ -508,11 +510,19 @@ def test_infer_stage_end_to_end(exported, store_dir, tmp_path):
 def test_infer_shard_and_model_lookup(exported, store_dir, tmp_path):
     out = tmp_path / "shard"
     out.mkdir()
-    record = infer_stage.infer(str(out), exported, store_dir, batch_size=1, shard="1/2")
+    record = run_infer(out, exported, store_dir, "--shard", "1/2")
     assert record["images"] == 1 and record["shard"] == [1, 2]
     written = sorted(p.name for p in (out / "predictions").rglob("*.txt"))
     assert written == ["b.txt"]
     with pytest.raises(UserError):
-        infer_stage.parse_shard("2/2")
+        parse_shard("2/2")
     with pytest.raises(UserError, match=r"no model file model\.ts"):
-        infer_stage.infer(str(out), str(tmp_path), store_dir)
+        run_infer(out, str(tmp_path), store_dir)
+
+
+def run_infer(out, model, data, *extra):
+    """The infer stage in this process, parsed from its own command line."""
+    args = infer_stage.build_parser().parse_args(
+        ["--out", str(out), "--model", str(model), "--data", str(data), *extra]
+    )
+    return infer.run(args, infer_stage.RetinaFaceTask)

@@ -14,9 +14,10 @@ torch = pytest.importorskip("torch")
 
 from data_scripts.store import Store, feed_spec, write_store  # noqa: E402
 from models.common.checkpoint import load_strict  # noqa: E402
+from models.retinanet import PIXEL_MEAN_BGR, PIXEL_STD_BGR, checkpoint, net, postprocess  # noqa: E402
 from models.retinanet import anchors as anchor_lib  # noqa: E402
-from models.retinanet import checkpoint, net, postprocess  # noqa: E402
 from tests.conftest import run_stage  # noqa: E402
+from zoostage import infer as skeleton  # noqa: E402
 from zoostage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -492,7 +493,7 @@ def stage_dirs(tmp_path_factory):
         [(139, 426, 640), (802, 640, 424), (11813, 500, 500)],
         (SMALL, SMALL),
         _prepare_synthetic,
-        feed_spec(net.PIXEL_MEAN_BGR, net.PIXEL_STD_BGR, pad="after_norm"),
+        feed_spec(PIXEL_MEAN_BGR, PIXEL_STD_BGR, pad="after_norm"),
         workers=1,
     )
     fmt = "onnx" if _has("onnx") else "torchscript"
@@ -561,7 +562,9 @@ def test_infer_stage_end_to_end_torchscript(stage_dirs):
     detections = json.loads((out / "detections.json").read_text())
     timing = json.loads((out / "timing.json").read_text())
     assert timing["images"] == 3 and timing["throughput"] > 0 and timing["batch_size"] == 2
-    assert timing["detections"] == len(detections) > 0
+    summary = json.loads((out / "infer.json").read_text())
+    assert summary["detections"] == len(detections) > 0 and summary["images"] == 3
+    assert timing["postprocess_mean_ms"] > 0 and timing["by_batch"]["2"]["throughput"] > 0
     assert {d["image_id"] for d in detections} <= {139, 802, 11813}
     sizes = {139: (426, 640), 802: (640, 424), 11813: (500, 500)}
     for d in detections:
@@ -654,7 +657,6 @@ def test_stage_user_errors_are_one_line(stage_dirs, tmp_path):
 
 
 def test_topk_export_and_infer_in_process(stage_dirs, model, tmp_path):
-    import argparse
 
     from models.retinanet import export, infer
 
@@ -667,19 +669,14 @@ def test_topk_export_and_infer_in_process(stage_dirs, model, tmp_path):
     total = facts["traced_topk_vs_dense_detections_matched"][1]
     assert facts["traced_topk_vs_dense_detections_matched"] == [total, total]
     assert facts["outputs"]["indices"] == [1, sum(wrapper.topk)]
-    args = argparse.Namespace(
-        out=str(tmp_path / "infer"),
-        model=str(folder),
-        data=str(stage_dirs["data"]),
-        backend="torchscript",
-        batch_size=1,
-        device="cpu",
-        shard=None,
-        threads=None,
-        warmup=1,
+    args = infer.build_parser().parse_args(
+        [
+            *("--out", str(tmp_path / "infer"), "--model", str(folder)),
+            *("--data", str(stage_dirs["data"]), "--warmup", "1"),
+        ]
     )
     os.makedirs(args.out)
-    infer.main(args)
+    skeleton.run(args, infer.RetinaNetTask)
     got = json.loads((tmp_path / "infer" / "detections.json").read_text())
     dense = json.loads((stage_dirs["root"] / "infer" / "detections.json").read_text())
     key = lambda d: (d["image_id"], d["category_id"], round(d["score"], 4))  # noqa: E731

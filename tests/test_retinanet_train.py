@@ -24,8 +24,8 @@ torch = pytest.importorskip("torch")
 from data_scripts.coco import prepare  # noqa: E402
 from data_scripts.coco.sample import make_sample  # noqa: E402
 from models.common.boxes import encode_deltas  # noqa: E402
+from models.retinanet import PIXEL_MEAN_BGR, PIXEL_STD_BGR, checkpoint, net  # noqa: E402  # noqa: E402
 from models.retinanet import anchors as anchor_lib  # noqa: E402
-from models.retinanet import checkpoint, net  # noqa: E402
 from models.retinanet.train import (  # noqa: E402
     checkpoints,
     launch,
@@ -234,7 +234,7 @@ def test_collate_pads_to_32_and_to_input_matches_the_inference_feed(sample):
     want = to_input(
         batch["pixels"][:1].numpy(),
         [[h, w]],
-        feed_spec(prepare.PIXEL_MEAN_BGR, prepare.PIXEL_STD_BGR, pad="after_norm"),
+        feed_spec(PIXEL_MEAN_BGR, PIXEL_STD_BGR, pad="after_norm"),
     )
     np.testing.assert_array_equal(x[:1].numpy(), want)
     # The flipped image is the mirror of the unflipped one.

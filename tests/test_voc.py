@@ -24,7 +24,7 @@ from data_scripts.voc.evaluate import (
 )
 from data_scripts.voc.layout import VOC_CLASSES, VOCLayout, locate, parse_annotation
 from data_scripts.voc.sample import make_sample
-from tests.conftest import run_stage
+from tests.conftest import input_args, run_stage
 from zoostage.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -479,11 +479,23 @@ def test_fixture_layout_parses_five_records_with_difficult():
 def test_missing_image_list_is_one_line(tmp_path):
     devkit = make_sample(str(tmp_path), images=2, seed=1)
     os.remove(os.path.join(devkit, "VOC2007", "ImageSets", "Main", "test.txt"))
-    proc = run_stage("data_scripts.voc.prepare", "--out", tmp_path / "out", "--root", devkit)
+    proc = run_stage(
+        "data_scripts.voc.prepare",
+        *input_args("refinedet"),
+        "--out",
+        tmp_path / "out",
+        "--root",
+        devkit,
+    )
     expected = os.path.join(devkit, "VOC2007", "ImageSets", "Main", "test.txt")
     assert_one_error_line(proc, expected, "VOCtest_06-Nov-2007.tar")
     proc = run_stage(
-        "data_scripts.voc.prepare", "--out", tmp_path / "out", "--root", tmp_path / "x"
+        "data_scripts.voc.prepare",
+        *input_args("refinedet"),
+        "--out",
+        tmp_path / "out",
+        "--root",
+        tmp_path / "x",
     )
     assert_one_error_line(proc, "does not exist", "VOCtest_06-Nov-2007.tar")
 
@@ -496,7 +508,14 @@ def test_unparsable_annotation_is_one_line_naming_it(tmp_path):
     with pytest.raises(UserError) as caught:
         parse_annotation(bad)
     assert bad in str(caught.value)
-    proc = run_stage("data_scripts.voc.prepare", "--out", tmp_path / "out", "--root", devkit)
+    proc = run_stage(
+        "data_scripts.voc.prepare",
+        *input_args("refinedet"),
+        "--out",
+        tmp_path / "out",
+        "--root",
+        devkit,
+    )
     assert_one_error_line(proc, bad, "does not parse")
 
 
@@ -504,7 +523,14 @@ def test_missing_image_is_one_line_naming_it(tmp_path):
     devkit = make_sample(str(tmp_path), images=3, seed=2)
     gone = os.path.join(devkit, "VOC2007", "JPEGImages", "000003.jpg")
     os.remove(gone)
-    proc = run_stage("data_scripts.voc.prepare", "--out", tmp_path / "out", "--root", devkit)
+    proc = run_stage(
+        "data_scripts.voc.prepare",
+        *input_args("refinedet"),
+        "--out",
+        tmp_path / "out",
+        "--root",
+        devkit,
+    )
     assert_one_error_line(proc, gone, "missing")
 
 
@@ -517,7 +543,16 @@ def test_prepare_feeds_what_the_reference_base_transform_gives(tmp_path, sample)
 
     out = tmp_path / "data"
     proc = run_stage(
-        "data_scripts.voc.prepare", "--out", out, "--root", sample, "--limit", "4", "--workers", "2"
+        "data_scripts.voc.prepare",
+        *input_args("refinedet"),
+        "--out",
+        out,
+        "--root",
+        sample,
+        "--limit",
+        "4",
+        "--workers",
+        "2",
     )
     assert proc.returncode == 0, proc.stderr
     assert "prepared 4 of 6" in proc.stdout
@@ -546,7 +581,14 @@ def test_prepare_feeds_what_the_reference_base_transform_gives(tmp_path, sample)
 @needs_fixture
 def test_prepare_on_fixture_stops_on_truncated_jpeg(tmp_path):
     proc = run_stage(
-        "data_scripts.voc.prepare", "--out", tmp_path / "data", "--root", FIXTURE, "--workers", "2"
+        "data_scripts.voc.prepare",
+        *input_args("refinedet"),
+        "--out",
+        tmp_path / "data",
+        "--root",
+        FIXTURE,
+        "--workers",
+        "2",
     )
     # The progress line of the image read before the failure may precede it.
     assert_one_error_line(proc, "000001.jpg", "--skip-bad", alone=False)
@@ -556,7 +598,15 @@ def test_prepare_on_fixture_stops_on_truncated_jpeg(tmp_path):
 def test_prepare_on_fixture_skip_bad_keeps_four(tmp_path):
     out = tmp_path / "data"
     proc = run_stage(
-        "data_scripts.voc.prepare", "--out", out, "--root", FIXTURE, "--workers", "2", "--skip-bad"
+        "data_scripts.voc.prepare",
+        *input_args("refinedet"),
+        "--out",
+        out,
+        "--root",
+        FIXTURE,
+        "--workers",
+        "2",
+        "--skip-bad",
     )
     assert proc.returncode == 0, proc.stderr
     assert "prepared 4 of 5" in proc.stdout and "skipped 1 unreadable image" in proc.stdout

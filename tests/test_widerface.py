@@ -18,7 +18,7 @@ from data_scripts.store import Store
 from data_scripts.widerface import evaluate as ev
 from data_scripts.widerface import layout, prepare, sample
 from data_scripts.widerface.predictions import write_image_predictions
-from tests.conftest import run_stage
+from tests.conftest import input_args, run_stage
 from zoostage.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -577,7 +577,7 @@ def test_evaluate_stage_end_to_end(sample_root, tmp_path):
         out,
         "--predictions",
         pred_root,
-        "--gt",
+        "--root",
         sample_root,
     )
     assert proc.returncode == 0, proc.stderr
@@ -610,7 +610,7 @@ def test_evaluate_stage_end_to_end(sample_root, tmp_path):
         out2,
         "--predictions",
         partial_root,
-        "--gt",
+        "--root",
         sample_root,
     )
     assert proc.returncode == 0, proc.stderr
@@ -632,7 +632,7 @@ def test_evaluate_stage_user_errors(sample_root, tmp_path):
         str(tmp_path / "o1"),
         "--predictions",
         empty,
-        "--gt",
+        "--root",
         sample_root,
     )
     assert_one_line_error(proc, "no predictions")
@@ -642,7 +642,7 @@ def test_evaluate_stage_user_errors(sample_root, tmp_path):
         str(tmp_path / "o2"),
         "--predictions",
         str(tmp_path / "absent"),
-        "--gt",
+        "--root",
         sample_root,
     )
     assert_one_line_error(proc, "does not exist")
@@ -655,7 +655,7 @@ def test_evaluate_stage_user_errors(sample_root, tmp_path):
         str(tmp_path / "o3"),
         "--predictions",
         empty,
-        "--gt",
+        "--root",
         str(tmp_path),
     )
     assert_one_line_error(proc, "wider_face_val.mat")
@@ -671,6 +671,7 @@ def test_prepare_stage_end_to_end(sample_root, tmp_path):
     out = str(tmp_path / "prep")
     proc = run_stage(
         "data_scripts.widerface.prepare",
+        *input_args("retinaface"),
         "--out",
         out,
         "--root",
@@ -726,6 +727,7 @@ def test_prepare_stage_end_to_end(sample_root, tmp_path):
     limited = str(tmp_path / "limited")
     proc = run_stage(
         "data_scripts.widerface.prepare",
+        *input_args("retinaface"),
         "--out",
         limited,
         "--root",
@@ -752,6 +754,7 @@ def test_prepare_corrupt_image(sample_root, tmp_path):
     shutil.copy(CORRUPT_JPEG, victim)
     proc = run_stage(
         "data_scripts.widerface.prepare",
+        *input_args("retinaface"),
         "--out",
         str(tmp_path / "o1"),
         "--root",
@@ -766,6 +769,7 @@ def test_prepare_corrupt_image(sample_root, tmp_path):
     out = str(tmp_path / "o2")
     proc = run_stage(
         "data_scripts.widerface.prepare",
+        *input_args("retinaface"),
         "--out",
         out,
         "--root",
@@ -787,6 +791,7 @@ def test_prepare_corrupt_image(sample_root, tmp_path):
 def test_prepare_missing_dataset_and_image(sample_root, tmp_path):
     proc = run_stage(
         "data_scripts.widerface.prepare",
+        *input_args("retinaface"),
         "--out",
         str(tmp_path / "o1"),
         "--root",
@@ -799,7 +804,12 @@ def test_prepare_missing_dataset_and_image(sample_root, tmp_path):
     dataset = layout.load(root)
     os.remove(dataset.image_path(2))
     proc = run_stage(
-        "data_scripts.widerface.prepare", "--out", str(tmp_path / "o2"), "--root", root
+        "data_scripts.widerface.prepare",
+        *input_args("retinaface"),
+        "--out",
+        str(tmp_path / "o2"),
+        "--root",
+        root,
     )
     assert_one_line_error(proc, dataset.image_path(2), "missing")
 

@@ -12,21 +12,8 @@ import os
 
 from zoostage import cli
 from zoostage.errors import UserError
-from zoostage.report import load_recipe_file
-
-
-def rows_for(by_batch, published):
-    """[(batch size, measured fps or None, published fps or None)] over both tables."""
-    sizes = set(int(b) for b in by_batch)
-    for key in published:
-        if key.startswith("throughput_bs"):
-            sizes.add(int(key[len("throughput_bs") :]))
-    rows = []
-    for size in sorted(sizes):
-        measured = (by_batch.get(str(size)) or {}).get("throughput")
-        ref = (published.get("throughput_bs%d" % size) or {}).get("value")
-        rows.append((size, measured, ref))
-    return rows
+from zoostage.recipe import load_recipe
+from zoostage.verdict import ratio, throughput_by_batch
 
 
 def markdown(title, rows, where):
@@ -39,14 +26,14 @@ def markdown(title, rows, where):
         "| --- | --- | --- | --- |",
     ]
     for size, measured, ref in rows:
-        ratio = "%.2f" % (measured / ref) if measured and ref else "-"
+        fraction = ratio(measured, ref)
         lines.append(
             "| %d | %s | %s | %s |"
             % (
                 size,
                 "%.2f" % measured if measured is not None else "-",
                 "%.2f" % ref if ref is not None else "-",
-                ratio,
+                "%.2f" % fraction if fraction is not None else "-",
             )
         )
     lines += ["", "![throughput per batch size](fps_vs_batch.png)", ""]
@@ -83,9 +70,9 @@ def main(args):
         raise UserError("no bench.json in %s: run the bench measurement first" % args.bench)
     with open(path) as handle:
         bench = json.load(handle)
-    recipe = load_recipe_file(args.recipe)
-    rows = rows_for(bench.get("by_batch") or {}, recipe.get("published") or {})
-    title = recipe.get("title", recipe["name"])
+    recipe = load_recipe(args.recipe)
+    rows = throughput_by_batch(bench.get("by_batch") or {}, recipe.published)
+    title = recipe.title
     where = "%s, %s loops" % (bench.get("tool", "the bench stage"), bench.get("loop", "?"))
     with open(os.path.join(args.out, "bench.md"), "w") as handle:
         handle.write(markdown(title, rows, where))

@@ -19,6 +19,8 @@ import shutil
 
 from zoostage import cli
 from zoostage.errors import UserError
+from zoostage.recipe import load_recipe
+from zoostage.verdict import compare
 
 
 def _read_json(folder, name, required=True):
@@ -31,58 +33,6 @@ def _read_json(folder, name, required=True):
     return {}
 
 
-def load_recipe_file(recipe):
-    """The recipe dict from a recipe.yaml path or a recipe name."""
-    import yaml
-
-    path = recipe
-    if not os.path.isfile(path):
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        path = os.path.join(here, "models", recipe, "recipe.yaml")
-    if not os.path.isfile(path):
-        raise UserError("no recipe file %s" % recipe)
-    with open(path) as handle:
-        return yaml.safe_load(handle)
-
-
-def compare(published, metrics, timing, weights, images, full_images, npu):
-    """One row per published metric, with its status."""
-    rows = []
-    for key, ref in published.items():
-        speed = bool(ref.get("speed"))
-        if speed:
-            measured = (
-                timing.get("throughput")
-                if key == "throughput"
-                else timing.get("by_batch", {})
-                .get(key.replace("throughput_bs", ""), {})
-                .get("throughput")
-            )
-        else:
-            measured = metrics.get(key)
-        row = {
-            "metric": key,
-            "published": ref.get("value"),
-            "unit": ref.get("unit", ""),
-            "tolerance": ref.get("tolerance"),
-            "measured": measured,
-            "where": ref.get("where", ""),
-        }
-        if measured is None:
-            row["status"] = "not measured"
-        elif speed:
-            row["status"] = "info" if npu else "other device"
-        elif weights == "random":
-            row["status"] = "not meaningful"
-        elif full_images and images is not None and images < full_images:
-            row["status"] = "subset"
-        else:
-            tolerance = ref.get("tolerance") or 0.0
-            row["status"] = "pass" if measured >= ref["value"] - tolerance else "fail"
-        rows.append(row)
-    return rows
-
-
 def _fmt(value):
     if value is None:
         return "-"
@@ -93,7 +43,7 @@ def _fmt(value):
 
 def render(recipe, rows, metrics_doc, timing, export, versions, figures):
     weights = export.get("weights", "unknown")
-    lines = ["# %s: zoobox report" % recipe.get("title", recipe["name"]), ""]
+    lines = ["# %s: zoobox report" % recipe.title, ""]
     if weights == "random":
         lines += [
             "> **Weights: seeded random initialisation.** Accuracy numbers below are "
@@ -158,16 +108,16 @@ def render(recipe, rows, metrics_doc, timing, export, versions, figures):
 
 
 def main(args):
-    recipe = load_recipe_file(args.recipe)
+    recipe = load_recipe(args.recipe)
     metrics_doc = _read_json(args.evaluate, "metrics.json")
     timing = _read_json(args.infer, "timing.json")
     export = _read_json(args.export, "export.json", required=False)
     infer_stage = _read_json(args.infer, "stage.json", required=False)
     versions = infer_stage.get("versions") or _read_json(args.infer, "env.json", required=False)
     npu = timing.get("backend") in ("aie", "om")
-    full = (recipe.get("dataset") or {}).get("images")
+    full = recipe.dataset.get("images")
     rows = compare(
-        recipe.get("published") or {},
+        recipe.published,
         metrics_doc.get("metrics") or {},
         timing,
         export.get("weights"),
@@ -185,8 +135,8 @@ def main(args):
     with open(os.path.join(args.out, "report.md"), "w") as handle:
         handle.write(text)
     summary = {
-        "recipe": recipe["name"],
-        "title": recipe.get("title"),
+        "recipe": recipe.name,
+        "title": recipe.title,
         "rows": rows,
         "weights": export.get("weights"),
         "backend": timing.get("backend"),

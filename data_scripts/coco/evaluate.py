@@ -1,6 +1,6 @@
 """COCO bbox evaluation (pycocotools COCOeval) of a COCO results file.
 
-    python -m data_scripts.coco.evaluate --out OUT --detections DETS_JSON --gt DATA_ROOT
+    python -m data_scripts.coco.evaluate --out OUT --detections DETS_JSON --root DATA_ROOT
         [--data DATA_STAGE_DIR] [--figure-score 0.5] [--figure-images 4]
 
 DETS_JSON is COCO results: a JSON list of {"image_id", "category_id", "bbox": [x, y, w, h]
@@ -160,7 +160,7 @@ def check_ids(detections, gt_ids, run_ids, dets_path, data_dir):
         not_gt = set(run_ids) - gt_ids
         if not_gt:
             raise UserError(
-                "the data stage %s prepared %d images that are not in %s (%s): wrong --gt"
+                "the data stage %s prepared %d images that are not in %s (%s): wrong --root"
                 % (data_dir, len(not_gt), layout.ANNOTATION_FILE, _ids_text(not_gt))
             )
 
@@ -278,7 +278,7 @@ def main(args):
     evaluate(
         args.out,
         args.detections,
-        args.gt,
+        args.root,
         data_dir=args.data,
         figure_score=args.figure_score,
         figure_images=args.figure_images,
@@ -288,7 +288,9 @@ def main(args):
 def build_parser():
     parser = cli.parser(__doc__.splitlines()[0])
     parser.add_argument("--detections", required=True, help="COCO results JSON file")
-    parser.add_argument("--gt", required=True, help="COCO folder with annotations/ (and val2017/)")
+    parser.add_argument(
+        "--root", required=True, help="COCO folder with annotations/ (and val2017/)"
+    )
     parser.add_argument(
         "--data", help="data stage folder: score exactly its images (default: images detected)"
     )

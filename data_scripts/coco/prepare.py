@@ -1,6 +1,7 @@
 """COCO val2017 -> the RetinaNet input store: detectron2's test-time preprocessing.
 
-    python -m data_scripts.coco.prepare --out OUT --root DATA [--input-size 1344]
+    python -m data_scripts.coco.prepare --out OUT --root DATA \
+        --mean-bgr 103.53,116.28,123.675 --pad after_norm [--input-size 1344]
         [--limit N] [--workers N] [--skip-bad] [--resize auto|pil|cv2]
 
 What detectron2 does at test time for `retinanet_R_50_FPN_3x` (INPUT.FORMAT BGR,
@@ -15,7 +16,8 @@ MIN_SIZE_TEST 800, MAX_SIZE_TEST 1333, PIXEL_MEAN 103.53 116.28 123.675, PIXEL_S
    (detectron2 pads the normalized tensor, so padding is 0 after normalization).
 
 Steps 1-3 are stored as uint8 pixels (`data_scripts.store`); step 4 is the store's feed
-recipe `feed_spec(mean, pad="after_norm")`, applied when batches are read.
+recipe (mean, std, pad after normalization), applied when batches are read; those are the
+model's facts, passed by the recipe from its `input` block.
 
 Resize method (`--resize`): `pil` is detectron2's own (Pillow's bilinear), exact.
 `cv2` is `cv2.resize(INTER_LINEAR)`, what the ModelZoo seed script uses: on COCO (every
@@ -48,8 +50,6 @@ from zoostage.errors import UserError
 MIN_SIZE = 800
 MAX_SIZE = 1333
 INPUT_SIZE = 1344
-PIXEL_MEAN_BGR = (103.53, 116.28, 123.675)
-PIXEL_STD_BGR = (1.0, 1.0, 1.0)
 # The largest FPN stride: detectron2 pads every input to a multiple of it.
 SIZE_DIVISIBILITY = 32
 RESIZE_METHODS = ("auto", "pil", "cv2")
@@ -138,6 +138,7 @@ def prepare_image(item):
 def prepare(
     out,
     root,
+    feed,
     input_size=INPUT_SIZE,
     limit=0,
     workers=0,
@@ -146,7 +147,10 @@ def prepare(
     min_size=MIN_SIZE,
     max_size=MAX_SIZE,
 ):
-    """Preprocess COCO val2017 at `root` into a store at `out`; return (images, skipped)."""
+    """Preprocess COCO val2017 at `root` into a store at `out`; return (images, skipped).
+
+    `feed` is the model's input recipe (data_scripts.store.feed_spec).
+    """
     if min_size < 1 or max_size < min_size:
         raise UserError("need 1 <= --min-size <= --max-size, not %d, %d" % (min_size, max_size))
     if input_size < max_size:
@@ -179,7 +183,6 @@ def prepare(
         )
         for image in images
     ]
-    feed = store.feed_spec(mean_bgr=PIXEL_MEAN_BGR, std_bgr=PIXEL_STD_BGR, pad="after_norm")
     extra = {
         "dataset": "coco-val2017",
         "resize": {
@@ -206,9 +209,11 @@ def prepare(
 
 
 def main(args):
+    feed = store.check_prepare_arguments(args)
     done, skipped = prepare(
         args.out,
         args.root,
+        feed,
         input_size=args.input_size,
         limit=args.limit,
         workers=args.workers,
@@ -225,14 +230,8 @@ def main(args):
 
 def build_parser():
     parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True, help="COCO folder: val2017/, annotations/")
-    parser.add_argument(
-        "--input-size", type=int, default=INPUT_SIZE, help="padded square input (1344)"
-    )
-    parser.add_argument("--limit", type=int, default=0, help="first N images by id (0 = all)")
-    parser.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
-    parser.add_argument(
-        "--skip-bad", action="store_true", help="leave unreadable images out instead of stopping"
+    store.add_prepare_arguments(
+        parser, "COCO folder: val2017/, annotations/", input_size=INPUT_SIZE
     )
     parser.add_argument(
         "--resize",

@@ -1,7 +1,7 @@
 """The VOC2007 test data stage: RefineDet.PyTorch's test-time preprocessing into a store.
 
-    python -m data_scripts.voc.prepare --out OUT --root DATA [--input-size 320]
-        [--limit N] [--workers N] [--skip-bad]
+    python -m data_scripts.voc.prepare --out OUT --root DATA --mean-bgr 104,117,123 \
+        --channels rgb [--input-size 320] [--limit N] [--workers N] [--skip-bad]
 
 The reference (RefineDet.PyTorch data/__init__.py BaseTransform, as the ModelZoo
 RefineDet_preprocess.py runs it through VOCDetection.pull_item) does, per image:
@@ -13,7 +13,8 @@ RefineDet_preprocess.py runs it through VOCDetection.pull_item) does, per image:
 cv2.resize of a uint8 image gives uint8 pixels, so the store keeps them exactly and the
 feed recipe (mean_bgr=(104, 117, 123), channels="rgb") repeats the last two steps at
 feed time: the network sees the same float32 tensor. No padding: the resize fills the
-whole input. Records: {"id": "000001", "file": "JPEGImages/000001.jpg", "orig_hw": [h, w]}
+whole input. The mean and the RGB order are the model's: the recipe passes its `input`
+block. Records: {"id": "000001", "file": "JPEGImages/000001.jpg", "orig_hw": [h, w]}
 (the original size scales the normalized boxes back to pixels).
 """
 
@@ -21,17 +22,15 @@ import json
 import os
 import sys
 
-from data_scripts.store import INDEX_FILE, feed_spec, read_image, write_store
+from data_scripts.store import (
+    INDEX_FILE,
+    add_prepare_arguments,
+    check_prepare_arguments,
+    read_image,
+    write_store,
+)
 from data_scripts.voc.layout import VOC_CLASSES, VOCLayout
 from zoostage import cli
-from zoostage.errors import UserError
-
-MEAN_BGR = (104, 117, 123)
-
-
-def refinedet_feed():
-    """The feed recipe of RefineDet.PyTorch's BaseTransform + pull_item."""
-    return feed_spec(mean_bgr=MEAN_BGR, channels="rgb")
 
 
 def prepare_image(item):
@@ -45,35 +44,13 @@ def prepare_image(item):
     return pixels, {"id": image_id, "file": file_rel, "orig_hw": [int(height), int(width)]}
 
 
-def _bool(text):
-    value = str(text).strip().lower()
-    if value in ("1", "true", "yes", "on", "t", "y"):
-        return True
-    if value in ("0", "false", "no", "off", "f", "n", "", "none"):
-        return False
-    raise ValueError("not a boolean: %r" % (text,))
-
-
 def build_parser():
     parser = cli.parser("Preprocess VOC2007 test for RefineDet (resize, mean, RGB) into a store.")
-    parser.add_argument("--root", required=True, help="VOCdevkit folder (or VOC2007 itself)")
-    parser.add_argument("--input-size", type=int, default=320, help="square input side (320)")
-    parser.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")
-    parser.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
-    parser.add_argument(
-        "--skip-bad",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        help="leave unreadable images out and count them instead of stopping",
-    )
-    return parser
+    return add_prepare_arguments(parser, "VOCdevkit folder (or VOC2007 itself)", input_size=320)
 
 
 def main(args):
-    if args.input_size <= 0:
-        raise UserError("--input-size must be positive, not %d" % args.input_size)
+    feed = check_prepare_arguments(args)
     layout = VOCLayout(args.root)
     ids = layout.ids[: args.limit] if args.limit and args.limit > 0 else layout.ids
     if not args.skip_bad:
@@ -87,7 +64,7 @@ def main(args):
         items,
         (size, size),
         prepare_image,
-        refinedet_feed(),
+        feed,
         workers=args.workers or None,
         skip_bad=args.skip_bad,
         label="VOC2007 %s" % layout.image_set,

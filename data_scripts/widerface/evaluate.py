@@ -41,7 +41,7 @@ predictions pass every threshold; when a setting has no counted face among the e
 images (the port gets NaN) its AP is reported as 0 and its face count as 0; a prediction
 file the port would choke on (missing for a gt image) simply leaves that image out.
 
-    python -m data_scripts.widerface.evaluate --out OUT --predictions PRED_DIR --gt DATA_ROOT
+    python -m data_scripts.widerface.evaluate --out OUT --predictions PRED_DIR --root DATA_ROOT
 """
 
 import os
@@ -284,13 +284,13 @@ def write_outputs(out, result, total_images):
 
 
 def main(args):
-    dataset = layout.load(args.gt, images=False)
+    dataset = layout.load(args.root, images=False)
     predictions = read_prediction_dir(args.predictions)
     result = evaluate(dataset, predictions)
     if result["images"] == 0:
         raise UserError(
             "none of the %d prediction files in %s names a WIDER FACE val image (e.g. %s); "
-            "check --predictions and --gt"
+            "check --predictions and --root"
             % (len(predictions), args.predictions, result["unmatched"][0])
         )
     if result["unmatched"]:
@@ -321,7 +321,7 @@ def build_parser():
         "--predictions", required=True, help="folder of <event>/<image>.txt prediction files"
     )
     parser.add_argument(
-        "--gt", required=True, help="WIDER FACE root holding the ground-truth .mat files"
+        "--root", required=True, help="WIDER FACE root holding the ground-truth .mat files"
     )
     return parser
 

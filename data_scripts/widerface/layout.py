@@ -82,7 +82,7 @@ class WiderFaceVal(object):
 
 def _check_root(root):
     if not root:
-        raise UserError("no WIDER FACE folder given (pass --root / --gt): " + GET_IMAGES)
+        raise UserError("no WIDER FACE folder given (pass --root): " + GET_IMAGES)
     if not os.path.isdir(root):
         raise UserError(
             "WIDER FACE folder %s does not exist: %s, and %s" % (root, GET_IMAGES, GET_GT)

@@ -7,8 +7,10 @@ the output is round(w * scale) x round(h * scale) and OpenCV maps pixels with th
 itself --, padded with zeros at the right and bottom to S x S, and fed as BGR minus
 (104, 117, 123). The store keeps the uint8 pixels; the feed recipe subtracts the mean
 from the padding too, so the padding reaches the network at minus the mean, as in the
-seed. Records: {"id": "event/name", "file": "event/name.jpg", "orig_hw": [h, w],
-"scale": scale}; the infer stage divides boxes by "scale".
+seed. The mean, and that the padding is normalized too, are the model's: the recipe passes
+its `input` block (--mean-bgr 104,117,123 --pad before_norm). Records: {"id":
+"event/name", "file": "event/name.jpg", "orig_hw": [h, w], "scale": scale}; the infer
+stage divides boxes by "scale".
 
 One known difference: Pytorch_Retinaface's test_widerface.py converts the image to
 float32 before cv2.resize, so its resized pixels are not rounded; the store resizes the
@@ -17,18 +19,22 @@ average ~0.26 grey levels (measured on a COCO image at S = 1000 and 300).
 
 Only the images listed in the ground truth are taken, in its order (the first --limit).
 
-    python -m data_scripts.widerface.prepare --out OUT --root DATA [--input-size 1000]
-        [--limit N] [--workers N] [--skip-bad]
+    python -m data_scripts.widerface.prepare --out OUT --root DATA --mean-bgr 104,117,123 \
+        [--input-size 1000] [--limit N] [--workers N] [--skip-bad]
 """
 
 import os
 
-from data_scripts.store import feed_spec, read_image, write_store
+from data_scripts.store import (
+    add_prepare_arguments,
+    check_prepare_arguments,
+    read_image,
+    write_store,
+)
 from data_scripts.widerface import layout
 from zoostage import cli
 from zoostage.errors import UserError
 
-MEAN_BGR = (104, 117, 123)
 DEFAULT_INPUT_SIZE = 1000
 
 
@@ -82,14 +88,10 @@ def items_for(dataset, size, limit=0):
 
 
 def main(args):
-    if args.input_size <= 0:
-        raise UserError("--input-size must be positive, not %d" % args.input_size)
-    if args.limit < 0 or args.workers < 0:
-        raise UserError("--limit and --workers take 0 (all) or a positive number")
+    feed = check_prepare_arguments(args)
     dataset = layout.load(args.root, images=True)
     size = int(args.input_size)
     items = items_for(dataset, size, args.limit)
-    feed = feed_spec(mean_bgr=MEAN_BGR, pad="before_norm", channels="bgr")
     extra = {
         "dataset": "widerface-val",
         "input_size": size,
@@ -122,19 +124,9 @@ def main(args):
 
 def build_parser():
     parser = cli.parser("WIDER FACE val preprocessing for RetinaFace (resize, pad, BGR - mean)")
-    parser.add_argument("--root", required=True, help="WIDER FACE val root (images + .mat)")
-    parser.add_argument(
-        "--input-size",
-        type=int,
-        default=DEFAULT_INPUT_SIZE,
-        help="square network input side S (default %(default)s)",
+    return add_prepare_arguments(
+        parser, "WIDER FACE val root (images + .mat)", input_size=DEFAULT_INPUT_SIZE
     )
-    parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
-    parser.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
-    parser.add_argument(
-        "--skip-bad", action="store_true", help="leave unreadable images out and count them"
-    )
-    return parser
 
 
 if __name__ == "__main__":

@@ -23,5 +23,6 @@ CFG_MNET = {
 # The recipe's fixed network input (pixels, square), as the ModelZoo seed runs it.
 INPUT_SIZE = 1000
 
-# The mean the reference subtracts from BGR pixels (no std division).
+# The mean the reference subtracts from BGR pixels (no std division). The recipe's `input`
+# block passes the same to the data stage (tests check they agree).
 MEAN_BGR = (104.0, 117.0, 123.0)

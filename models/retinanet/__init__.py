@@ -25,3 +25,8 @@ matching (R, 4) anchors; score filtering, decoding and NMS run on the host
 """
 
 NUM_CLASSES = 80
+
+# detectron2 MODEL.PIXEL_MEAN / PIXEL_STD (BGR) for MSRA weights: std is folded into conv1.
+# The recipe's `input` block passes the same to the data stage (tests check they agree).
+PIXEL_MEAN_BGR = (103.530, 116.280, 123.675)
+PIXEL_STD_BGR = (1.0, 1.0, 1.0)

@@ -26,6 +26,7 @@ Runs on torch 1.10.1 (the export env) and newer: only APIs that 1.10 has.
 import inspect
 import os
 
+from models.retinanet import PIXEL_MEAN_BGR, PIXEL_STD_BGR
 from models.retinanet import anchors as anchor_lib
 from zoostage import cli, fetch
 from zoostage.errors import UserError
@@ -241,8 +242,8 @@ def main(args):
         input={
             "layout": "NCHW",
             "channels": "bgr",
-            "pixel_mean": list(net.PIXEL_MEAN_BGR),
-            "pixel_std": list(net.PIXEL_STD_BGR),
+            "pixel_mean": list(PIXEL_MEAN_BGR),
+            "pixel_std": list(PIXEL_STD_BGR),
             "pad": "after_norm",
         },
         nms="host",

@@ -29,9 +29,6 @@ from models.retinanet.anchors import NUM_CELL_ANCHORS
 
 # ResNet-50: blocks per stage res2..res5.
 RESNET50_BLOCKS = (3, 4, 6, 3)
-# detectron2 MODEL.PIXEL_MEAN / PIXEL_STD (BGR) for MSRA weights: std is folded into conv1.
-PIXEL_MEAN_BGR = (103.530, 116.280, 123.675)
-PIXEL_STD_BGR = (1.0, 1.0, 1.0)
 
 
 class FrozenBatchNorm2d(nn.Module):

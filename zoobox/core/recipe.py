@@ -1,137 +1,146 @@
-"""Recipe files (`models/<recipe>/recipe.yaml`) and the stage graph they describe.
+"""Recipes on the host: loading with the host's checks, parameters, and stage commands.
 
-A recipe names its stages in order; each stage is a module run with `python -m`, its
-arguments written as templates over a small context:
+The file format and the `Recipe` both sides share are zoostage.recipe's. The host adds
+what only it can check (known envs and backends, placeholders that resolve) and renders
+each stage's arguments, written in the file as templates over a small context:
 
     {p.NAME}        a parameter (recipe default < invoke config < command-line flag)
     {weights.X}     the recipe's weights entry (file, url, sha256)
+    {input.X}       the network's input facts (mean_bgr, std_bgr, channels, pad)
     {in.STAGE}      the output folder of an upstream stage (it must be in `needs`)
     {data}          the dataset root
     {cache}         the weights cache
     {device}        the device the stage's backend runs on ("cpu", "0", ...)
     {devices}       all devices asked for, comma-separated (for one multi-device process)
     {work}          ARTIFACTS/<recipe>/work: state kept across runs (training checkpoints)
+    {recipe_file}   the recipe file itself
 
 An argument whose template is a single placeholder takes the value as it is: None or
-False drop the flag, True leaves a bare flag.
+False drop the flag, True leaves a bare flag, a list becomes comma-separated.
 """
 
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 
-import yaml
-
+from zoobox.core.envspec import load_envs
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
+from zoostage.backends import NAMES as BACKEND_NAMES
+from zoostage.recipe import CONTEXT_NAMES, ParamSpec, Recipe, RecipeError, StageSpec
+from zoostage.recipe import load_recipe as read_recipe
+from zoostage.recipe import recipe_names as _recipe_names
+
+__all__ = [
+    "ENGINE_PARAMS",
+    "Recipe",
+    "RecipeError",
+    "StageSpec",
+    "context_for",
+    "load_recipe",
+    "recipe_names",
+    "render_args",
+    "resolve_params",
+]
 
 MODELS_DIR = REPO / "models"
 
-
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    env: str
-    module: str
-    args: dict
-    needs: tuple[str, ...] = ()
-    npu: bool = False  # uses the backend: needs the NPU when the backend is an NPU one
-    shard: bool = False  # takes --shard I/N: several devices split its images
-    optional: bool = False  # not part of `all`; runs when asked for by name (training)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    title: str
-    path: Path
-    dataset: dict
-    weights: dict
-    backends: dict
-    params: dict
-    published: dict
-    stages: tuple[StageSpec, ...]
-    raw: dict = field(repr=False, compare=False, default_factory=dict)
-
-    @property
-    def stage_names(self) -> list[str]:
-        return [stage.name for stage in self.stages]
-
-    @property
-    def default_stages(self) -> list[str]:
-        """What `all` runs: every stage but the optional ones."""
-        return [stage.name for stage in self.stages if not stage.optional]
-
-    def stage(self, name: str) -> StageSpec:
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        raise UserError(
-            f"recipe {self.name} has no stage {name!r} (stages: {', '.join(self.stage_names)})"
-        )
-
-    def upstream(self, name: str) -> list[str]:
-        """`name` and every stage it depends on, in recipe order."""
-        wanted = {name}
-        for stage in reversed(self.stages):
-            if stage.name in wanted:
-                wanted.update(stage.needs)
-        return [stage.name for stage in self.stages if stage.name in wanted]
+# Parameters every recipe has, set by the engine's own flags rather than the recipe file.
+ENGINE_PARAMS = {
+    "weights": ParamSpec("weights", None, "str", help_text="checkpoint file to use"),
+    "allow_random": ParamSpec(
+        "allow_random", False, "bool", help_text="start from a seeded random init"
+    ),
+    "backend": ParamSpec("backend", None, "str", choices=BACKEND_NAMES),
+}
 
 
 def recipe_names() -> list[str]:
-    return sorted(p.parent.name for p in MODELS_DIR.glob("*/recipe.yaml"))
+    return _recipe_names(str(MODELS_DIR))
 
 
 @lru_cache(maxsize=None)
 def load_recipe(name: str) -> Recipe:
-    path = MODELS_DIR / name / "recipe.yaml"
-    if not path.is_file():
-        raise UserError(f"no recipe {name!r} (recipes: {', '.join(recipe_names())})")
-    return load_recipe_file(path)
+    """The recipe `name` (or a recipe.yaml path), checked; a RecipeError names file and field."""
+    recipe = read_recipe(str(name), str(MODELS_DIR))
+    check_recipe(recipe)
+    return recipe
 
 
-def load_recipe_file(path: Path) -> Recipe:
-    path = Path(path)
-    data = yaml.safe_load(path.read_text())
-    stages = []
-    seen: set[str] = set()
-    for entry in data["stages"]:
-        needs = tuple(entry.get("needs") or ())
-        unknown = [n for n in needs if n not in seen]
-        if unknown:
-            raise UserError(
-                f"{path}: stage {entry['name']} needs {unknown}, which do not come before it"
+def load_recipe_file(path) -> Recipe:
+    return load_recipe(str(Path(path)))
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """What only the host can check: envs, backends, and that every placeholder resolves."""
+    where = recipe.path
+    envs = load_envs()
+    for role, name in recipe.backends.items():
+        if name not in BACKEND_NAMES:
+            raise RecipeError(
+                f"{where}: backends.{role} is {name!r}, not a backend ({', '.join(BACKEND_NAMES)})"
             )
-        seen.add(entry["name"])
-        stages.append(
-            StageSpec(
-                name=entry["name"],
-                env=entry["env"],
-                module=entry["run"],
-                args=dict(entry.get("args") or {}),
-                needs=needs,
-                npu=bool(entry.get("npu", False)),
-                shard=bool(entry.get("shard", False)),
-                optional=bool(entry.get("optional", False)),
+    params = set(recipe.param_specs) | set(ENGINE_PARAMS)
+    for stage in recipe.stages:
+        if stage.env not in envs:
+            raise RecipeError(
+                f"{where}: stage {stage.name}.env is {stage.env!r}, not an env "
+                f"(envs/ has {', '.join(sorted(envs))})"
             )
+        for flag, template in stage.args.items():
+            for field_name in _placeholders(template):
+                problem = _unresolvable(field_name, recipe, stage, params)
+                if problem:
+                    raise RecipeError(
+                        f"{where}: stage {stage.name} argument --{flag} uses "
+                        f"{{{field_name}}}: {problem}"
+                    )
+
+
+def _placeholders(template) -> list[str]:
+    if not isinstance(template, str):
+        return []
+    try:
+        return [field for _, field, _, _ in _FORMATTER.parse(template) if field]
+    except ValueError as error:
+        raise RecipeError(f"bad template {template!r}: {error}") from None
+
+
+def _unresolvable(field_name: str, recipe: Recipe, stage: StageSpec, params: set) -> str | None:
+    head, _, rest = field_name.partition(".")
+    if head == "p":
+        return None if rest in params else f"no parameter {rest!r}"
+    if head == "in":
+        return None if rest in stage.needs else f"{rest!r} is not in this stage's needs"
+    if head == "weights":
+        return None if rest in ("file", "url", "sha256") else "weights has file, url, sha256"
+    if head == "input":
+        return None if rest in recipe.input else f"the recipe's input has no {rest!r}"
+    if head in CONTEXT_NAMES and not rest:
+        return None
+    return "unknown placeholder"
+
+
+def resolve_params(recipe: Recipe, overrides: dict, where: str = "--param") -> dict:
+    """Defaults < overrides, every value checked against its spec before anything runs."""
+    specs = dict(recipe.param_specs)
+    specs.update(ENGINE_PARAMS)
+    unknown = set(overrides) - set(specs)
+    if unknown:
+        raise UserError(
+            f"recipe {recipe.name} has no parameter(s) {sorted(unknown)} "
+            f"(it has {', '.join(sorted(recipe.param_specs))})"
         )
-    return Recipe(
-        name=data["name"],
-        title=data.get("title", data["name"]),
-        path=path,
-        dataset=dict(data.get("dataset") or {}),
-        weights=dict(data.get("weights") or {}),
-        backends=dict(data.get("backends") or {}),
-        params=dict(data.get("params") or {}),
-        published=dict(data.get("published") or {}),
-        stages=tuple(stages),
-        raw=data,
-    )
+    values = {name: spec.default for name, spec in specs.items()}
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = specs[name].check(value, f"{where} {name}")
+    if values.get("weights"):
+        values["weights"] = str(Path(values["weights"]).expanduser().resolve())
+    return values
 
 
 class _Formatter(string.Formatter):
@@ -147,8 +156,18 @@ class _Formatter(string.Formatter):
                 value = getattr(value, part)
         return value, field_name
 
+    def format_field(self, value, format_spec):
+        return super().format_field(_plain(value), format_spec)
+
 
 _FORMATTER = _Formatter()
+
+
+def _plain(value):
+    """Lists (a mean per channel) become comma-separated text on a command line."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return value
 
 
 def render_value(template, context: dict):
@@ -158,7 +177,7 @@ def render_value(template, context: dict):
     parsed = list(_FORMATTER.parse(template))
     if len(parsed) == 1 and parsed[0][0] == "" and parsed[0][1] and not parsed[0][2]:
         value, _ = _FORMATTER.get_field(parsed[0][1], (), context)
-        return value
+        return _plain(value)
     return _FORMATTER.vformat(template, (), context)
 
 
@@ -193,10 +212,12 @@ def context_for(
     return {
         "p": SimpleNamespace(**params),
         "weights": recipe.weights,
+        "input": recipe.input,
         "in": SimpleNamespace(**stage_dirs),
         "data": data,
         "cache": cache,
         "device": device,
         "work": work,
         "devices": ",".join(str(d) for d in devices),
+        "recipe_file": str(recipe.path),
     }

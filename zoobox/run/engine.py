@@ -19,7 +19,7 @@ from zoobox.core.envspec import get_env
 from zoobox.core.errors import USER_ERROR_EXIT, StageFailed, StageStopped, UserError
 from zoobox.core.fingerprint import code_fingerprint, sha256_json, tree_fingerprint
 from zoobox.core.paths import REPO, git_revision
-from zoobox.core.recipe import Recipe, context_for, load_recipe, render_args
+from zoobox.core.recipe import Recipe, context_for, load_recipe, render_args, resolve_params
 from zoobox.hosts.npucompat import diagnose
 from zoobox.run.choice import Choice
 from zoobox.runners.base import Runner, StageCall, quote
@@ -64,23 +64,6 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def resolve_params(recipe: Recipe, choice: Choice, overrides: dict) -> dict:
-    params = dict(recipe.params)
-    unknown = set(overrides) - set(params) - {"weights", "allow_random"}
-    if unknown:
-        raise UserError(
-            f"recipe {recipe.name} has no parameter(s) {sorted(unknown)} "
-            f"(it has {', '.join(sorted(params))})"
-        )
-    params.update({k: v for k, v in overrides.items() if v is not None})
-    params.setdefault("weights", None)
-    params.setdefault("allow_random", False)
-    params["backend"] = choice.backend
-    if params.get("weights"):
-        params["weights"] = str(Path(params["weights"]).expanduser().resolve())
-    return params
-
-
 class Engine:
     def __init__(self, recipe: Recipe | str, choice: Choice, runner: Runner, options: Options):
         self.recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
@@ -88,7 +71,8 @@ class Engine:
         self.runner = runner
         self.options = options
         self.store = ArtifactStore(options.artifacts, self.recipe.name)
-        self.params = resolve_params(self.recipe, choice, options.params)
+        self.params = resolve_params(self.recipe, options.params)
+        self.params["backend"] = choice.backend
         self.revision = git_revision()
 
     # -- rendering -------------------------------------------------------------------------
@@ -138,7 +122,6 @@ class Engine:
             work=str(self.store.folder / "work"),
             devices=self.runner.devices_for(devices),
         )
-        context["recipe_file"] = str(self.recipe.path)
         args = render_args(spec, context)
         return StageCall(
             recipe=self.recipe.name,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 from invoke import Collection, Task
 
-from zoobox.core.recipe import load_recipe
+from zoobox.core.errors import main_guard
+from zoobox.core.recipe import RecipeError, load_recipe
 
 HELP = {
     "data": "dataset root (default: zoobox.data.<dataset> in invoke.yaml)",
@@ -84,7 +87,12 @@ _STAGE_DOCS = {
 
 
 def recipe_collection(name: str) -> Collection:
-    recipe = load_recipe(name)
+    """The recipe's tasks; a broken recipe file gives one task that says what is wrong."""
+    try:
+        recipe = load_recipe(name)
+    except RecipeError as error:
+        print(f"warning: {error} (the {name} tasks are unavailable)", file=sys.stderr)
+        return _broken_collection(name, error)
     collection = Collection(name)
     collection.add_task(
         _stage_task(name, None, f"Run every stage of {recipe.title} (skips what is up to date).")
@@ -92,4 +100,17 @@ def recipe_collection(name: str) -> Collection:
     for stage in recipe.stages:
         doc = _STAGE_DOCS.get(stage.name, f"Run the {stage.name} stage.")
         collection.add_task(_stage_task(name, stage.name, doc + " Runs what it needs first."))
+    return collection
+
+
+def _broken_collection(name: str, error: RecipeError) -> Collection:
+    def fail():
+        raise error
+
+    def broken(c):
+        main_guard(fail)
+
+    broken.__doc__ = f"Unavailable: models/{name}/recipe.yaml is broken (run it to see why)."
+    collection = Collection(name)
+    collection.add_task(Task(broken, name="all", default=True))
     return collection

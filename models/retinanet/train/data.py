@@ -35,8 +35,7 @@ import os
 import numpy as np
 
 from data_scripts.coco import layout
-from data_scripts.coco.prepare import PIXEL_MEAN_BGR
-from models.retinanet import NUM_CLASSES
+from models.retinanet import NUM_CLASSES, PIXEL_MEAN_BGR
 from models.retinanet.train import targets as target_lib
 from zoostage.errors import UserError
 

@@ -35,7 +35,7 @@ import sys
 from models.retinanet.train import data as data_lib
 from models.retinanet.train import schedule
 from models.retinanet.train import worker as worker_lib
-from zoostage import cli
+from zoostage import cli, verdict
 from zoostage.errors import UserError
 
 CONFIG_FILE = "train_config.json"
@@ -247,9 +247,9 @@ def published_numbers(recipe):
     """The recipe's `published_train` section, or {} (no recipe file given or no section)."""
     if not recipe:
         return {}
-    from zoostage.report import load_recipe_file
+    from zoostage.recipe import load_recipe
 
-    return dict(load_recipe_file(recipe).get("published_train") or {})
+    return dict(load_recipe(recipe).get("published_train") or {})
 
 
 def compare(summary, published):
@@ -262,16 +262,22 @@ def compare(summary, published):
     measured_ap = (evaluation.get("metrics") or {}).get("AP")
     ap_ref = ref.get("AP")
     tolerance = float(published.get("AP_tolerance", 0.5))
-    if ap_ref is None:
-        status = "no published number for %s devices" % world
-    elif measured_ap is None:
+    eval_images = int(published.get("eval_images", 5000))
+    if measured_ap is None and ap_ref is not None:
         status = "not evaluated (pass --eval)"
-    elif summary.get("iterations") != summary.get("total_iterations"):
-        status = "partial training"
-    elif evaluation.get("images", 0) < int(published.get("eval_images", 5000)):
-        status = "subset (%d images)" % evaluation.get("images", 0)
     else:
-        status = "pass" if measured_ap >= ap_ref - tolerance else "fail"
+        status = verdict.accuracy_status(
+            measured_ap,
+            ap_ref,
+            tolerance,
+            images=evaluation.get("images", 0),
+            full_images=eval_images,
+            partial=summary.get("iterations") != summary.get("total_iterations"),
+        )
+    if status == "no published number":
+        status = "no published number for %s devices" % world
+    elif status == "subset":
+        status = "subset (%d images)" % evaluation.get("images", 0)
     rows.append(
         {
             "metric": "AP",
@@ -283,18 +289,22 @@ def compare(summary, published):
     )
     speed_ref = ref.get("images_per_s")
     measured = summary.get("images_per_s")
-    if speed_ref is None:
+    status = verdict.speed_status(
+        measured,
+        speed_ref,
+        summary.get("device_type") == "npu",
+        device=summary.get("device_name"),
+    )
+    if status == "no published number":
         status = "no published number for %s devices" % world
-    elif summary.get("device_type") != "npu":
-        status = "other device (%s)" % summary.get("device_name")
-    else:
+    elif status == "info":
         status = "measured"
     rows.append(
         {
             "metric": "images_per_s",
             "measured": measured,
             "published": speed_ref,
-            "ratio": measured / speed_ref if measured and speed_ref else None,
+            "ratio": verdict.ratio(measured, speed_ref),
             "status": status,
         }
     )

@@ -1,0 +1,107 @@
+"""Measured vs published: the one rule every report applies (inference, bench, training).
+
+An accuracy passes when it is at least the published value minus the recipe's tolerance,
+and is only judged when the comparison is fair: real weights, the whole evaluation set,
+a finished training. A speed is only information, and says so when it was measured on
+another device than the published one.
+"""
+
+PASS = "pass"
+FAIL = "fail"
+
+
+def accuracy_status(
+    measured,
+    published,
+    tolerance=0.0,
+    weights=None,
+    images=None,
+    full_images=None,
+    partial=False,
+):
+    """pass / fail, or why the number cannot be judged against the published one."""
+    if published is None:
+        return "no published number"
+    if measured is None:
+        return "not measured"
+    if weights == "random":
+        return "not meaningful"
+    if partial:
+        return "partial training"
+    if full_images and images is not None and images < full_images:
+        return "subset"
+    return PASS if measured >= published - (tolerance or 0.0) else FAIL
+
+
+def speed_status(measured, published, reference_device, device=None):
+    """'info' on the published device; 'other device' elsewhere (never pass or fail)."""
+    if published is None:
+        return "no published number"
+    if measured is None:
+        return "not measured"
+    if reference_device:
+        return "info"
+    return "other device (%s)" % device if device else "other device"
+
+
+def ratio(measured, published):
+    """measured / published, or None when either is missing or zero."""
+    if not measured or not published:
+        return None
+    return float(measured) / float(published)
+
+
+def throughput_by_batch(by_batch, published):
+    """[(batch size, measured images/s or None, published or None)] over both tables.
+
+    `by_batch` is {"B": {"throughput": fps}}; the recipe publishes `throughput_bs<B>`.
+    """
+    sizes = set(int(b) for b in by_batch)
+    for key in published:
+        if key.startswith("throughput_bs"):
+            sizes.add(int(key[len("throughput_bs") :]))
+    rows = []
+    for size in sorted(sizes):
+        measured = (by_batch.get(str(size)) or {}).get("throughput")
+        reference = (published.get("throughput_bs%d" % size) or {}).get("value")
+        rows.append((size, measured, reference))
+    return rows
+
+
+def measured_speed(key, timing):
+    """The measured figure of a published speed metric from an infer timing record."""
+    if key == "throughput":
+        return timing.get("throughput")
+    batch = key.replace("throughput_bs", "")
+    return ((timing.get("by_batch") or {}).get(batch) or {}).get("throughput")
+
+
+def compare(published, metrics, timing, weights, images, full_images, npu):
+    """One row per published metric of an inference recipe, with its status."""
+    rows = []
+    for key, ref in published.items():
+        speed = bool(ref.get("speed"))
+        measured = measured_speed(key, timing) if speed else metrics.get(key)
+        if speed:
+            status = speed_status(measured, ref.get("value"), npu)
+        else:
+            status = accuracy_status(
+                measured,
+                ref.get("value"),
+                ref.get("tolerance"),
+                weights=weights,
+                images=images,
+                full_images=full_images,
+            )
+        rows.append(
+            {
+                "metric": key,
+                "published": ref.get("value"),
+                "unit": ref.get("unit", ""),
+                "tolerance": ref.get("tolerance"),
+                "measured": measured,
+                "where": ref.get("where", ""),
+                "status": status,
+            }
+        )
+    return rows
