@@ -116,3 +116,23 @@ def test_bench_report_compares_each_batch_size_and_plots(tmp_path):
     assert "| 1 | 350.00 | 379.45 | 0.92 |" in text and "| 4 | 410.00 | 427.24 | 0.96 |" in text
     assert "| 64 | - | 370.35 | - |" in text
     assert (out / "fps_vs_batch.png").stat().st_size > 1000
+
+
+def test_each_profile_is_compared_with_its_own_published_number():
+    """RetinaNet publishes 38.3 for the seed's pipeline and 38.6 for detectron2's own."""
+    from zoostage.recipe import load_recipe
+    from zoostage.verdict import compare, published_for
+
+    published = load_recipe("retinanet").published
+    assert published_for(published["AP"])["value"] == 38.3
+    assert published_for(published["AP"], "upstream")["value"] == 38.6
+    timing = {"throughput": 1.0}
+    seed = _status(compare(published, {"AP": 38.2}, timing, "official", 5000, 5000, True))
+    upstream = _status(
+        compare(published, {"AP": 38.2}, timing, "official", 5000, 5000, True, "upstream")
+    )
+    assert seed["AP"] == "pass" and upstream["AP"] == "fail"  # 38.2 < 38.6 - 0.2
+    # A profile with no number of its own is compared with the seed's, and says so.
+    face = load_recipe("retinaface").published
+    assert published_for(face["easy"], "upstream")["value"] == 90.06
+    assert "seed profile only" in published_for(face["easy"], "upstream")["note"]

@@ -41,7 +41,7 @@ def _fmt(value):
     return str(value)
 
 
-def render(recipe, rows, metrics_doc, timing, export, versions, figures):
+def render(recipe, rows, metrics_doc, timing, export, versions, figures, profile=None):
     weights = export.get("weights", "unknown")
     lines = ["# %s: zoobox report" % recipe.title, ""]
     if weights == "random":
@@ -74,6 +74,7 @@ def render(recipe, rows, metrics_doc, timing, export, versions, figures):
             "%s%s" % (weights, " (seed %s)" % export.get("seed") if weights == "random" else ""),
         ),
         ("images evaluated", metrics_doc.get("images")),
+        ("profile", "%s (the published numbers above are this pipeline's)" % (profile or "seed")),
         ("backend", timing.get("backend")),
         ("device", timing.get("device")),
         ("batch size", timing.get("batch_size")),
@@ -124,6 +125,7 @@ def main(args):
         metrics_doc.get("images"),
         full,
         npu,
+        profile=args.profile,
     )
     figures = []
     for name in metrics_doc.get("figures") or []:
@@ -131,7 +133,7 @@ def main(args):
         if os.path.isfile(source):
             shutil.copyfile(source, os.path.join(args.out, name))
             figures.append(name)
-    text = render(recipe, rows, metrics_doc, timing, export, versions, figures)
+    text = render(recipe, rows, metrics_doc, timing, export, versions, figures, args.profile)
     with open(os.path.join(args.out, "report.md"), "w") as handle:
         handle.write(text)
     summary = {
@@ -143,6 +145,7 @@ def main(args):
         "device": timing.get("device"),
         "throughput": timing.get("throughput"),
         "images": metrics_doc.get("images"),
+        "profile": args.profile,
     }
     cli.write_json(os.path.join(args.out, "summary.json"), summary)
 
@@ -153,6 +156,12 @@ def build_parser():
     parser.add_argument("--export", help="the export stage's folder")
     parser.add_argument("--infer", required=True, help="the infer stage's folder")
     parser.add_argument("--evaluate", required=True, help="the evaluate stage's folder")
+    parser.add_argument(
+        "--profile",
+        default="seed",
+        help="the pipeline that ran (seed: the ModelZoo script's; upstream: the upstream "
+        "repository's): picks the published numbers it is compared with",
+    )
     return parser
 
 

@@ -76,10 +76,33 @@ def measured_speed(key, timing):
     return ((timing.get("by_batch") or {}).get(batch) or {}).get("throughput")
 
 
-def compare(published, metrics, timing, weights, images, full_images, npu):
-    """One row per published metric of an inference recipe, with its status."""
+DEFAULT_PROFILE = "seed"
+
+
+def published_for(ref, profile=DEFAULT_PROFILE):
+    """A published entry as it applies to a profile.
+
+    An entry's own value is the seed's (the ModelZoo script's) number; `profiles` gives
+    the numbers another pipeline was published with, e.g. {upstream: {value: 38.6}}.
+    """
+    override = (ref.get("profiles") or {}).get(profile)
+    merged = dict(ref)
+    merged.pop("profiles", None)
+    if override:
+        merged.update(override)
+    elif profile != DEFAULT_PROFILE:
+        merged["note"] = "published for the %s profile only" % DEFAULT_PROFILE
+    return merged
+
+
+def compare(published, metrics, timing, weights, images, full_images, npu, profile=None):
+    """One row per published metric of an inference recipe, with its status.
+
+    Each metric is compared with the number published for `profile` (default: seed).
+    """
     rows = []
-    for key, ref in published.items():
+    for key, entry in published.items():
+        ref = published_for(entry, profile or DEFAULT_PROFILE)
         speed = bool(ref.get("speed"))
         measured = measured_speed(key, timing) if speed else metrics.get(key)
         if speed:
@@ -101,6 +124,7 @@ def compare(published, metrics, timing, weights, images, full_images, npu):
                 "tolerance": ref.get("tolerance"),
                 "measured": measured,
                 "where": ref.get("where", ""),
+                "note": ref.get("note", ""),
                 "status": status,
             }
         )
