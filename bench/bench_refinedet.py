@@ -39,11 +39,11 @@ def main(argv=None):
     import torch
 
     from models.refinedet.export import export_onnx
-    from models.refinedet.net import build
+    from models.refinedet.net import build_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = build(None, seed=0)
+    model = build_model(None, seed=0)
     options = onnxruntime.SessionOptions()
     if args.threads:
         options.intra_op_num_threads = args.threads

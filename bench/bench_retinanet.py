@@ -28,58 +28,37 @@ def median_ms(seconds):
     return 1000.0 * float(np.median(seconds))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=1344)
-    parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--no-onnx", action="store_true")
-    args = parser.parse_args()
+def onnx_runs(model, topk, x, size, threads):
+    """name -> callable for each ONNX Runtime export ({} without onnxruntime)."""
+    from models.retinanet import export
 
-    import torch
-
-    from models.retinanet import export, net
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    size = args.size
-    model = net.build_model(seed=0)
-    topk = net.TopKCandidates(model, (size, size))
-    x = export.example_input(size, seed=1)
-    print(
-        "RetinaNet R50-FPN, random weights, input 1x3x%dx%d, torch %s, %d threads"
-        % (size, size, torch.__version__, torch.get_num_threads())
-    )
-
-    runs = {}  # name -> callable(numpy or tensor input) -> outputs
-    with torch.no_grad():
-        runs["eager dense"] = lambda: model(x)
-        traced_dense = torch.jit.trace(model, x, check_trace=False)
-        traced_topk = torch.jit.trace(topk, x, check_trace=False)
-    runs["torchscript dense"] = lambda: traced_dense(x)
-    runs["torchscript topk"] = lambda: traced_topk(x)
-
+    try:
+        import onnxruntime
+    except ImportError:
+        print("onnxruntime not installed: ONNX Runtime skipped")
+        return {}
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    feed = {"image": x.numpy()}
+    runs = {}
     tmp = tempfile.mkdtemp(prefix="bench-retinanet-")
-    if not args.no_onnx:
-        try:
-            import onnxruntime
-        except ImportError:
-            onnxruntime = None
-            print("onnxruntime not installed: ONNX Runtime skipped")
-        if onnxruntime is not None:
-            options = onnxruntime.SessionOptions()
-            if args.threads:
-                options.intra_op_num_threads = args.threads
-            feed = {"image": x.numpy()}
-            for kind, module in (("dense", model), ("topk", topk)):
-                path = os.path.join(tmp, "%s.onnx" % kind)
-                checker = export.Checker(model, module, kind, size)
-                export.export_onnx(module, size, path, checker, export.OUTPUT_NAMES[kind])
-                session = onnxruntime.InferenceSession(
-                    path, sess_options=options, providers=["CPUExecutionProvider"]
-                )
-                os.remove(path)
-                runs["onnxruntime " + kind] = lambda s=session: s.run(None, feed)
+    for kind, module in (("dense", model), ("topk", topk)):
+        path = os.path.join(tmp, "%s.onnx" % kind)
+        checker = export.Checker(model, module, kind, size)
+        export.export_onnx(module, size, path, checker, export.OUTPUT_NAMES[kind])
+        session = onnxruntime.InferenceSession(
+            path, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        os.remove(path)
+        runs["onnxruntime " + kind] = lambda s=session: s.run(None, feed)
+    os.rmdir(tmp)
+    return runs
+
+
+def time_runs(runs, iterations):
+    """(per-call seconds, first outputs) of each run, interleaved so load hits all alike."""
+    import torch
 
     times = dict((name, []) for name in runs)
     outputs = {}
@@ -87,13 +66,16 @@ def main():
         for name, run in runs.items():  # warm-up: TorchScript profiles its first 2 calls
             outputs[name] = run()
             run()
-        for _ in range(args.iterations):
+        for _ in range(iterations):
             for name, run in runs.items():
                 start = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - start)
+    return times, outputs
 
-    # Medians, and minima (the least disturbed call when other processes share the CPU).
+
+def print_times(times):
+    """Medians, and minima (the least disturbed call when other processes share the CPU)."""
     base = median_ms(times["eager dense"])
     base_min = 1000.0 * min(times["eager dense"])
     for name, seconds in times.items():
@@ -112,11 +94,16 @@ def main():
             )
         )
 
+
+def print_postprocess(outputs, size, iterations):
+    """Host postprocess time of dense vs topk outputs, and that they agree."""
+    from models.retinanet import export
+
     post = postprocess.Postprocessor((size, size))
     dense = [o.numpy() for o in outputs["torchscript dense"]]
     cand = [o.numpy() for o in outputs["torchscript topk"]]
     post_times = {"dense": [], "topk": []}
-    for _ in range(args.iterations + 1):
+    for _ in range(iterations + 1):
         start = time.perf_counter()
         found_dense = post.detect(dense[0][0], dense[1][0])
         post_times["dense"].append(time.perf_counter() - start)
@@ -147,6 +134,8 @@ def main():
         )
     )
 
+
+def print_store_size(size):
     store_bytes = size * size * 3  # uint8 HWC in data_scripts.store
     seed_bytes = size * size * 3 * 4  # float32 CHW .bin, as the seed writes (21.7 MB at 1344)
     print(
@@ -160,7 +149,44 @@ def main():
             5000 * seed_bytes / 1e9,
         )
     )
-    os.rmdir(tmp)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1344)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--no-onnx", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    from models.retinanet import export, net
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = args.size
+    model = net.build_model(seed=0)
+    topk = net.TopKCandidates(model, (size, size))
+    x = export.example_input(size, seed=1)
+    print(
+        "RetinaNet R50-FPN, random weights, input 1x3x%dx%d, torch %s, %d threads"
+        % (size, size, torch.__version__, torch.get_num_threads())
+    )
+    with torch.no_grad():
+        traced_dense = torch.jit.trace(model, x, check_trace=False)
+        traced_topk = torch.jit.trace(topk, x, check_trace=False)
+    runs = {
+        "eager dense": lambda: model(x),
+        "torchscript dense": lambda: traced_dense(x),
+        "torchscript topk": lambda: traced_topk(x),
+    }
+    if not args.no_onnx:
+        runs.update(onnx_runs(model, topk, x, size, args.threads))
+    times, outputs = time_runs(runs, args.iterations)
+    print_times(times)
+    print_postprocess(outputs, size, args.iterations)
+    print_store_size(size)
 
 
 if __name__ == "__main__":

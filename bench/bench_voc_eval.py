@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_scripts.voc.evaluate import voc07_eval
 from data_scripts.voc.layout import VOC_CLASSES
+from data_scripts.voc.voc07 import voc07_eval
 
 # The loop reference: the port of RefineDet.PyTorch's write_voc_results_file + voc_eval
 # + voc_ap that the tests check the package against.

@@ -112,9 +112,9 @@ def _reference_param_count():
 @pytest.fixture(scope="module")
 def model():
     pytest.importorskip("torch")
-    from models.refinedet.net import build
+    from models.refinedet.net import build_model
 
-    return build(None, seed=0)
+    return build_model(None, seed=0)
 
 
 def test_state_dict_keys_match_reference(model):
@@ -132,7 +132,7 @@ def test_l2norm_scales_and_checkpoint_round_trip(model, tmp_path):
     import torch
 
     from models.common.checkpoint import load_strict
-    from models.refinedet.net import RefineDet, build
+    from models.refinedet.net import RefineDet, build_model
 
     state = model.state_dict()
     assert torch.all(state["conv4_3_L2Norm.weight"] == 10)
@@ -140,7 +140,7 @@ def test_l2norm_scales_and_checkpoint_round_trip(model, tmp_path):
     # A DataParallel checkpoint ("module." prefix) loads into the same tensors.
     path = str(tmp_path / "ckpt.pth")
     torch.save(dict(("module." + k, v) for k, v in state.items()), path)
-    loaded = build(path)
+    loaded = build_model(path)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
     del state["odm_conf.0.bias"]
     with pytest.raises(UserError, match=r"odm_conf\.0\.bias"):

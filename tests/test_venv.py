@@ -432,8 +432,8 @@ _EAGER_IN_ATC = """
 import sys
 import numpy as np
 import torch
-from models.refinedet.net import build
-model = build(None, seed=int(sys.argv[1])).eval()
+from models.refinedet.net import build_model
+model = build_model(None, seed=int(sys.argv[1])).eval()
 batch = np.load(sys.argv[2])
 with torch.no_grad():
     outputs = [o.numpy() for o in model(torch.from_numpy(batch))]

@@ -15,15 +15,11 @@ import pytest
 
 from data_scripts.store import Store
 from data_scripts.voc import evaluate as voc_eval_mod
-from data_scripts.voc.evaluate import (
-    match_class,
-    results_file_round_trip,
-    summarize,
-    voc07_ap,
-    voc07_eval,
-)
+from data_scripts.voc import voc07
+from data_scripts.voc.evaluate import summarize
 from data_scripts.voc.layout import VOC_CLASSES, VOCLayout, locate, parse_annotation
 from data_scripts.voc.sample import make_sample
+from data_scripts.voc.voc07 import match_class, results_file_round_trip, voc07_ap, voc07_eval
 from tests.conftest import input_args, run_stage
 from zoostage.errors import UserError
 
@@ -394,7 +390,7 @@ def test_equals_reference_on_random_annotations():
 
 
 def test_equals_reference_with_small_chunks(monkeypatch):
-    monkeypatch.setattr(voc_eval_mod, "CHUNK_PAIRS", 7)
+    monkeypatch.setattr(voc07, "CHUNK_PAIRS", 7)
     rng = np.random.RandomState(1)
     annotations = random_annotations(30, rng)
     ids = sorted(annotations)

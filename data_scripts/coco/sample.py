@@ -70,6 +70,26 @@ def _draw(cv2, rng, image, box, shape):
     return [float(v) for v in points.reshape(-1)], float(np.pi * axes[0] * axes[1])
 
 
+def _crowd(cv2, rng, pixels, image_id, annotation_id):
+    """A crowd: a region of small blobs drawn into `pixels`, annotated as one coarse mask."""
+    height, width = pixels.shape[:2]
+    x, y, w, h = _object(rng, height, width)
+    mask = np.zeros((height, width), dtype=bool)
+    mask[y : y + h, x : x + w] = True
+    for _ in range(12):
+        cx, cy = x + rng.randint(0, w), y + rng.randint(0, h)
+        cv2.circle(pixels, (int(cx), int(cy)), 4, (30, 30, 200), thickness=-1)
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "bbox": [float(x), float(y), float(w), float(h)],
+        "area": float(mask.sum()),
+        "iscrowd": 1,
+        "segmentation": _rle(mask),
+    }
+
+
 def make_sample(root, images=6, seed=0):
     """Write a generated COCO-layout dataset under `root`; return the annotation dict."""
     import cv2  # imported here: only generating images needs OpenCV
@@ -106,24 +126,7 @@ def make_sample(root, images=6, seed=0):
                 }
             )
         if index == 0:
-            # A crowd: a region of small blobs annotated as one coarse mask.
-            x, y, w, h = _object(rng, height, width)
-            mask = np.zeros((height, width), dtype=bool)
-            mask[y : y + h, x : x + w] = True
-            for _ in range(12):
-                cx, cy = x + rng.randint(0, w), y + rng.randint(0, h)
-                cv2.circle(pixels, (int(cx), int(cy)), 4, (30, 30, 200), thickness=-1)
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "bbox": [float(x), float(y), float(w), float(h)],
-                    "area": float(mask.sum()),
-                    "iscrowd": 1,
-                    "segmentation": _rle(mask),
-                }
-            )
+            annotations.append(_crowd(cv2, rng, pixels, image_id, len(annotations) + 1))
         if index == images - 1 and images > 1:
             pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)  # written as 1-channel JPEG
         if not cv2.imwrite(os.path.join(image_dir, name), pixels, [cv2.IMWRITE_JPEG_QUALITY, 90]):

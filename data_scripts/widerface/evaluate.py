@@ -105,31 +105,12 @@ def voc_ap(recall, precision):
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def evaluate(dataset, predictions, iou_thresh=IOU_THRESH, thresh_num=THRESH_NUM):
-    """Evaluate `predictions` {image_id: (N, 5) x, y, w, h, score} against `dataset`.
-
-    Only images of `dataset` that have an entry are evaluated (see the module docstring).
-    Returns a dict: "ap" {setting: fraction}, "precision" / "recall" {setting: (thresh_num,)
-    arrays, NaN precision where nothing passed}, "faces" {setting: count}, "images",
-    "detections", "unmatched" (prediction ids that are not in the ground truth),
-    "thresholds".
-    """
-    chosen = [i for i, image_id in enumerate(dataset.ids) if image_id in predictions]
-    unmatched = sorted(k for k in predictions if dataset.index(k) is None)
-    preds = []
-    for i in chosen:
-        p = np.asarray(predictions[dataset.ids[i]], dtype=np.float64).reshape(-1, 5)
-        if not np.all(np.isfinite(p)):
-            raise UserError(
-                "predictions for %s hold a non-finite number; rerun the infer stage"
-                % dataset.ids[i]
-            )
-        preds.append(p)
+def _matches(dataset, chosen, preds, iou_thresh):
+    """Per prediction, over all evaluated images in order: the suffix maximum of its
+    image's normalized scores (the prefix rule), its best-IoU face (as a global face
+    index: gt_offset[n] + face) and whether that IoU reaches the threshold."""
     lo, hi = score_range([p[:, 4] for p in preds])
     diff = hi - lo
-
-    # Per image: suffix maximum of the normalized scores (the prefix rule), best-IoU face
-    # (as a global face index) and whether that IoU reaches the threshold.
     gt_offset = np.zeros(len(chosen) + 1, dtype=np.int64)
     for n, i in enumerate(chosen):
         gt_offset[n + 1] = gt_offset[n] + len(dataset.boxes[i])
@@ -155,6 +136,30 @@ def evaluate(dataset, predictions, iou_thresh=IOU_THRESH, thresh_num=THRESH_NUM)
         suffix_max = np.zeros(0)
         best_face = np.zeros(0, dtype=np.int64)
         matched = np.zeros(0, dtype=bool)
+    return gt_offset, suffix_max, best_face, matched
+
+
+def evaluate(dataset, predictions, iou_thresh=IOU_THRESH, thresh_num=THRESH_NUM):
+    """Evaluate `predictions` {image_id: (N, 5) x, y, w, h, score} against `dataset`.
+
+    Only images of `dataset` that have an entry are evaluated (see the module docstring).
+    Returns a dict: "ap" {setting: fraction}, "precision" / "recall" {setting: (thresh_num,)
+    arrays, NaN precision where nothing passed}, "faces" {setting: count}, "images",
+    "detections", "unmatched" (prediction ids that are not in the ground truth),
+    "thresholds".
+    """
+    chosen = [i for i, image_id in enumerate(dataset.ids) if image_id in predictions]
+    unmatched = sorted(k for k in predictions if dataset.index(k) is None)
+    preds = []
+    for i in chosen:
+        p = np.asarray(predictions[dataset.ids[i]], dtype=np.float64).reshape(-1, 5)
+        if not np.all(np.isfinite(p)):
+            raise UserError(
+                "predictions for %s hold a non-finite number; rerun the infer stage"
+                % dataset.ids[i]
+            )
+        preds.append(p)
+    gt_offset, suffix_max, best_face, matched = _matches(dataset, chosen, preds, iou_thresh)
 
     # First threshold index at which each prediction is inside its image's prefix.
     thresh = thresholds(thresh_num)

@@ -107,7 +107,7 @@ def check_graph(path):
 def run_export(out, weights_dir, opset=11, seed=0, check_batch=2):
     import torch
 
-    from models.refinedet.net import build
+    from models.refinedet.net import build_model
 
     checkpoint, manifest = weights_from(weights_dir)
     source = manifest.get("source")
@@ -117,7 +117,7 @@ def run_export(out, weights_dir, opset=11, seed=0, check_batch=2):
             "stage" % (weights_dir, source)
         )
     init_seed = manifest.get("seed") if manifest.get("seed") is not None else seed
-    model = build(checkpoint, seed=init_seed)
+    model = build_model(checkpoint, seed=init_seed)
     path = os.path.join(out, MODEL_FILE)
     export_onnx(model, path, opset=opset)
     checked = check_graph(path)

@@ -176,14 +176,15 @@ class RefineDet(nn.Module):
 OUTPUT_NAMES = ("arm_loc", "arm_conf", "odm_loc", "odm_conf")
 
 
-def build(checkpoint=None, seed=0):
-    """RefineDet in eval mode: weights from `checkpoint`, or a seeded random init."""
+def build_model(weights=None, seed=0):
+    """RefineDet in eval mode: weights from the checkpoint file `weights`, or a seeded
+    random init."""
     from models.common.checkpoint import load_strict, read_torch_checkpoint
 
-    if checkpoint is None:
+    if weights is None:
         torch.manual_seed(int(seed))
         model = RefineDet()
     else:
         model = RefineDet()
-        load_strict(model, read_torch_checkpoint(checkpoint), source=checkpoint)
+        load_strict(model, read_torch_checkpoint(weights), source=weights)
     return model.eval()

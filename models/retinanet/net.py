@@ -370,14 +370,20 @@ class TopKCandidates(nn.Module):
         return torch.cat(best, 1), torch.cat(indices, 1), torch.cat(deltas, 1)
 
 
-def build_model(seed=None, num_classes=NUM_CLASSES):
-    """A RetinaNet in eval mode; with `seed`, its detectron2-style init is reproducible."""
+def build_model(weights=None, seed=None, num_classes=NUM_CLASSES):
+    """A RetinaNet in eval mode, weights from the checkpoint file `weights` (detectron2
+    .pkl or a torch checkpoint, models.retinanet.checkpoint) or its detectron2-style init,
+    reproducible with `seed`."""
     if seed is not None:
         torch.manual_seed(int(seed))
     model = RetinaNet(num_classes)
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    if weights is not None:
+        from models.retinanet.checkpoint import load_weights
+
+        load_weights(model, weights)
     return model
 
 

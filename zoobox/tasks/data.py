@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from invoke import task
 
-from zoobox.jobs.datasets import DATASETS
+from zoobox.jobs.datasets import dataset_names
 
 
 @task(
     default=True,
     help={
-        "dataset": f"one of {', '.join(DATASETS)}",
+        "dataset": f"one of {', '.join(dataset_names())}",
         "out": "folder to write the sample into",
         "seed": "random seed (the same seed gives the same sample)",
     },
