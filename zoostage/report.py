@@ -143,6 +143,7 @@ def render(recipe, rows, metrics_doc, timing, export, versions, figures):
         "cann",
         "zoobox_env",
         "image",
+        "lock",
         "hostname",
         "platform",
     ):
