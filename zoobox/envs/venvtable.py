@@ -5,19 +5,45 @@ from __future__ import annotations
 import sys
 
 from zoobox.core.errors import UserError
+from zoobox.envs import locks, venvs
 from zoobox.envs.interpreters import find_interpreter
 from zoobox.envs.venvfs import dir_size, human_size
 from zoobox.envs.venvs import VenvCache
 
 
+def lock_state(cache: VenvCache, spec) -> str:
+    """The venv's lock, and whether what is installed now still equals it (drift)."""
+    lock_file = cache.lock_file(spec)
+    if lock_file is None or not lock_file.is_file():
+        return "-"  # no packages: nothing to lock
+    lock = locks.read_lock(lock_file)
+    drifted = locks.drift(lock.pins, venvs._scan(cache.python(spec))["packages"])
+    if drifted:
+        return f"DRIFT from {lock.id}: {locks.describe_drift(drifted)}"
+    return f"{lock.id}, installed = lock"
+
+
+def _lock_problem(spec) -> str:
+    """For a venv not built: the lock a build would install, or why there is none."""
+    found = locks.targets(spec, (locks.machine_arch(),))
+    if not found:
+        return "-"
+    target = found[0]
+    if locks.target_problems(target):
+        return f"not current: run `invoke envs.lock --env {spec.name}`"
+    if not target.lock_path.is_file():
+        return f"none for {target.arch} (see {target.nolock_path.name})"
+    return f"would install {locks.read_lock(target.lock_path).id}"
+
+
 def list_table(cache: VenvCache, specs: dict) -> str:
-    """One row per env: Python wanted and found, venv built or not, its size."""
+    """One row per env: Python wanted and found, venv built or not, its size, its lock."""
     from zoobox.core.text import table
 
     rows = []
     for spec in specs.values():
         if spec.python is None:
-            rows.append([spec.name, "this one", sys.executable, "not needed (host)", "-"])
+            rows.append([spec.name, "this one", sys.executable, "not needed (host)", "-", "-"])
             continue
         found, _tried = find_interpreter(spec.python, cache.pythons)
         state = cache.state(spec)
@@ -34,9 +60,10 @@ def list_table(cache: VenvCache, specs: dict) -> str:
                 f"{found.version} {found.path}" if found else "not found",
                 venv,
                 human_size(dir_size(state.path)) if state.built else "-",
+                lock_state(cache, spec) if state.ok else _lock_problem(spec),
             ]
         )
-    return table(rows, ["env", "python wanted", "python found", "venv", "size"])
+    return table(rows, ["env", "python wanted", "python found", "venv", "size", "lock"])
 
 
 def build_all(cache: VenvCache, specs: dict, env: str | None = None, force: bool = False):
