@@ -70,7 +70,7 @@ def cann_version(root=ASCEND_ROOT):
 
 
 def lock_id(name, sha256):
-    """How a lock file is named in env.json, labels and reports: `export.x86_64.lock@3f2a9c0d1e2b`."""
+    """A lock as env.json, labels and reports name it: `export.x86_64.lock@3f2a9c0d1e2b`."""
     return "%s@%s" % (name, sha256[:12])
 
 
