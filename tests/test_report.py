@@ -116,3 +116,26 @@ def test_bench_report_compares_each_batch_size_and_plots(tmp_path):
     assert "| 1 | 350.00 | 379.45 | 0.92 |" in text and "| 4 | 410.00 | 427.24 | 0.96 |" in text
     assert "| 64 | - | 370.35 | - |" in text
     assert (out / "fps_vs_batch.png").stat().st_size > 1000
+
+
+def test_where_measured_shows_the_lock_the_stage_ran_on(tmp_path, monkeypatch):
+    """The lock's id comes from the file ZOOBOX_LOCK_FILE names, hashed by the stage itself."""
+    import hashlib
+
+    from zoostage import envinfo
+    from zoostage.report import render
+
+    lock = tmp_path / "export.x86_64.lock"
+    lock.write_bytes(b"six==1.16.0 --hash=sha256:" + b"a" * 64 + b"\n")
+    link = tmp_path / "requirements.lock"
+    link.symlink_to(lock)  # as in the images: the id names the real file
+    monkeypatch.setenv("ZOOBOX_LOCK_FILE", str(link))
+    expected = "export.x86_64.lock@" + hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
+    assert envinfo.environment()["lock"] == expected
+    monkeypatch.setenv("ZOOBOX_LOCK_FILE", str(tmp_path / "gone.lock"))
+    assert envinfo.environment()["lock"] is None
+    monkeypatch.delenv("ZOOBOX_LOCK_FILE")
+    assert envinfo.installed_lock() is None  # the host env: no lock
+    text = render({"name": "x"}, [], {}, {}, {}, {"python": "3.9.18", "lock": expected}, [])
+    assert f"| lock | {expected} |" in text
+    assert "| lock |" not in render({"name": "x"}, [], {}, {}, {}, {"python": "3.9"}, [])
