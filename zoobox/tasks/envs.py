@@ -14,7 +14,7 @@ def _cache(c):
 
 @task(name="list", default=True)
 def list_(c):
-    """List the envs: Python wanted and found, venv built or not, its size."""
+    """List the envs: Python wanted and found, venv built or not, its size, its lock (drift)."""
     from zoobox.core.envspec import load_envs
     from zoobox.core.errors import main_guard
     from zoobox.envs.venvtable import list_table
@@ -31,9 +31,11 @@ def list_(c):
 def build(c, env=None, force=False):
     """Build the venvs the venv runner uses (CPython from pyenv / PATH / zoobox.venv.pythons).
 
-    Each venv is made from its spec's Python version and pins and cached under
-    zoobox.venv.cache (default ~/.cache/zoobox/venvs) by their hash: an unchanged spec is
-    not rebuilt, a changed one gets a new venv.
+    Each venv is made from its spec's Python version and its lock for this machine
+    (docker/requirements/<env>.<arch>.lock, pip --require-hashes: the file the image
+    installs) and cached under zoobox.venv.cache (default ~/.cache/zoobox/venvs) by their
+    hash: an unchanged lock is not rebuilt, a changed one gets a new venv, a stale one
+    (spec edited, not relocked) is refused.
     """
     from zoobox.core.envspec import load_envs
     from zoobox.core.errors import main_guard
