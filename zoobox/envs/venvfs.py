@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -95,3 +96,23 @@ def human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit != "MB" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GB"
+
+
+# The names the cache creates: <env>-<hash12> (a venv), and beside it
+# .<stem>.tmp-<id>, .<stem>.old-<id> (builds at work, replaced venvs), .<stem>.lock.
+_STEM = r"[A-Za-z0-9_.]+-[0-9a-f]{12}"
+_ENTRIES = (
+    (re.compile(rf"^({_STEM})$"), "venv"),
+    (re.compile(rf"^\.({_STEM})\.tmp-[0-9a-f]+$"), "tmp"),
+    (re.compile(rf"^\.({_STEM})\.old-[0-9a-f]+$"), "old"),
+    (re.compile(rf"^\.({_STEM})\.lock$"), "lock"),
+)
+
+
+def parse_entry(name: str) -> tuple[str, str] | None:
+    """(stem, kind) for a name this cache creates (kind: venv, tmp, old, lock), else None."""
+    for pattern, kind in _ENTRIES:
+        match = pattern.match(name)
+        if match:
+            return match.group(1), kind
+    return None

@@ -24,7 +24,6 @@ import collections
 import glob
 import hashlib
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -48,7 +47,14 @@ from zoobox.envs.interpreters import (  # noqa: F401  (re-exported: the cache's 
     missing_interpreter_error,
     probe_python,
 )
-from zoobox.envs.venvfs import BuildLock, dir_size, human_size, relocate, replace_dir
+from zoobox.envs.venvfs import (
+    BuildLock,
+    dir_size,
+    human_size,
+    parse_entry,
+    relocate,
+    replace_dir,
+)
 
 MARKER = "zoobox-venv.json"
 # Bumped when the way a venv is built changes, so old builds are not reused.
@@ -332,24 +338,6 @@ class VenvCache:
                 if parsed and parsed[1] == "lock" and parsed[0] not in current | left:
                     entry.unlink(missing_ok=True)
         return removed
-
-
-_STEM = r"[A-Za-z0-9_.]+-[0-9a-f]{12}"
-_ENTRIES = (
-    (re.compile(rf"^({_STEM})$"), "venv"),
-    (re.compile(rf"^\.({_STEM})\.tmp-[0-9a-f]+$"), "tmp"),
-    (re.compile(rf"^\.({_STEM})\.old-[0-9a-f]+$"), "old"),
-    (re.compile(rf"^\.({_STEM})\.lock$"), "lock"),
-)
-
-
-def parse_entry(name: str) -> tuple[str, str] | None:
-    """(stem, kind) for a name this cache creates (kind: venv, tmp, old, lock), else None."""
-    for pattern, kind in _ENTRIES:
-        match = pattern.match(name)
-        if match:
-            return match.group(1), kind
-    return None
 
 
 def cache_from_settings(settings: dict, say=None) -> VenvCache:
