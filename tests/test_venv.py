@@ -25,7 +25,7 @@ from zoobox.core.envspec import _from_dict, get_env
 from zoobox.core.errors import UserError
 from zoobox.core.paths import default_cache
 from zoobox.core.recipe import load_recipe, load_recipe_file
-from zoobox.envs import lockgen, locks, requirements
+from zoobox.envs import lockgen, locks, requirements, venvtable
 from zoobox.envs import venvs as venvs_module
 from zoobox.envs.venvs import (
     MARKER,
@@ -182,6 +182,14 @@ def test_second_build_reuses_and_a_changed_pin_gets_a_new_venv(tmp_path, pip_cal
     assert runner.run(call).returncode == 0
     assert json.loads((call.out / "env.json").read_text())["lock"] == other.marker["lock"]
     assert runner.env_identity(changed)["lock"] == other.marker["lock"]
+    # envs.list: installed = lock, until something is installed by hand (drift, named).
+    assert venvtable.lock_state(cache, changed) == f"{other.marker['lock']}, installed = lock"
+    site = next(other.path.glob("lib/python3.9/site-packages"))
+    (site / "by_hand-1.0.dist-info").mkdir()
+    assert venvtable.lock_state(cache, changed) == (
+        f"DRIFT from {other.marker['lock']}: by-hand - -> 1.0"
+    )
+    (site / "by_hand-1.0.dist-info").rmdir()
     # The spec now says 1.15.0: prune removes the 1.16.0 venv, keeps the current one.
     removed = cache.prune({"tiny": changed})
     assert removed == [first.path]
