@@ -3,16 +3,16 @@
 # (RetinaNet, RetinaFace); without the NPU installers, a CPU image (torchscript backend).
 #
 #   Python 3.9, torch 2.0.1, CANN 7.0.RC1 toolkit + Torch_AIE 6.3.rc2 (host driver 23.0.rc1).
-#   Pins in envs/aie.yaml (the source of truth), rendered to requirements/aie.txt and
-#   requirements/aie-npu.txt by `invoke images.requirements`.
+#   Pins in envs/aie.yaml (the source of truth), locked with every dependency and its
+#   hashes in requirements/aie[-npu].<arch>.lock by `invoke envs.lock`.
 #
 # On x86_64, PyPI's torch 2.0.1 is a CUDA build that pulls ~2.3 GB of nvidia-* wheels (the
 # image is ~5 GB, built in 2-3 min where PyPI is fast). It runs on the CPU, while a
 # `pip install --no-deps torch==2.0.1` does not (import fails without libcublas), so the
-# CPU image keeps the spec's exact torch. Where download.pytorch.org answers,
-# --build-arg EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (`invoke images.build
-# --arg ...`) gets 2.0.1+cpu instead, without the CUDA libraries (`torch==2.0.1` matches a
-# +cpu local version). On aarch64 (most 310P hosts) PyPI's wheel is CPU-only anyway.
+# CPU image keeps the spec's exact torch. A CPU-only 2.0.1+cpu needs its own lock (`invoke
+# envs.lock --env aie --extra-index-url https://download.pytorch.org/whl/cpu`, then build
+# with --arg EXTRA_INDEX_URL=...): pip accepts only files whose hashes the lock lists. On
+# aarch64 (most 310P hosts) PyPI's wheel is CPU-only anyway.
 # torchvision 0.15.2 is left out: no stage imports it.
 #
 # NPU layers. CANN and Torch_AIE are not on any registry: put the installers in
@@ -82,30 +82,38 @@ RUN --mount=type=bind,source=npu-installers/aie,target=/tmp/npu,rw \
         echo "NPU=${NPU}: no CANN, no Torch_AIE (a CPU image)"; \
     fi
 
-# Stage-side packages, pinned. The requirements files stay in the image as a record.
-COPY requirements/aie.txt /opt/zoobox/requirements.txt
+# Stage-side packages from the env's lock: every package pinned, files checked against
+# their hashes (made by `invoke envs.lock` from envs/aie.yaml, never by hand), for this
+# machine's `uname -m`: requirements/aie-npu.<arch>.lock with the NPU stack (CANN's Python
+# dependencies too), requirements/aie.<arch>.lock without.
+# An architecture the index cannot serve has a .nolock saying why instead: the build stops
+# here and prints it. The chosen lock stays in the image (ZOOBOX_LOCK_FILE), so each stage
+# records its hash in env.json.
+COPY requirements/aie.* requirements/aie-npu.* /opt/zoobox/requirements/
 ARG PYPI_INDEX_URL=
 ARG EXTRA_INDEX_URL=
+# pip's patience with a slow index (pip reads these as its settings); images.build passes
+# the host's PIP_DEFAULT_TIMEOUT / PIP_RETRIES when set.
+ARG PIP_DEFAULT_TIMEOUT=120
+ARG PIP_RETRIES=5
 RUN --mount=type=bind,source=local,target=/tmp/zoobox-local \
     if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
  && if [ -d /tmp/zoobox-local/wheels ]; then export PIP_FIND_LINKS=/tmp/zoobox-local/wheels; fi \
- && pip install --no-cache-dir \
+ && lock="/opt/zoobox/requirements/aie$([ "${NPU}" = present ] && echo -npu).$(uname -m).lock" \
+ && if [ ! -f "$lock" ]; then cat "${lock%.lock}.nolock" 2>/dev/null; echo "no $lock: run invoke envs.lock" >&2; exit 1; fi \
+ && pip install --no-cache-dir --require-hashes \
         ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
         ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
-        -r /opt/zoobox/requirements.txt
+        -r "$lock" \
+ && ln -s "$lock" /opt/zoobox/requirements.lock
+ENV ZOOBOX_LOCK_FILE=/opt/zoobox/requirements.lock
 
-# The NPU side of Python: CANN's own dependencies, then the torch_aie wheel (--no-deps: it
-# must not replace the pinned torch).
-COPY requirements/aie-npu.txt /opt/zoobox/requirements-npu.txt
+# The NPU side of Python beyond the lock (which has CANN's own dependencies): the torch_aie
+# wheel from its installer (--no-deps: it must not replace the locked torch).
 RUN --mount=type=bind,source=npu-installers/aie,target=/tmp/npu,rw \
     --mount=type=bind,source=local,target=/tmp/zoobox-local \
     if [ "${NPU}" = present ]; then \
-        if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
-     && pip install --no-cache-dir \
-            ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
-            ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
-            -r /opt/zoobox/requirements-npu.txt -c /opt/zoobox/requirements.txt \
-     && mkdir -p /tmp/torch-aie \
+        mkdir -p /tmp/torch-aie \
      && tar -xzf "/tmp/npu/Ascend-cann-torch-aie-${TORCH_AIE_VERSION}-linux_$(uname -m).tar.gz" -C /tmp/torch-aie \
      && find /tmp/torch-aie -name '*.whl' -print0 | xargs -0 -r pip install --no-cache-dir --no-deps \
      && pip show torch_aie \
@@ -122,6 +130,7 @@ CMD ["python"]
 ARG BASE_IMAGE
 ARG TORCH_VERSION=2.0.1
 ARG ZOOBOX_SPEC_HASH=unknown
+ARG ZOOBOX_LOCK=unknown
 ARG ZOOBOX_REVISION=unknown
 ARG ZOOBOX_CREATED=unknown
 LABEL org.opencontainers.image.title="zoobox-aie" \
@@ -133,6 +142,7 @@ LABEL org.opencontainers.image.title="zoobox-aie" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
       org.zoobox.env="aie" \
       org.zoobox.spec="${ZOOBOX_SPEC_HASH}" \
+      org.zoobox.lock="${ZOOBOX_LOCK}" \
       org.zoobox.python="${ZOOBOX_PYTHON}" \
       org.zoobox.torch="${TORCH_VERSION}" \
       org.zoobox.cann="${CANN_VERSION}" \

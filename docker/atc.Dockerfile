@@ -3,8 +3,9 @@
 # ais_bench; without the NPU installers, a CPU image (onnxruntime backend).
 #
 #   Python 3.7, torch 1.5.0, onnx, onnxruntime, CANN 6.0.RC1 (ATC, ACL) + ais_bench and
-#   aclruntime (host driver 22.0.2). Pins in envs/atc.yaml (the source of truth), rendered to
-#   requirements/atc.txt and requirements/atc-npu.txt by `invoke images.requirements`.
+#   aclruntime (host driver 22.0.2). Pins in envs/atc.yaml (the source of truth), locked
+#   with every dependency and its hashes in requirements/atc[-npu].<arch>.lock by `invoke
+#   envs.lock`. PyPI has no aarch64 torch 1.5.0: atc.aarch64.nolock (docker/README.md).
 #
 # PyPI's torch 1.5.0 (cp37, x86_64) is a CUDA 10.2 build with its kernels inside the wheel
 # (752 MB, no nvidia-* dependencies); it runs on the CPU.
@@ -62,30 +63,38 @@ RUN --mount=type=bind,source=npu-installers/atc,target=/tmp/npu,rw \
         echo "NPU=${NPU}: no CANN, no ais_bench (a CPU image)"; \
     fi
 
-# Stage-side packages, pinned. The requirements files stay in the image as a record.
-COPY requirements/atc.txt /opt/zoobox/requirements.txt
+# Stage-side packages from the env's lock: every package pinned, files checked against
+# their hashes (made by `invoke envs.lock` from envs/atc.yaml, never by hand), for this
+# machine's `uname -m`: requirements/atc-npu.<arch>.lock with the NPU stack (CANN's Python
+# dependencies too), requirements/atc.<arch>.lock without.
+# An architecture the index cannot serve has a .nolock saying why instead: the build stops
+# here and prints it. The chosen lock stays in the image (ZOOBOX_LOCK_FILE), so each stage
+# records its hash in env.json.
+COPY requirements/atc.* requirements/atc-npu.* /opt/zoobox/requirements/
 ARG PYPI_INDEX_URL=
 ARG EXTRA_INDEX_URL=
+# pip's patience with a slow index (pip reads these as its settings); images.build passes
+# the host's PIP_DEFAULT_TIMEOUT / PIP_RETRIES when set.
+ARG PIP_DEFAULT_TIMEOUT=120
+ARG PIP_RETRIES=5
 RUN --mount=type=bind,source=local,target=/tmp/zoobox-local \
     if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
  && if [ -d /tmp/zoobox-local/wheels ]; then export PIP_FIND_LINKS=/tmp/zoobox-local/wheels; fi \
- && pip install --no-cache-dir \
+ && lock="/opt/zoobox/requirements/atc$([ "${NPU}" = present ] && echo -npu).$(uname -m).lock" \
+ && if [ ! -f "$lock" ]; then cat "${lock%.lock}.nolock" 2>/dev/null; echo "no $lock: run invoke envs.lock" >&2; exit 1; fi \
+ && pip install --no-cache-dir --require-hashes \
         ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
         ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
-        -r /opt/zoobox/requirements.txt
+        -r "$lock" \
+ && ln -s "$lock" /opt/zoobox/requirements.lock
+ENV ZOOBOX_LOCK_FILE=/opt/zoobox/requirements.lock
 
-# The NPU side of Python: CANN's own dependencies (ATC imports them), then aclruntime and
-# ais_bench from their wheels (--no-deps: their dependencies are pinned above).
-COPY requirements/atc-npu.txt /opt/zoobox/requirements-npu.txt
+# The NPU side of Python beyond the lock (which has what ATC imports): aclruntime and
+# ais_bench from their wheels (--no-deps: their dependencies are in the lock).
 RUN --mount=type=bind,source=npu-installers/atc,target=/tmp/npu,rw \
     --mount=type=bind,source=local,target=/tmp/zoobox-local \
     if [ "${NPU}" = present ]; then \
-        if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
-     && pip install --no-cache-dir \
-            ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
-            ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
-            -r /opt/zoobox/requirements-npu.txt -c /opt/zoobox/requirements.txt \
-     && pip install --no-cache-dir --no-deps \
+        pip install --no-cache-dir --no-deps \
             /tmp/npu/aclruntime-*-cp37-cp37m-linux_"$(uname -m)".whl \
             /tmp/npu/ais_bench-*-py3-none-any.whl \
      && pip show aclruntime ais_bench; \
@@ -101,6 +110,7 @@ CMD ["python"]
 ARG BASE_IMAGE
 ARG TORCH_VERSION=1.5.0
 ARG ZOOBOX_SPEC_HASH=unknown
+ARG ZOOBOX_LOCK=unknown
 ARG ZOOBOX_REVISION=unknown
 ARG ZOOBOX_CREATED=unknown
 LABEL org.opencontainers.image.title="zoobox-atc" \
@@ -112,6 +122,7 @@ LABEL org.opencontainers.image.title="zoobox-atc" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
       org.zoobox.env="atc" \
       org.zoobox.spec="${ZOOBOX_SPEC_HASH}" \
+      org.zoobox.lock="${ZOOBOX_LOCK}" \
       org.zoobox.python="${ZOOBOX_PYTHON}" \
       org.zoobox.torch="${TORCH_VERSION}" \
       org.zoobox.cann="${CANN_VERSION}" \

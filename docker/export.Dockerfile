@@ -2,9 +2,9 @@
 # zoobox env `export`: dataset preparation and TorchScript export by tracing (RetinaNet,
 # RetinaFace) on the torch the ModelZoo seeds export with. CPU only: no NPU layers.
 #
-#   Python 3.9, torch 1.10.1; pins in envs/export.yaml (the source of truth), rendered to
-#   requirements/export.txt by `invoke images.requirements` (tests/test_images.py checks
-#   that they agree, and that the ARG defaults below match the spec).
+#   Python 3.9, torch 1.10.1; pins in envs/export.yaml (the source of truth), locked with
+#   every dependency and its hashes in requirements/export.<arch>.lock by `invoke envs.lock`
+#   (tests check that the locks are current, and that the ARG defaults below match the spec).
 #
 # torchvision 0.11.2, which the seed lists beside torch 1.10.1, is left out on purpose: no
 # stage imports it (NMS and box coding live in models/common/boxes.py), and its PyPI wheel
@@ -22,7 +22,8 @@
 #                    the machine's own CPython build ("bring your own Python")
 #   ZOOBOX_PYTHON    the CPython X.Y the env needs; the build stops early on another
 #   PYPI_INDEX_URL   a PyPI mirror (empty: pip's default)
-#   EXTRA_INDEX_URL  an extra index, e.g. a CPU-only torch index (empty: none)
+#   EXTRA_INDEX_URL  an extra index (empty: none); pip takes only files the lock hashes
+#   PIP_DEFAULT_TIMEOUT, PIP_RETRIES  pip's patience with a slow index (120 s, 5)
 #   ZOOBOX_*         label values set by `invoke images.build`
 #
 # The context's local/ folder may hold ca-certificates.crt (the CA bundle pip must trust
@@ -47,17 +48,30 @@ sys.exit(0 if v == '${ZOOBOX_PYTHON}' else 'BASE_IMAGE has Python ' + v + ', env
 RUN groupadd --gid 1000 zoobox \
  && useradd --uid 1000 --gid zoobox --create-home --shell /bin/bash zoobox
 
-# Stage-side packages, pinned. The requirements file stays in the image as a record.
-COPY requirements/export.txt /opt/zoobox/requirements.txt
+# Stage-side packages from the env's lock: every package pinned, files checked against
+# their hashes (made by `invoke envs.lock` from envs/export.yaml, never by hand), for this
+# machine's `uname -m`: requirements/export.<arch>.lock.
+# An architecture the index cannot serve has a .nolock saying why instead: the build stops
+# here and prints it. The chosen lock stays in the image (ZOOBOX_LOCK_FILE), so each stage
+# records its hash in env.json.
+COPY requirements/export.* /opt/zoobox/requirements/
 ARG PYPI_INDEX_URL=
 ARG EXTRA_INDEX_URL=
+# pip's patience with a slow index (pip reads these as its settings); images.build passes
+# the host's PIP_DEFAULT_TIMEOUT / PIP_RETRIES when set.
+ARG PIP_DEFAULT_TIMEOUT=120
+ARG PIP_RETRIES=5
 RUN --mount=type=bind,source=local,target=/tmp/zoobox-local \
     if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
  && if [ -d /tmp/zoobox-local/wheels ]; then export PIP_FIND_LINKS=/tmp/zoobox-local/wheels; fi \
- && pip install --no-cache-dir \
+ && lock="/opt/zoobox/requirements/export.$(uname -m).lock" \
+ && if [ ! -f "$lock" ]; then cat "${lock%.lock}.nolock" 2>/dev/null; echo "no $lock: run invoke envs.lock" >&2; exit 1; fi \
+ && pip install --no-cache-dir --require-hashes \
         ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
         ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
-        -r /opt/zoobox/requirements.txt
+        -r "$lock" \
+ && ln -s "$lock" /opt/zoobox/requirements.lock
+ENV ZOOBOX_LOCK_FILE=/opt/zoobox/requirements.lock
 
 COPY entrypoint.sh /usr/local/bin/zoobox-entrypoint
 USER 1000:1000
@@ -69,6 +83,7 @@ CMD ["python"]
 ARG BASE_IMAGE
 ARG TORCH_VERSION=1.10.1
 ARG ZOOBOX_SPEC_HASH=unknown
+ARG ZOOBOX_LOCK=unknown
 ARG ZOOBOX_REVISION=unknown
 ARG ZOOBOX_CREATED=unknown
 LABEL org.opencontainers.image.title="zoobox-export" \
@@ -80,6 +95,7 @@ LABEL org.opencontainers.image.title="zoobox-export" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
       org.zoobox.env="export" \
       org.zoobox.spec="${ZOOBOX_SPEC_HASH}" \
+      org.zoobox.lock="${ZOOBOX_LOCK}" \
       org.zoobox.python="${ZOOBOX_PYTHON}" \
       org.zoobox.torch="${TORCH_VERSION}" \
       org.zoobox.npu="absent"

@@ -3,13 +3,15 @@
 # devices). The torch / torch_npu / CANN triple follows Ascend's compatibility table.
 #
 #   Python 3.9, torch 2.1.0, torch_npu 2.1.0.post3, CANN 8.0.RC1 (host driver 24.1.rc1).
-#   Pins in envs/train.yaml (the source of truth), rendered to requirements/train.txt and
-#   requirements/train-npu.txt by `invoke images.requirements`. torch_npu is on PyPI but
-#   cannot be imported without CANN, so it is part of the NPU layers.
+#   Pins in envs/train.yaml (the source of truth), locked with every dependency and its
+#   hashes in requirements/train[-npu].<arch>.lock by `invoke envs.lock`. torch_npu is on
+#   PyPI but cannot be imported without CANN, so only the NPU lock has it.
 #
 # On aarch64 (most 910 hosts) PyPI's torch 2.1.0 is CPU-only; on x86_64 it pulls the CUDA
-# nvidia-* wheels: pass --build-arg EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
-# there when that index answers.
+# nvidia-* wheels. torch_npu 2.1.0.post3's x86_64 wheel requires torch==2.1.0+cpu, which
+# only download.pytorch.org/whl/cpu serves: train-npu.x86_64.nolock says so, and `invoke
+# envs.lock --env train --arch x86_64 --extra-index-url https://download.pytorch.org/whl/cpu`
+# (then --arg EXTRA_INDEX_URL=... at build time) locks it where that index answers.
 #
 # NPU layers. CANN is not on any registry: put the installers in
 # docker/npu-installers/train/ (`invoke images.build --env train` checks them first):
@@ -64,28 +66,31 @@ RUN --mount=type=bind,source=npu-installers/train,target=/tmp/npu,rw \
         echo "NPU=${NPU}: no CANN, no torch_npu (a CPU image)"; \
     fi
 
-# Stage-side packages, pinned. The requirements files stay in the image as a record.
-COPY requirements/train.txt /opt/zoobox/requirements.txt
+# Stage-side packages from the env's lock: every package pinned, files checked against
+# their hashes (made by `invoke envs.lock` from envs/train.yaml, never by hand), for this
+# machine's `uname -m`: requirements/train-npu.<arch>.lock with the NPU stack (CANN's Python
+# dependencies, torch_npu too), requirements/train.<arch>.lock without.
+# An architecture the index cannot serve has a .nolock saying why instead: the build stops
+# here and prints it. The chosen lock stays in the image (ZOOBOX_LOCK_FILE), so each stage
+# records its hash in env.json.
+COPY requirements/train.* requirements/train-npu.* /opt/zoobox/requirements/
 ARG PYPI_INDEX_URL=
 ARG EXTRA_INDEX_URL=
+# pip's patience with a slow index (pip reads these as its settings); images.build passes
+# the host's PIP_DEFAULT_TIMEOUT / PIP_RETRIES when set.
+ARG PIP_DEFAULT_TIMEOUT=120
+ARG PIP_RETRIES=5
 RUN --mount=type=bind,source=local,target=/tmp/zoobox-local \
     if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
  && if [ -d /tmp/zoobox-local/wheels ]; then export PIP_FIND_LINKS=/tmp/zoobox-local/wheels; fi \
- && pip install --no-cache-dir \
+ && lock="/opt/zoobox/requirements/train$([ "${NPU}" = present ] && echo -npu).$(uname -m).lock" \
+ && if [ ! -f "$lock" ]; then cat "${lock%.lock}.nolock" 2>/dev/null; echo "no $lock: run invoke envs.lock" >&2; exit 1; fi \
+ && pip install --no-cache-dir --require-hashes \
         ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
         ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
-        -r /opt/zoobox/requirements.txt
-
-# The NPU side of Python: torch_npu and CANN's own dependencies.
-COPY requirements/train-npu.txt /opt/zoobox/requirements-npu.txt
-RUN --mount=type=bind,source=local,target=/tmp/zoobox-local \
-    if [ "${NPU}" = present ]; then \
-        if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
-     && pip install --no-cache-dir \
-            ${PYPI_INDEX_URL:+--index-url "$PYPI_INDEX_URL"} \
-            ${EXTRA_INDEX_URL:+--extra-index-url "$EXTRA_INDEX_URL"} \
-            -r /opt/zoobox/requirements-npu.txt -c /opt/zoobox/requirements.txt; \
-    fi
+        -r "$lock" \
+ && ln -s "$lock" /opt/zoobox/requirements.lock
+ENV ZOOBOX_LOCK_FILE=/opt/zoobox/requirements.lock
 
 COPY entrypoint.sh /usr/local/bin/zoobox-entrypoint
 USER 1000:1000
@@ -97,6 +102,7 @@ CMD ["python"]
 ARG BASE_IMAGE
 ARG TORCH_VERSION=2.1.0
 ARG ZOOBOX_SPEC_HASH=unknown
+ARG ZOOBOX_LOCK=unknown
 ARG ZOOBOX_REVISION=unknown
 ARG ZOOBOX_CREATED=unknown
 LABEL org.opencontainers.image.title="zoobox-train" \
@@ -108,6 +114,7 @@ LABEL org.opencontainers.image.title="zoobox-train" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
       org.zoobox.env="train" \
       org.zoobox.spec="${ZOOBOX_SPEC_HASH}" \
+      org.zoobox.lock="${ZOOBOX_LOCK}" \
       org.zoobox.python="${ZOOBOX_PYTHON}" \
       org.zoobox.torch="${TORCH_VERSION}" \
       org.zoobox.cann="${CANN_VERSION}" \

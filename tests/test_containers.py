@@ -4,7 +4,9 @@ runner, artifacts crossing images through the shared folder.
 Needs a Docker-compatible engine: DOCKER_HOST from the environment, else the one
 `invoke dev.engine` / `.ci/engine` started (its socket, if it answers). Skipped, saying so,
 when none answers. The first run builds three images (export, aie and atc without their NPU
-installers, i.e. CPU images): minutes; later runs find them built.
+installers, i.e. CPU images) from their locks: minutes; later runs find them built. One
+more build, of atc without the layer cache, checks that a lock gives the same installed set
+twice (about two minutes; the image is removed afterwards).
 """
 
 import json
@@ -19,11 +21,13 @@ import pytest
 from tests.conftest import REPO
 from zoobox.core.envspec import get_env
 from zoobox.dev import podman as devengine
+from zoobox.envs import images, locks
 from zoobox.hosts.probe import container_engine
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 IMAGES = ("export", "aie", "atc")  # the CPU variants of aie and atc: no NPU installers here
+REBUILT = "atc"  # built a second time, without the cache: the most transitive packages
 BUILD_TIMEOUT = 1200
 RUN_TIMEOUT = 900
 
@@ -93,10 +97,19 @@ def test_images_are_labelled_and_check_against_their_specs(engine_env, built):
         assert labels["org.zoobox.torch"] == spec.pin("torch")
         assert labels["org.zoobox.npu"] == "absent"  # no installers on this machine
         assert labels["org.opencontainers.image.revision"]
+        lock = locks.read_lock(locks.LockTarget(spec, False, locks.machine_arch()).lock_path)
+        assert labels["org.zoobox.lock"] == lock.id
     result = _run(["invoke", "images.check"], engine_env, 600)
     assert result.returncode == 0, _tail(result)
     checked = {row.split()[0] for row in result.stdout.splitlines() if row.split()[-1:] == ["ok"]}
     assert set(built) <= checked and "ERROR" not in result.stdout
+    # Every distribution in each image is the one its lock names (other built images too).
+    drift = {
+        row.split()[0]: row.split()[-1]
+        for row in result.stdout.splitlines()
+        if "installed = lock" in row
+    }
+    assert set(built) <= set(drift) and set(drift.values()) == {"ok"}
     listed = _run(["invoke", "images.list"], engine_env, 120)
     assert listed.returncode == 0 and all(image in listed.stdout for image in built.values())
 
@@ -190,6 +203,10 @@ def test_docker_run_uses_the_images_and_their_versions(retinaface_runs, built, e
         seen[stage] = (info["python"][:3], (info.get("torch") or "").split("+")[0])
     assert seen["export"] == ("3.9", "1.10.1") and seen["data"][0] == "3.9"
     assert seen["infer"] == ("3.9", "2.0.1")
+    # Provenance: each stage's env.json names the lock its image was built from.
+    for stage, image in (("export", built["export"]), ("infer", built["aie"])):
+        info = json.loads((retinaface_runs["docker"]["dir"] / stage / "env.json").read_text())
+        assert info["lock"] == _inspect(engine_env, image)["Config"]["Labels"]["org.zoobox.lock"]
 
 
 def test_docker_artifacts_belong_to_the_caller(retinaface_runs):
@@ -333,3 +350,34 @@ def test_onnx_exported_by_torch_1_5_in_the_atc_image_runs_in_onnxruntime(
     np.testing.assert_allclose(y, ref["y"], rtol=1e-5, atol=1e-6)
     (one,) = session.run(None, {"image": ref["x"][:1]})  # the batch axis is dynamic
     np.testing.assert_allclose(one, ref["y"][:1], rtol=1e-5, atol=1e-6)
+
+
+def _freeze(engine_env, image):
+    # --all: pip, setuptools and wheel too (a lock may pin wheel; drift ignores them otherwise)
+    result = _docker(
+        engine_env, "run", "--rm", "--network", "none", image, "pip", "freeze", "--all"
+    )
+    assert result.returncode == 0, _tail(result)
+    return result.stdout.splitlines()
+
+
+def test_a_rebuild_from_the_same_lock_installs_the_same_set(engine_env, built, monkeypatch):
+    """`pip freeze` of two builds of one lock, the second without the layer cache: equal,
+    and equal to the lock, every transitive package included."""
+    monkeypatch.setenv("DOCKER_HOST", engine_env["DOCKER_HOST"])
+    spec = get_env(REBUILT)
+    plan = images.plan_build(spec, no_cache=True)
+    tag = f"zoobox-test/{spec.name}-rebuild:{spec.hash[:12]}"
+    argv = [tag if arg == spec.image else arg for arg in plan.argv]
+    assert "--no-cache" in argv and tag in argv
+    try:
+        result = _run(argv, engine_env, BUILD_TIMEOUT)
+        assert result.returncode == 0, _tail(result)
+        print(f"\nrebuild of {spec.name} without the cache: {result.seconds:.0f} s")
+        first, second = _freeze(engine_env, built[REBUILT]), _freeze(engine_env, tag)
+    finally:
+        _docker(engine_env, "rmi", "--force", tag)
+    assert first == second
+    frozen = dict(line.split("==", 1) for line in first)
+    assert locks.drift(plan.lock.pins, frozen) == []
+    assert len(plan.lock.pins) > len(spec.packages)  # the transitive packages are locked too

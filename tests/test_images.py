@@ -14,7 +14,7 @@ from zoobox.core.envspec import get_env, load_envs
 from zoobox.core.errors import UserError
 from zoobox.dev import bases
 from zoobox.dev import podman as devengine
-from zoobox.envs import checks, images, installers, requirements
+from zoobox.envs import checks, images, installers, locks, requirements
 
 SPECS = [spec for spec in load_envs().values() if spec.dockerfile]
 IDS = [spec.name for spec in SPECS]
@@ -59,8 +59,19 @@ def test_dockerfile_defaults_match_the_spec(spec):
     # The interpreter check runs before anything is installed.
     check = next(i for i, s in enumerate(steps) if "sys.version_info" in s)
     assert check < next(i for i, s in enumerate(steps) if "pip install" in s)
-    # The pins come from the rendered requirements file, nothing else is pip-installed.
-    assert f"COPY requirements/{spec.name}.txt /opt/zoobox/requirements.txt" in steps
+    # Packages come from the env's locks, hashes checked; nothing else is pip-installed
+    # from an index (the NPU steps install vendor wheels from files, --no-deps).
+    copies = f"requirements/{spec.name}.* " + (
+        f"requirements/{spec.name}-npu.* " if spec.npu else ""
+    )
+    assert f"COPY {copies}/opt/zoobox/requirements/" in steps
+    installs = [s for s in steps if "pip install" in s]
+    assert "--require-hashes" in installs[0] and '-r "$lock"' in installs[0]
+    kind = f'{spec.name}$([ "${{NPU}}" = present ] && echo -npu)' if spec.npu else spec.name
+    assert f'lock="/opt/zoobox/requirements/{kind}.$(uname -m).lock"' in installs[0]
+    assert all("--no-deps" in step for step in installs[1:])
+    assert "ENV ZOOBOX_LOCK_FILE=/opt/zoobox/requirements.lock" in steps
+    assert args["PIP_DEFAULT_TIMEOUT"] == "120" and args["PIP_RETRIES"] == "5"
     assert "torchvision" not in "\n".join(steps)
     # Non-root by default; the entrypoint; labels naming the env.
     users = [s for s in steps if s.startswith("USER ")]
@@ -72,6 +83,7 @@ def test_dockerfile_defaults_match_the_spec(spec):
         assert f"org.opencontainers.image.{key}=" in labels
     assert f'org.zoobox.env="{spec.name}"' in labels
     assert 'org.zoobox.spec="${ZOOBOX_SPEC_HASH}"' in labels
+    assert 'org.zoobox.lock="${ZOOBOX_LOCK}"' in labels
     assert 'org.zoobox.python="${ZOOBOX_PYTHON}"' in labels
 
 
@@ -89,7 +101,6 @@ def test_npu_layers_exist_exactly_for_npu_envs(spec):
     if "torch_aie" in spec.npu_stack:
         assert args["TORCH_AIE_VERSION"] == spec.npu_stack["torch_aie"]
     assert any('org.zoobox.npu="${NPU}"' in s for s in steps)
-    assert f"COPY requirements/{spec.name}-npu.txt /opt/zoobox/requirements-npu.txt" in steps
     # Every NPU step is guarded, reads the installers through a bind mount (no COPY of an
     # installer into a layer), and the CANN layer comes before the pinned packages.
     npu_steps = [s for s in steps if f"npu-installers/{spec.name}" in s]
@@ -97,7 +108,7 @@ def test_npu_layers_exist_exactly_for_npu_envs(spec):
     assert all('if [ "${NPU}" = present ]' in s for s in npu_steps)
     assert not any(s.startswith(("COPY", "ADD")) and "npu-installers" in s for s in steps)
     toolkit = next(i for i, s in enumerate(steps) if "Ascend-cann-toolkit_" in s)
-    assert toolkit < steps.index(f"COPY requirements/{spec.name}.txt /opt/zoobox/requirements.txt")
+    assert toolkit < next(i for i, s in enumerate(steps) if s.startswith("COPY requirements/"))
     assert "--install --quiet" in steps[toolkit]
     # The installers the build check expects are the file names the Dockerfile installs.
     resolved = text
@@ -149,16 +160,26 @@ def test_requirements_drift_is_detected_and_rendered(tmp_path, monkeypatch):
     assert "torch==1.5.0\n" in text and text.startswith("# Generated from envs/atc.yaml")
 
 
-def test_the_image_tag_covers_dockerfile_and_entrypoint():
+def test_the_image_tag_covers_locks_dockerfile_and_entrypoint():
     spec = get_env("export")
     assert spec.image == f"zoobox/export:{spec.hash[:12]}"
     import hashlib
     import json
 
+    folder = REPO / "docker" / "requirements"
+    files = sorted(folder.glob("export.*"))
+    assert folder / "export.x86_64.lock" in files and folder / "export.aarch64.lock" in files
+    assert spec.lock_files() == files
     digest = hashlib.sha256(json.dumps(spec.raw, sort_keys=True).encode())
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(_dockerfile(spec).read_bytes())
     digest.update((REPO / "docker" / "entrypoint.sh").read_bytes())
     assert spec.hash == digest.hexdigest()
+    # The aie image copies aie.* and aie-npu.*, nothing of another env.
+    names = {p.name for p in get_env("aie").lock_files()}
+    assert "aie-npu.x86_64.lock" in names and "aie.x86_64.lock" in names
+    assert not any(n.startswith(("atc", "export", "train")) for n in names)
 
 
 # -- the NPU installer check -----------------------------------------------------------------
@@ -292,6 +313,66 @@ def test_build_args_are_only_those_the_dockerfile_declares():
     assert f"BASE_IMAGE={bases.PYTHON_IMAGE.format(version='3.9')}" in plan.argv
 
 
+def _build_args(plan):
+    return dict(
+        plan.argv[i + 1].split("=", 1) for i, a in enumerate(plan.argv) if a == "--build-arg"
+    )
+
+
+def test_build_installs_the_lock_for_the_npu_mode_and_arch_and_labels_it(tmp_path):
+    _touch(tmp_path, *AIE_FILES)
+    aie = get_env("aie")
+    with_npu = images.plan_build(aie, base="spec", installers_dir=tmp_path, arch="aarch64")
+    assert with_npu.lock.path.name == "aie-npu.aarch64.lock"
+    assert _build_args(with_npu)["ZOOBOX_LOCK"] == with_npu.lock.id
+    assert with_npu.lock.id.startswith("aie-npu.aarch64.lock@")
+    cpu = images.plan_build(aie, base="spec", npu="no", arch="x86_64")
+    assert cpu.lock.path.name == "aie.x86_64.lock"
+
+
+def test_an_arch_pypi_cannot_serve_stops_the_build_with_the_reason():
+    with pytest.raises(UserError) as error:
+        images.plan_build(get_env("atc"), base="spec", npu="no", arch="aarch64")
+    assert "env atc has no lock for aarch64" in str(error.value)
+    assert "torch==1.5.0 has no wheels" in str(error.value)
+
+
+def test_a_spec_edited_without_relocking_stops_the_build(monkeypatch):
+    from zoobox.core.envspec import _from_dict
+
+    export = get_env("export")
+    data = dict(export.raw, packages=[*export.packages, "six==1.16.0"])
+    with pytest.raises(UserError, match=r"export.x86_64.lock is stale: .*invoke envs.lock"):
+        images.plan_build(_from_dict(data), base="spec", arch="x86_64")
+
+
+def test_pip_patience_comes_from_the_host_or_the_defaults(monkeypatch):
+    assert images.pip_patience({}) == {"PIP_DEFAULT_TIMEOUT": "120", "PIP_RETRIES": "5"}
+    assert images.pip_patience({"PIP_DEFAULT_TIMEOUT": "300", "PIP_RETRIES": ""}) == {
+        "PIP_DEFAULT_TIMEOUT": "300",
+        "PIP_RETRIES": "5",
+    }
+    monkeypatch.setenv("PIP_DEFAULT_TIMEOUT", "45")
+    monkeypatch.setenv("PIP_RETRIES", "9")
+    args = _build_args(images.plan_build(get_env("export"), base="spec", arch="x86_64"))
+    assert args["PIP_DEFAULT_TIMEOUT"] == "45" and args["PIP_RETRIES"] == "9"
+
+
+def test_an_image_built_from_another_lock_is_not_up_to_date(monkeypatch):
+    plan = images.plan_build(get_env("export"), base="spec", arch="x86_64")
+    labels = {
+        "org.zoobox.spec": plan.spec.hash[:12],
+        "org.zoobox.lock": plan.lock.id,
+        "org.zoobox.npu": plan.npu,
+        "org.opencontainers.image.base.name": plan.base_image,
+    }
+    info = {"Config": {"Labels": labels}}
+    monkeypatch.setattr(images, "image_info", lambda image, docker=None: info)
+    assert images.up_to_date(plan)
+    labels["org.zoobox.lock"] = "export.x86_64.lock@000000000000"
+    assert not images.up_to_date(plan)
+
+
 def test_base_image_choice(monkeypatch):
     spec = get_env("atc")
     assert images.base_image_for(spec, "spec") == "python:3.7-slim-bookworm"
@@ -396,6 +477,22 @@ def test_check_names_a_wrong_torch_and_a_missing_torch_aie():
     assert errors["torch"] == "1.13.1" and errors["import torch"] == "1.13.1"
     assert errors["torch_aie"] == "missing" and errors["CANN"] == "missing"
     assert "attrs" in errors  # the NPU pins are checked when the image claims the NPU
+
+
+def test_check_names_drift_from_the_images_lock():
+    lock = locks.read_lock(REPO / "docker" / "requirements" / "export.x86_64.lock")
+    labels = {"org.zoobox.lock": lock.id}
+    installed = dict(lock.pins, pip="23.0.1")
+    rows = checks.lock_rows(labels, {"installed": installed})
+    assert _errors(rows) == []
+    installed.update(numpy="1.24.0", six="1.16.0")
+    errors = dict(_errors(checks.lock_rows(labels, {"installed": installed})))
+    assert errors == {"installed = lock": "numpy 1.23.5 -> 1.24.0, six - -> 1.16.0"}
+    old = {"org.zoobox.lock": "export.x86_64.lock@000000000000"}
+    assert dict(_errors(checks.lock_rows(old, {"installed": lock.pins}))) == {
+        "lock": "export.x86_64.lock@000000000000"
+    }
+    assert _errors(checks.lock_rows({}, {}))[0][0] == "lock"  # built before locks
 
 
 def test_check_wrong_python():

@@ -136,3 +136,28 @@ def test_each_profile_is_compared_with_its_own_published_number():
     face = load_recipe("retinaface").published
     assert published_for(face["easy"], "upstream")["value"] == 90.06
     assert "seed profile only" in published_for(face["easy"], "upstream")["note"]
+
+
+def test_where_measured_shows_the_lock_the_stage_ran_on(tmp_path, monkeypatch):
+    """The lock's id comes from the file ZOOBOX_LOCK_FILE names, hashed by the stage itself."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from zoostage import envinfo
+    from zoostage.report import render
+
+    lock = tmp_path / "export.x86_64.lock"
+    lock.write_bytes(b"six==1.16.0 --hash=sha256:" + b"a" * 64 + b"\n")
+    link = tmp_path / "requirements.lock"
+    link.symlink_to(lock)  # as in the images: the id names the real file
+    monkeypatch.setenv("ZOOBOX_LOCK_FILE", str(link))
+    expected = "export.x86_64.lock@" + hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
+    assert envinfo.environment()["lock"] == expected
+    monkeypatch.setenv("ZOOBOX_LOCK_FILE", str(tmp_path / "gone.lock"))
+    assert envinfo.environment()["lock"] is None
+    monkeypatch.delenv("ZOOBOX_LOCK_FILE")
+    assert envinfo.installed_lock() is None  # the host env: no lock
+    recipe = SimpleNamespace(title="x")
+    text = render(recipe, [], {}, {}, {}, {"python": "3.9.18", "lock": expected}, [])
+    assert f"| lock | {expected} |" in text
+    assert "| lock |" not in render(recipe, [], {}, {}, {}, {"python": "3.9"}, [])

@@ -1,8 +1,9 @@
 """The venv runner: interpreters, the venv cache, clear errors, and the real version split.
 
-Cheap tests build venvs from tiny fake specs (no packages, or one `six` pin) in a
-temporary folder. The two `slow` tests build the real `export` (torch 1.10.1, Python 3.9)
-and `atc` (torch 1.5.0, Python 3.7) venvs in the stable cache ~/.cache/zoobox/venvs (or
+Cheap tests build venvs from tiny fake specs (no packages, or one `six` pin that uv locks
+into a temporary folder: PyPI must answer) in a temporary folder. The `slow` tests build
+the real `export` (torch 1.10.1, Python 3.9) and `atc` (torch 1.5.0, Python 3.7) venvs
+from their locks in the stable cache ~/.cache/zoobox/venvs (or
 $XDG_CACHE_HOME/zoobox/venvs), the folder `invoke envs.build` uses, so reruns and CI
 machines that keep that folder reuse them: about 1.5 minutes per venv the first time
 (two gigabytes of wheels), a second afterwards. Deselect them with `-m "not slow"`.
@@ -10,6 +11,7 @@ machines that keep that folder reuse them: about 1.5 minutes per venv the first 
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -23,6 +25,7 @@ from zoobox.core.envspec import _from_dict, get_env
 from zoobox.core.errors import UserError
 from zoobox.core.paths import default_cache
 from zoobox.core.recipe import load_recipe, load_recipe_file
+from zoobox.envs import lockgen, locks, requirements, venvtable
 from zoobox.envs import venvs as venvs_module
 from zoobox.envs.venvs import (
     MARKER,
@@ -64,12 +67,33 @@ def pip_calls(monkeypatch):
     calls = []
     real = venvs_module._pip_install
 
-    def counting(python, env_spec, lock_fd):
+    def counting(python, env_spec, lock_file, lock_fd):
         calls.append(env_spec.name)
-        return real(python, env_spec, lock_fd)
+        return real(python, env_spec, lock_file, lock_fd)
 
     monkeypatch.setattr(venvs_module, "_pip_install", counting)
     return calls
+
+
+@pytest.fixture
+def lock_dir(tmp_path, monkeypatch):
+    """docker/requirements/ moved to a temporary folder, for the tiny specs' locks."""
+    folder = tmp_path / "requirements"
+    folder.mkdir()
+    monkeypatch.setattr(requirements, "REQUIREMENTS", folder)
+    return folder
+
+
+def lock(env_spec):
+    """Lock a tiny spec for this machine with uv, as `invoke envs.lock` would."""
+    try:
+        uv = lockgen.find_uv()
+    except UserError as error:
+        pytest.skip(str(error))
+    target = locks.LockTarget(env_spec, False, locks.machine_arch())
+    said = lockgen.compile_target(target, uv=uv)
+    assert target.lock_path.is_file(), said
+    return target.lock_path
 
 
 def toy_call(tmp_path, env, args=("--add", "5")):
@@ -120,26 +144,52 @@ def test_host_env_runs_with_the_current_interpreter(tmp_path):
 
 
 # -- the cache ---------------------------------------------------------------------------
-def test_second_build_reuses_and_a_changed_pin_gets_a_new_venv(tmp_path, pip_calls):
+def test_second_build_reuses_and_a_changed_pin_gets_a_new_venv(tmp_path, pip_calls, lock_dir):
     need_python("3.9")
     cache = quiet_cache(tmp_path / "venvs")
     six = spec(packages=["six==1.16.0"])
+    lock_file = lock(six)
     first = cache.build(six)
     assert first.built and pip_calls == ["tiny"]
     assert first.path == tmp_path / "venvs" / f"tiny-{venv_hash(six)[:12]}"
     marker = first.path / MARKER
     assert first.marker["packages"]["six"] == "1.16.0"
     assert first.marker["python"].startswith("3.9.")
+    # The venv keeps the lock it was installed from; the marker names it by its hash.
+    kept = first.path / lock_file.name
+    assert kept.read_bytes() == lock_file.read_bytes()
+    assert first.marker["lock"] == f"{lock_file.name}@{locks.file_sha256(lock_file)[:12]}"
+    assert cache.lock_file(six) == kept
     # Scripts point at the final folder, not the temporary one the build ran in.
     assert (first.path / "bin" / "pip").read_text().startswith(f"#!{first.path}/bin/")
     stamp = marker.stat().st_mtime_ns
     again = cache.build(six)
     assert not again.built and again.path == first.path
     assert pip_calls == ["tiny"] and marker.stat().st_mtime_ns == stamp
+    # A spec edited without relocking: a new venv key, and the build says to relock.
     changed = spec(packages=["six==1.15.0"])
+    assert venv_hash(changed) != venv_hash(six)
+    with pytest.raises(UserError, match=r"is stale: .*run `invoke envs.lock --env tiny"):
+        cache.build(changed)
+    assert pip_calls == ["tiny"] and not cache.path(changed).exists()
+    lock(changed)
     other = cache.build(changed)
     assert other.built and other.path != first.path and pip_calls == ["tiny", "tiny"]
     assert other.marker["packages"]["six"] == "1.15.0" and first.path.is_dir()
+    # A stage in it records the lock it ran on (env.json, from ZOOBOX_LOCK_FILE).
+    runner = VenvRunner(cache, ascend_root=tmp_path / "Ascend", say=lambda _: None)
+    call = toy_call(tmp_path, changed)
+    assert runner.run(call).returncode == 0
+    assert json.loads((call.out / "env.json").read_text())["lock"] == other.marker["lock"]
+    assert runner.env_identity(changed)["lock"] == other.marker["lock"]
+    # envs.list: installed = lock, until something is installed by hand (drift, named).
+    assert venvtable.lock_state(cache, changed) == f"{other.marker['lock']}, installed = lock"
+    site = next(other.path.glob("lib/python3.9/site-packages"))
+    (site / "by_hand-1.0.dist-info").mkdir()
+    assert venvtable.lock_state(cache, changed) == (
+        f"DRIFT from {other.marker['lock']}: by-hand - -> 1.0"
+    )
+    (site / "by_hand-1.0.dist-info").rmdir()
     # The spec now says 1.15.0: prune removes the 1.16.0 venv, keeps the current one.
     removed = cache.prune({"tiny": changed})
     assert removed == [first.path]
@@ -147,6 +197,17 @@ def test_second_build_reuses_and_a_changed_pin_gets_a_new_venv(tmp_path, pip_cal
     assert sorted(p.name for p in cache.root.iterdir()) == sorted(
         [other.path.name, f".{other.path.name}.lock"]
     )
+
+
+def test_a_changed_lock_alone_gets_a_new_venv(tmp_path, lock_dir):
+    six = spec(packages=["six==1.16.0"])
+    target = locks.LockTarget(six, False, locks.machine_arch())
+    assert target.lock_path.parent == lock_dir
+    before = venv_hash(six)
+    target.lock_path.write_text("six==1.16.0 --hash=sha256:" + "0" * 64 + "\n")
+    with_lock = venv_hash(six)
+    target.lock_path.write_text("six==1.16.0 --hash=sha256:" + "1" * 64 + "\n")
+    assert len({before, with_lock, venv_hash(six)}) == 3
 
 
 _KILLED_BUILD = """
@@ -221,18 +282,31 @@ def test_missing_interpreter_is_one_user_error(tmp_path):
     assert not any(p.is_dir() for p in cache.root.iterdir())
 
 
-def test_a_pin_that_cannot_install_is_one_user_error_with_pips_reason(tmp_path, capfd):
+def test_a_lock_whose_hash_does_not_match_is_one_user_error(tmp_path, capfd, lock_dir):
     need_python("3.9")
     cache = quiet_cache(tmp_path / "venvs")
-    bad = spec(packages=["six==0.0.0"])
+    six = spec(packages=["six==1.16.0"])
+    lock_file = lock(six)
+    # Every hash of six's files replaced: pip must refuse what it downloads.
+    text = lock_file.read_text()
+    lock_file.write_text(re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, text))
     with pytest.raises(UserError) as error:
-        cache.build(bad)
+        cache.build(six)
     message = str(error.value)
     assert "\n" not in message
-    assert message.startswith("env tiny: pip could not install its pins into a Python 3.9 venv")
-    assert "No matching distribution found for six==0.0.0" in message
-    assert "envs/tiny.yaml" in message
+    assert message.startswith(
+        f"env tiny: pip could not install its lock {lock_file.name} into a Python 3.9 venv"
+    )
+    assert "HASHES" in message or "hash" in message
+    assert "invoke envs.lock --env tiny" in message
     assert not any(p.is_dir() for p in cache.root.iterdir())  # no venv, no temporary folder
+
+
+def test_a_spec_without_a_lock_is_one_user_error_before_anything_is_made(tmp_path, lock_dir):
+    cache = quiet_cache(tmp_path / "venvs")
+    with pytest.raises(UserError, match=r"tiny\.\w+\.lock is missing: run `invoke envs.lock"):
+        cache.build(spec(packages=["six==1.16.0"]))
+    assert not cache.root.exists() or not any(p.is_dir() for p in cache.root.iterdir())
 
 
 def _toy_engine(tmp_path, runner):

@@ -4,6 +4,7 @@ Recorded into each stage's stage.json so a result says where it was measured.
 """
 
 import glob
+import hashlib
 import os
 import platform
 import sys
@@ -68,6 +69,25 @@ def cann_version(root=ASCEND_ROOT):
     return None
 
 
+def lock_id(name, sha256):
+    """A lock as env.json, labels and reports name it: `export.x86_64.lock@3f2a9c0d1e2b`."""
+    return "%s@%s" % (name, sha256[:12])
+
+
+def installed_lock(path=None):
+    """The lock this environment was installed from, or None (the host env has none).
+
+    The image (ENV) or the venv runner sets ZOOBOX_LOCK_FILE to the very file pip installed
+    from; its own bytes are hashed here, so the record cannot disagree with the file.
+    """
+    path = path or os.environ.get("ZOOBOX_LOCK_FILE")
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    return lock_id(os.path.basename(os.path.realpath(path)), digest)
+
+
 def environment():
     """A JSON-ready dict of the versions this process can see."""
     info = {
@@ -81,4 +101,5 @@ def environment():
     for name in ("numpy", "torch", "onnx", "onnxruntime", "torch_aie", "cv2"):
         info[name] = _module_version(name)
     info["cann"] = cann_version()
+    info["lock"] = installed_lock()
     return info

@@ -94,6 +94,7 @@ def render(recipe, rows, metrics_doc, timing, export, versions, figures, profile
         "cann",
         "zoobox_env",
         "image",
+        "lock",
         "hostname",
         "platform",
     ):

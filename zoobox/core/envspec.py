@@ -20,6 +20,8 @@ from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
 
 ENVS_DIR = REPO / "envs"
+# The env's requirements and locks (zoobox.envs.locks); its image copies them.
+REQUIREMENTS_DIR = REPO / "docker" / "requirements"
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,25 @@ class EnvSpec:
     npu_stack: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
+    def lock_files(self) -> list[Path]:
+        """docker/requirements/<env>.* and <env>-npu.*: what its Dockerfile copies, locks too."""
+        found = [
+            path
+            for pattern in (f"{self.name}.*", f"{self.name}-npu.*")
+            for path in REQUIREMENTS_DIR.glob(pattern)
+            if path.is_file()
+        ]
+        return sorted(found)
+
     @property
     def hash(self) -> str:
-        """Content hash of the spec (and its Dockerfile + entrypoint): names images and venvs."""
+        """Content hash of the spec, its Dockerfile + entrypoint and its locks: names images.
+
+        A changed lock is a new tag, hence a rebuild; an unchanged one finds the image built.
+        """
         digest = hashlib.sha256(json.dumps(self.raw, sort_keys=True).encode())
+        for path in self.lock_files():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
         if self.dockerfile and (REPO / self.dockerfile).is_file():
             digest.update((REPO / self.dockerfile).read_bytes())
             # Every image carries docker/entrypoint.sh: an edit there is a new image too.

@@ -1,7 +1,8 @@
 """The built env images: list them, and check each against its spec (docker CLI).
 
 `check` runs a probe inside each image and compares Python, pinned packages, torch, CANN
-and torch_aie with envs/<env>.yaml.
+and torch_aie with envs/<env>.yaml, and every installed distribution with the lock the
+image was built from (label org.zoobox.lock): drift is an error naming the packages.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from zoobox.core.envspec import EnvSpec, get_env
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
 from zoobox.core.text import quote, table
+from zoobox.envs import locks
 from zoobox.envs.images import DOCKER, image_info, labels_of, require_engine
-from zoobox.envs.requirements import buildable_envs, npu_packages
+from zoobox.envs.requirements import REQUIREMENTS, buildable_envs, npu_packages
 
 
 def _size(value) -> str:
@@ -25,6 +27,7 @@ def _size(value) -> str:
 
 
 LISTED_LABELS = (
+    "org.zoobox.lock",
     "org.zoobox.python",
     "org.zoobox.torch",
     "org.zoobox.cann",
@@ -73,11 +76,23 @@ def list_images(docker: str = DOCKER) -> str:
 
 
 # Runs inside the image (Python 3.7 and up): the environment zoostage.envinfo sees, the
-# installed version of every distribution asked for, and whether torch really imports.
+# installed version of every distribution asked for, every distribution in site-packages
+# (from the .dist-info / .egg-info names, as the venv scan reads them), and whether torch
+# really imports.
 PROBE = r"""
-import json, sys
+import json, os, sys
 from zoostage import envinfo
 info = envinfo.environment()
+installed = {}
+for entry in sys.path:
+    if not entry.endswith(("site-packages", "dist-packages")) or not os.path.isdir(entry):
+        continue
+    for name in os.listdir(entry):
+        for suffix in (".dist-info", ".egg-info"):
+            if name.endswith(suffix):
+                dist, _, version = name[: -len(suffix)].partition("-")
+                installed[dist] = version.split("-py")[0]
+info["installed"] = installed
 def version(name):
     try:
         from importlib import metadata
@@ -177,6 +192,28 @@ def compare(spec: EnvSpec, labels: dict, info: dict) -> list[tuple[str, str, str
     return rows
 
 
+def lock_rows(labels: dict, info: dict) -> list[tuple[str, str, str, bool]]:
+    """(what, expected, found, ok): the image's lock is the repository's, nothing drifted."""
+    label = labels.get("org.zoobox.lock") or ""
+    name, _, short = label.partition("@")
+    path = REQUIREMENTS / name if name else None
+    if not short or path is None or not path.is_file():
+        found = label or "no org.zoobox.lock label (built before locks)"
+        return [("lock", "a lock in docker/requirements/", found, False)]
+    current = locks.read_lock(path)
+    rows = [("lock", current.id, label, current.id == label)]
+    drifted = locks.drift(current.pins, info.get("installed") or {})
+    rows.append(
+        (
+            "installed = lock",
+            f"{len(current.pins)} packages",
+            locks.describe_drift(drifted) if drifted else f"{len(current.pins)} packages",
+            not drifted,
+        )
+    )
+    return rows
+
+
 def check_images(env: str | None = None, docker: str = DOCKER) -> str:
     specs = [get_env(env)] if env else buildable_envs()
     require_engine()
@@ -201,7 +238,8 @@ def check_images(env: str | None = None, docker: str = DOCKER) -> str:
             continue
         checked += 1
         probe = json.loads(line[len("ZOOBOX-PROBE ") :])
-        for what, expected, found, ok in compare(spec, labels_of(info), probe):
+        labels = labels_of(info)
+        for what, expected, found, ok in compare(spec, labels, probe) + lock_rows(labels, probe):
             rows.append([spec.name, what, str(expected), str(found), "ok" if ok else "ERROR"])
             if not ok:
                 errors.append(

@@ -5,7 +5,8 @@ content hash (`EnvSpec.image`, zoobox/<env>:<hash12>), built from docker/ as the
 
     docker/<env>.Dockerfile          one per env; BASE_IMAGE is a build argument
     docker/entrypoint.sh             Ascend set_env.sh + driver libraries, then the command
-    docker/requirements/             rendered from the env specs (zoobox.envs.requirements)
+    docker/requirements/             each env's locks (zoobox.envs.locks): pip installs the
+                                     one for the NPU mode and `uname -m`, hashes checked
     docker/npu-installers/<env>/     CANN / Torch_AIE / ais_bench files the user supplies
                                      (zoobox.envs.installers)
     docker/local/                    per-machine extras (pip's CA bundle, local wheels),
@@ -32,13 +33,8 @@ from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO, repo_relative
 from zoobox.core.text import quote
 from zoobox.envs.installers import InstallerCheck, check_installers, npu_mode
-from zoobox.envs.requirements import (
-    CONTEXT,
-    buildable,
-    buildable_envs,
-    requirements_drift,
-    write_requirements,
-)
+from zoobox.envs.locks import Lock, lock_for, machine_arch
+from zoobox.envs.requirements import CONTEXT, buildable, buildable_envs
 
 LOCAL = CONTEXT / "local"
 
@@ -50,6 +46,15 @@ LOCAL_PYTHON = "localhost/zoobox/python:{python}-bookworm"  # made by `invoke de
 
 
 DOCKER = "docker"
+
+# pip's patience inside a build: the host's setting when it has one, else these (PyPI read
+# timeouts at pip's default 15 s broke full builds here).
+PIP_PATIENCE = {"PIP_DEFAULT_TIMEOUT": "120", "PIP_RETRIES": "5"}
+
+
+def pip_patience(environ=None) -> dict[str, str]:
+    environ = os.environ if environ is None else environ
+    return {key: environ.get(key) or default for key, default in PIP_PATIENCE.items()}
 
 
 def dockerfile_args(path: Path) -> dict[str, str | None]:
@@ -116,13 +121,18 @@ class BuildPlan:
     base_image: str
     argv: list[str]
     installers: InstallerCheck
+    lock: Lock  # what pip installs: the env's lock for this NPU mode and architecture
     push: list[list[str]] = field(default_factory=list)
 
 
-def build_args(spec: EnvSpec, npu: str, base_image: str, installers: InstallerCheck) -> dict:
+def build_args(
+    spec: EnvSpec, npu: str, base_image: str, installers: InstallerCheck, lock: Lock
+) -> dict:
     """The build arguments for `spec`, limited to the ARGs its Dockerfile declares."""
     stack = spec.npu_stack
     values = {
+        **pip_patience(),
+        "ZOOBOX_LOCK": lock.id,
         "BASE_IMAGE": base_image,
         "ZOOBOX_PYTHON": spec.python,
         "NPU": npu,
@@ -176,12 +186,14 @@ def plan_build(
         raise UserError(f"env {spec.name}: {spec.dockerfile} does not exist")
     check = check_installers(spec, installers_dir, arch)
     mode = npu_mode(check, npu)
+    # A stale lock (spec edited, not relocked) or none for this architecture stops here.
+    lock = lock_for(spec, arch or machine_arch(), npu=mode == "present")
     base_image = base_image_for(spec, base)
-    args = build_args(spec, mode, base_image, check)
+    args = build_args(spec, mode, base_image, check, lock)
     args.update(extra_args or {})
     argv = build_command(spec, no_cache, args, docker)
     pushes = push_commands(spec, push, docker) if push else []
-    return BuildPlan(spec, mode, base_image, argv, check, pushes)
+    return BuildPlan(spec, mode, base_image, argv, check, lock, pushes)
 
 
 def image_info(image: str, docker: str = DOCKER) -> dict | None:
@@ -221,6 +233,7 @@ def up_to_date(plan: BuildPlan, docker: str = DOCKER) -> bool:
     labels = labels_of(image_info(plan.spec.image, docker))
     return (
         labels.get("org.zoobox.spec") == plan.spec.hash[:12]
+        and labels.get("org.zoobox.lock") == plan.lock.id
         and labels.get("org.zoobox.npu") == plan.npu
         and labels.get("org.opencontainers.image.base.name") == plan.base_image
     )
@@ -257,12 +270,6 @@ def build_images(
     specs = [get_env(env)] if env else buildable_envs()
     if env and not buildable(specs[0]):
         raise UserError(f"env {env} has no image (it is the machine's own Python)")
-    stale = requirements_drift(specs)
-    if stale and not dry:
-        for path in write_requirements(specs):
-            print(f"updated {repo_relative(path)} from its env spec", flush=True)
-    elif stale:
-        print(f"would update {', '.join(repo_relative(p) for p in stale)} from the env specs")
     plans = [
         plan_build(
             spec,
@@ -297,8 +304,9 @@ def build_images(
                     flush=True,
                 )
         if not dry and not (force or no_cache) and up_to_date(plan, docker):
-            print(f"{spec.image} is up to date (spec {spec.hash[:12]}, NPU {plan.npu})")
+            print(f"{spec.image} is up to date (lock {plan.lock.id}, NPU {plan.npu})")
         else:
+            print(f"installing {repo_relative(plan.lock.path)} ({plan.lock.id})", flush=True)
             print(f"$ {quote(plan.argv)}", flush=True)
             if not dry:
                 started = time.time()

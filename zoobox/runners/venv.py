@@ -20,7 +20,8 @@ from pathlib import Path
 from zoobox.core.envspec import EnvSpec
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
-from zoobox.envs.venvs import VenvCache, find_interpreter, missing_interpreter_error, venv_hash
+from zoobox.envs.interpreters import find_interpreter, missing_interpreter_error
+from zoobox.envs.venvs import VenvCache, venv_hash
 from zoobox.runners.base import Completed, Runner, StageCall, execute, process_env
 from zoobox.runners.host import HostRunner
 
@@ -68,7 +69,7 @@ class VenvRunner(Runner):
 
     def environment(self, call: StageCall) -> dict:
         venv = self.venvs.path(call.env)
-        return {
+        environment = {
             # Only the repository: the caller's PYTHONPATH belongs to another Python.
             "PYTHONPATH": str(REPO),
             "VIRTUAL_ENV": str(venv),
@@ -77,6 +78,10 @@ class VenvRunner(Runner):
             "ZOOBOX_ENV": call.env.name,
             "PYTHONUNBUFFERED": "1",
         }
+        lock_file = self.venvs.lock_file(call.env)
+        if lock_file is not None:  # the stage records it in env.json (provenance)
+            environment["ZOOBOX_LOCK_FILE"] = str(lock_file)
+        return environment
 
     # -- identity, checks, running -------------------------------------------------------
     def env_identity(self, env: EnvSpec, dry: bool = False) -> dict:
@@ -91,6 +96,7 @@ class VenvRunner(Runner):
             "interpreter": (marker.get("interpreter") or {}).get("path"),
             "python": marker.get("python"),
             "versions": marker.get("packages"),
+            "lock": marker.get("lock"),
         }
         if env.npu:
             identity["sourced"] = self.sourced(env)

@@ -14,10 +14,10 @@ def _cache(c):
 
 @task(name="list", default=True)
 def list_(c):
-    """List the envs: Python wanted and found, venv built or not, its size."""
+    """List the envs: Python wanted and found, venv built or not, its size, its lock (drift)."""
     from zoobox.core.envspec import load_envs
     from zoobox.core.errors import main_guard
-    from zoobox.envs.venvs import list_table
+    from zoobox.envs.venvtable import list_table
 
     main_guard(lambda: print(list_table(_cache(c), load_envs())))
 
@@ -31,13 +31,15 @@ def list_(c):
 def build(c, env=None, force=False):
     """Build the venvs the venv runner uses (CPython from pyenv / PATH / zoobox.venv.pythons).
 
-    Each venv is made from its spec's Python version and pins and cached under
-    zoobox.venv.cache (default ~/.cache/zoobox/venvs) by their hash: an unchanged spec is
-    not rebuilt, a changed one gets a new venv.
+    Each venv is made from its spec's Python version and its lock for this machine
+    (docker/requirements/<env>.<arch>.lock, pip --require-hashes: the file the image
+    installs) and cached under zoobox.venv.cache (default ~/.cache/zoobox/venvs) by their
+    hash: an unchanged lock is not rebuilt, a changed one gets a new venv, a stale one
+    (spec edited, not relocked) is refused.
     """
     from zoobox.core.envspec import load_envs
     from zoobox.core.errors import main_guard
-    from zoobox.envs.venvs import build_all
+    from zoobox.envs.venvtable import build_all
 
     main_guard(lambda: build_all(_cache(c), load_envs(), env=env, force=force))
 
@@ -47,7 +49,7 @@ def prune(c, dry=False):
     """Remove venvs whose spec changed or went away, and builds that died midway."""
     from zoobox.core.envspec import load_envs
     from zoobox.core.errors import main_guard
-    from zoobox.envs.venvs import dir_size, human_size
+    from zoobox.envs.venvfs import dir_size, human_size
 
     def go():
         cache = _cache(c)
@@ -62,3 +64,40 @@ def prune(c, dry=False):
             print(f"nothing to prune in {cache.root}")
 
     main_guard(go)
+
+
+@task(
+    iterable=["upgrade"],
+    help={
+        "env": "lock only this env (default: every env with packages)",
+        "arch": "lock only for this CPU architecture: x86_64 or aarch64 (default: both)",
+        "upgrade": "move this package to its newest allowed version (repeatable); the others "
+        "keep their locked versions",
+        "find-links": "a folder of wheels the index lacks (e.g. a vendor's aarch64 torch); "
+        "put them in docker/local/wheels/ so the image build finds them too",
+        "extra-index-url": "another package index to resolve from (the build needs it too: "
+        "`invoke images.build --arg EXTRA_INDEX_URL=...`)",
+        "check": "resolve nothing: say whether every lock is current with its spec (exit 2 "
+        "if not); offline",
+    },
+)
+def lock(c, env=None, arch=None, upgrade=None, find_links=None, extra_index_url=None, check=False):
+    """Regenerate docker/requirements/<env>[-npu].<arch>.lock from envs/ with uv.
+
+    Every package pinned with its hashes, for the env's CPython and each architecture;
+    where the index cannot satisfy a spec on an architecture, a .nolock says why. Images
+    (`images.build`) and venvs (`envs.build`) install these files, hashes checked.
+    """
+    from zoobox.core.errors import main_guard
+    from zoobox.envs.lockgen import check_or_lock
+
+    main_guard(
+        lambda: check_or_lock(
+            env=env,
+            arch=arch,
+            upgrade=tuple(upgrade or ()),
+            find_links=find_links,
+            extra_index_url=extra_index_url,
+            check=check,
+        )
+    )

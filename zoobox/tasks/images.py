@@ -64,9 +64,11 @@ def build(
 ):
     """Build the env images (docker build, context docker/; the engine from DOCKER_HOST).
 
-    Renders docker/requirements/ from envs/ first, checks the NPU installers (and says
-    exactly which files it expects where), skips an image already built from the same
-    spec, and echoes every command.
+    Checks the NPU installers (and says exactly which files it expects where), picks the
+    env's lock for the NPU mode and this architecture (a stale or missing one stops it:
+    `invoke envs.lock`), skips an image already built from the same lock, passes pip's
+    timeout and retries (PIP_DEFAULT_TIMEOUT / PIP_RETRIES from the host, else 120 s / 5),
+    and echoes every command.
     """
     from zoobox.core.errors import main_guard
     from zoobox.envs.images import build_images
@@ -101,7 +103,8 @@ def list_(c):
 def check(c, env=None):
     """Run a probe in each built image; compare Python, pins, torch, CANN, torch_aie with envs/.
 
-    A wrong version, a package missing, or a missing torch_aie / CANN in an image labelled
+    Also every installed distribution with the image's lock (drift). A wrong version, a
+    package missing or extra, or a missing torch_aie / CANN in an image labelled
     org.zoobox.npu=present is an error naming it (exit 2).
     """
     from zoobox.core.errors import main_guard
