@@ -203,7 +203,7 @@ def image_info(image: str, docker: str = DOCKER) -> dict | None:
 
 def require_engine() -> None:
     """A clear error when no Docker-compatible engine answers the docker CLI."""
-    from zoobox.hosts.probe import container_engine
+    from zoobox.hosts.probe import container_engine, use_engine
 
     engine = container_engine(timeout=20)
     if not engine.reachable:
@@ -211,6 +211,8 @@ def require_engine() -> None:
             f"no Docker engine answers ({engine.detail}): start one (on a machine without "
             "Docker: `invoke dev.engine`) and export the DOCKER_HOST it prints"
         )
+    use_engine(engine)
+    print(f"docker engine: {engine.detail}", flush=True)
 
 
 def labels_of(info: dict | None) -> dict:
@@ -263,6 +265,8 @@ def build_images(
             print(f"updated {repo_relative(path)} from its env spec", flush=True)
     elif stale:
         print(f"would update {', '.join(repo_relative(p) for p in stale)} from the env specs")
+    if not dry:
+        require_engine()  # first: `--base auto` follows the engine it finds
     plans = [
         plan_build(
             spec,
@@ -276,7 +280,6 @@ def build_images(
         for spec in specs
     ]
     if not dry:
-        require_engine()
         stage_ca_bundle(ca_bundle)
         for plan in plans:
             local = LOCAL_PYTHON.format(python=plan.spec.python)
