@@ -223,3 +223,25 @@ def test_the_cli_runs_containers_on_the_dev_engine_and_says_so(fake_engine, tmp_
 def test_probe_module_exposes_the_dev_engine_socket(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOOBOX_ENGINE_DIR", str(tmp_path))
     assert probe.dev_engine_host() == f"unix://{tmp_path}/podman.sock"
+
+
+# -- 1. the training launcher's workers get a writable working directory ----------------------
+def test_training_workers_run_in_a_writable_directory_not_the_repository(tmp_path, monkeypatch):
+    from models.retinanet.train import launch
+
+    seen = {}
+
+    def fake_call(argv, env=None, cwd=None):
+        seen["cwd"] = cwd
+        return 0
+
+    monkeypatch.setattr(launch.subprocess, "call", fake_call)
+    config = {"out": str(tmp_path / "out"), "work_dir": str(tmp_path / "work")}
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path)  # in a container: the docker runner's tmpfs
+    launch.run_workers(["python", "-V"], config, threads=0)
+    assert seen["cwd"] == str(tmp_path) and seen["cwd"] != launch.REPO
+    # A read-only working directory (the repository mount): the work folder instead.
+    monkeypatch.setattr(launch.os, "access", lambda path, mode: False)
+    launch.run_workers(["python", "-V"], config, threads=0)
+    assert seen["cwd"] == str(tmp_path / "work")

@@ -39,6 +39,7 @@ from zoobox.envs.requirements import (
     requirements_drift,
     write_requirements,
 )
+from zoobox.envs.wheels import require_local_wheels
 
 LOCAL = CONTEXT / "local"
 
@@ -130,10 +131,13 @@ def build_args(spec: EnvSpec, npu: str, base_image: str, installers: InstallerCh
         "TORCH_VERSION": spec.pin("torch"),
         "CANN_VERSION": stack.get("cann"),
         "TORCH_AIE_VERSION": stack.get("torch_aie"),
+        "AIE_RUNTIME_VERSION": stack.get("aie_runtime"),
         "ZOOBOX_SPEC_HASH": spec.hash[:12],
         "ZOOBOX_REVISION": git_revision(),
         "ZOOBOX_CREATED": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if npu == "present":
+        values.update(installers.build_args())  # the installer files chosen, by name
     declared = dockerfile_args(REPO / spec.dockerfile)
     return {k: str(v) for k, v in values.items() if k in declared and v is not None}
 
@@ -169,11 +173,13 @@ def plan_build(
     installers_dir: Path | None = None,
     arch: str | None = None,
     docker: str = DOCKER,
+    wheels_dir: Path | None = None,
 ) -> BuildPlan:
     if not buildable(spec):
         raise UserError(f"env {spec.name} has no image (it is the machine's own Python)")
     if not (REPO / spec.dockerfile).is_file():
         raise UserError(f"env {spec.name}: {spec.dockerfile} does not exist")
+    require_local_wheels(spec, arch, wheels_dir)  # before pip could fail in the build
     check = check_installers(spec, installers_dir, arch)
     mode = npu_mode(check, npu)
     base_image = base_image_for(spec, base)

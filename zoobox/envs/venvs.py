@@ -42,6 +42,7 @@ from zoobox.core.artifacts import read_json, write_json_atomic
 from zoobox.core.envspec import EnvSpec
 from zoobox.core.errors import UserError
 from zoobox.core.paths import default_cache
+from zoobox.envs.wheels import pip_environment, require_local_wheels
 
 MARKER = "zoobox-venv.json"
 # Bumped when the way a venv is built changes, so old builds are not reused.
@@ -308,6 +309,7 @@ class VenvCache:
                 f"cannot create the venv cache {self.root} ({error.strerror}): set "
                 "zoobox.venv.cache to a writable folder"
             ) from None
+        require_local_wheels(spec)  # a pin PyPI lacks for this machine: say so, not pip
         final = self.path(spec)
         with _BuildLock(self.root / f".{self.stem(spec)}.lock", spec.name, self._say) as lock:
             if not force:
@@ -493,7 +495,7 @@ def _pip_install(python: Path, spec: EnvSpec, lock_fd: int) -> None:
         stderr=subprocess.PIPE,
         text=True,
         errors="replace",
-        env=_clean_environment(),
+        env=pip_environment(_clean_environment()),  # + docker/local/wheels/ when there
         pass_fds=(lock_fd,),
     )
     tail: collections.deque = collections.deque(maxlen=200)
