@@ -245,3 +245,27 @@ def test_training_workers_run_in_a_writable_directory_not_the_repository(tmp_pat
     monkeypatch.setattr(launch.os, "access", lambda path, mode: False)
     launch.run_workers(["python", "-V"], config, threads=0)
     assert seen["cwd"] == str(tmp_path / "work")
+
+
+# -- 12. the 310P workflow -------------------------------------------------------------------
+def test_the_310p_workflow_builds_only_aie_and_atc_from_a_pinned_venv():
+    import re
+
+    import yaml
+
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "ascend.yml").read_text())
+    job = workflow["jobs"]["recipes"]
+    assert "ascend-310p" in job["runs-on"]
+    runs = [step.get("run", "") for step in job["steps"]]
+    install = next(i for i, run in enumerate(runs) if "pip install" in run)
+    assert "python3 -m venv .venv" in runs[install]
+    assert re.search(r"\.venv/bin/python -m pip install torch==\d+\.\d+\.\d+ ", runs[install])
+    assert '"$PWD/.venv/bin" >> "$GITHUB_PATH"' in runs[install]
+    invokes = [i for i, run in enumerate(runs) if "invoke " in run]
+    assert invokes and min(invokes) > install  # every invoke is the venv's
+    build = next(run for run in runs if "images.build" in run)
+    assert "for env in aie atc; do" in build and "train" not in build
+    assert 'invoke images.build --env "$env" --npu yes' in build
+    assert "docker/local/wheels" in build  # aarch64: the local torch 1.5.0 wheel
+    assert not any("train" in run for run in runs)
+    assert any(run.strip() == "invoke npu.smoke" for run in runs)
