@@ -45,6 +45,16 @@ def load_recipe_file(recipe):
         return yaml.safe_load(handle)
 
 
+def compute_throughput(timing):
+    """The images/s to set beside a seed's: the forward alone (the harness's "compute",
+    as the seeds time it), else the end-to-end number of an older timing record."""
+    return (timing.get("compute") or {}).get("throughput", timing.get("throughput"))
+
+
+def _latencies(stats):
+    return "%s / %s" % (_fmt(stats.get("p50_ms")), _fmt(stats.get("p99_ms")))
+
+
 def compare(published, metrics, timing, weights, images, full_images, npu):
     """One row per published metric, with its status."""
     rows = []
@@ -52,7 +62,7 @@ def compare(published, metrics, timing, weights, images, full_images, npu):
         speed = bool(ref.get("speed"))
         if speed:
             measured = (
-                timing.get("throughput")
+                compute_throughput(timing)
                 if key == "throughput"
                 else timing.get("by_batch", {})
                 .get(key.replace("throughput_bs", ""), {})
@@ -134,6 +144,17 @@ def render(recipe, rows, metrics_doc, timing, export, versions, figures):
         ),
         ("throughput (images/s)", _fmt(timing.get("throughput"))),
     ]
+    if timing.get("compute"):
+        compute, end_to_end = timing["compute"], timing.get("end_to_end") or {}
+        facts += [
+            ("compute latency p50 / p99 (ms): forward only", _latencies(compute)),
+            ("end-to-end latency p50 / p99 (ms): with copies", _latencies(end_to_end)),
+            (
+                "throughput compute / end-to-end (images/s)",
+                "%s / %s" % (_fmt(compute.get("throughput")), _fmt(end_to_end.get("throughput"))),
+            ),
+            ("warm-up calls", timing.get("warmup_calls")),
+        ]
     for key in (
         "python",
         "torch",
@@ -192,6 +213,8 @@ def main(args):
         "backend": timing.get("backend"),
         "device": timing.get("device"),
         "throughput": timing.get("throughput"),
+        "throughput_compute": compute_throughput(timing),
+        "throughput_end_to_end": (timing.get("end_to_end") or {}).get("throughput"),
         "images": metrics_doc.get("images"),
     }
     cli.write_json(os.path.join(args.out, "summary.json"), summary)
