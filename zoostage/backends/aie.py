@@ -100,14 +100,17 @@ class Backend(BaseBackend):
     def forward(self, inputs):
         # As the seeds run it: the input already on the device, the module on its own
         # stream, waited for before anything reads the outputs.
+        import torch
+
         torch_aie = _torch_aie()
-        with torch_aie.npu.stream(self.stream):
+        with torch.no_grad(), torch_aie.npu.stream(self.stream):
             outputs = self.module(inputs)
             self.stream.synchronize()
         return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
     def to_host(self, outputs):
-        return tuple(o.to("cpu").numpy() for o in outputs)
+        # detach: parts the compiler left to torch may carry autograd state
+        return tuple(o.detach().to("cpu").numpy() for o in outputs)
 
     def synchronize(self):
         if self.stream is not None:
