@@ -10,6 +10,7 @@ installers, i.e. CPU images): minutes; later runs find them built.
 import json
 import os
 import subprocess
+import sys
 import textwrap
 import time
 
@@ -23,6 +24,8 @@ from zoobox.hosts.probe import container_engine
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
+# The interpreter running the tests, not whatever `invoke` is first on PATH.
+INVOKE = (sys.executable, "-m", "invoke")
 IMAGES = ("export", "aie", "atc")  # the CPU variants of aie and atc: no NPU installers here
 BUILD_TIMEOUT = 1200
 RUN_TIMEOUT = 900
@@ -65,7 +68,7 @@ def built(engine_env):
     """The export, aie and atc images, built (or found up to date) through images.build."""
     times = {}
     for name in IMAGES:
-        result = _run(["invoke", "images.build", "--env", name], engine_env, BUILD_TIMEOUT)
+        result = _run([*INVOKE, "images.build", "--env", name], engine_env, BUILD_TIMEOUT)
         assert result.returncode == 0, f"images.build --env {name} failed:\n{_tail(result)}"
         times[name] = round(result.seconds, 1)
     print(f"\nimage builds (s): {times}")
@@ -93,11 +96,11 @@ def test_images_are_labelled_and_check_against_their_specs(engine_env, built):
         assert labels["org.zoobox.torch"] == spec.pin("torch")
         assert labels["org.zoobox.npu"] == "absent"  # no installers on this machine
         assert labels["org.opencontainers.image.revision"]
-    result = _run(["invoke", "images.check"], engine_env, 600)
+    result = _run([*INVOKE, "images.check"], engine_env, 600)
     assert result.returncode == 0, _tail(result)
     checked = {row.split()[0] for row in result.stdout.splitlines() if row.split()[-1:] == ["ok"]}
     assert set(built) <= checked and "ERROR" not in result.stdout
-    listed = _run(["invoke", "images.list"], engine_env, 120)
+    listed = _run([*INVOKE, "images.list"], engine_env, 120)
     assert listed.returncode == 0 and all(image in listed.stdout for image in built.values())
 
 
@@ -123,6 +126,36 @@ def test_images_run_as_a_non_root_user_and_honour_the_callers_uid(engine_env, bu
     assert (made.st_uid, made.st_gid) == (4321, 4322)
 
 
+def test_every_image_gives_an_arbitrary_uid_a_passwd_entry(engine_env, built):
+    """HCCL's getpwuid() for a caller the image never heard of (the entrypoint's job)."""
+    probe = "import os, pwd; print(pwd.getpwuid(os.getuid()).pw_name, os.getuid(), os.getgid())"
+    for name, image in built.items():
+        result = _docker(
+            engine_env, "run", "--rm", "--user", "4321:4322", image, "python", "-c", probe
+        )
+        assert result.returncode == 0, f"{name}: {_tail(result)}"
+        user, uid, gid = result.stdout.split()
+        assert (uid, gid) == ("4321", "4322") and user, name
+        assert "no passwd entry" not in result.stderr, name
+
+
+def test_npu_smoke_runs_its_checks_inside_the_images(engine_env, built, tmp_path):
+    result = _run(
+        [*INVOKE, "npu.smoke", "--runner", "docker", "--artifacts", str(tmp_path / "smoke")],
+        engine_env,
+        RUN_TIMEOUT,
+    )
+    assert result.returncode == 0, _tail(result, 60)
+    checks = json.loads((tmp_path / "smoke" / "smoke.json").read_text())["checks"]
+    inside = {(c["where"], c["check"]): c for c in checks}
+    for env in ("aie", "atc"):
+        identity = inside[(built[env], "uid, passwd entry, groups")]
+        assert identity["status"] == "ok", identity  # the caller's uid, with an entry
+        assert f"uid {os.getuid()} " in identity["detail"]
+        assert inside[(built[env], "CANN version")]["status"] == "needs host"  # CPU images
+    assert "checks that need a real Ascend host" in result.stdout
+
+
 # -- RetinaFace, host runner vs docker runner --------------------------------------------------
 @pytest.fixture(scope="module")
 def retinaface_runs(engine_env, built, tmp_path_factory):
@@ -142,7 +175,7 @@ def retinaface_runs(engine_env, built, tmp_path_factory):
     for runner in ("host", "docker"):
         artifacts = root / runner
         argv = [
-            "invoke",
+            *INVOKE,
             "retinaface.all",
             "--runner",
             runner,
