@@ -269,3 +269,29 @@ def test_the_310p_workflow_builds_only_aie_and_atc_from_a_pinned_venv():
     assert "docker/local/wheels" in build  # aarch64: the local torch 1.5.0 wheel
     assert not any("train" in run for run in runs)
     assert any(run.strip() == "invoke npu.smoke" for run in runs)
+
+
+def test_every_runner_points_cann_logs_at_the_stage_log_folder(tmp_path):
+    from zoobox.core.envspec import get_env
+    from zoobox.envs.venvs import VenvCache
+    from zoobox.runners.base import StageCall
+    from zoobox.runners.venv import VenvRunner
+
+    logs = tmp_path / "art" / "toy" / "logs" / "compile"
+    call = StageCall(
+        recipe="toy",
+        stage="compile",
+        module="zoostage.backends.compile",
+        args=[],
+        out=tmp_path / "out",
+        env=get_env("aie"),
+        needs_npu=True,
+        devices=[0],
+        logs=logs,
+    )
+    venv = VenvRunner(VenvCache(tmp_path / "venvs", {}), ascend_root=tmp_path, say=print)
+    assert venv.environment(call)["ASCEND_PROCESS_LOG_PATH"] == str(logs)
+    assert HostRunner().environment(call)["ASCEND_PROCESS_LOG_PATH"] == str(logs)
+    call.needs_npu = False  # a CPU stage sets nothing
+    assert "ASCEND_PROCESS_LOG_PATH" not in venv.environment(call)
+    assert "ASCEND_PROCESS_LOG_PATH" not in HostRunner().environment(call)

@@ -68,7 +68,7 @@ class VenvRunner(Runner):
 
     def environment(self, call: StageCall) -> dict:
         venv = self.venvs.path(call.env)
-        return {
+        env = {
             # Only the repository: the caller's PYTHONPATH belongs to another Python.
             "PYTHONPATH": str(REPO),
             "VIRTUAL_ENV": str(venv),
@@ -77,6 +77,9 @@ class VenvRunner(Runner):
             "ZOOBOX_ENV": call.env.name,
             "PYTHONUNBUFFERED": "1",
         }
+        if call.needs_npu and call.logs is not None:
+            env["ASCEND_PROCESS_LOG_PATH"] = str(call.logs)  # as the other runners do
+        return env
 
     # -- identity, checks, running -------------------------------------------------------
     def env_identity(self, env: EnvSpec, dry: bool = False) -> dict:
@@ -132,4 +135,6 @@ class VenvRunner(Runner):
             return self.host.run(call)
         env = process_env(self.environment(call))
         env.pop("PYTHONHOME", None)
+        if call.needs_npu and call.logs is not None:
+            call.logs.mkdir(parents=True, exist_ok=True)
         return execute(self.argv(call), env=env, cwd=REPO)
