@@ -89,8 +89,9 @@ def test_compute_is_the_forward_alone_and_end_to_end_adds_the_copies(clock):
     assert end_to_end["mean_ms"] == pytest.approx(50.0)
     assert end_to_end["p99_ms"] == pytest.approx(64.7)
     assert end_to_end["throughput"] == pytest.approx(20.0)
-    # the top level stays the end-to-end record, as before
-    assert record["mean_ms"] == pytest.approx(50.0) and record["throughput"] == pytest.approx(20)
+    # the top level is compute's: what the report sets beside a seed's number
+    assert record["mean_ms"] == pytest.approx(45.0)
+    assert record["throughput"] == pytest.approx(1000 / 45.0)
     assert record["warmup_calls"] == 2 and record["calls"] == 4
 
 
@@ -192,10 +193,10 @@ def test_shards_merge_both_kinds_of_time():
         return {
             "calls": calls,
             "images": calls,
-            "mean_ms": end_to_end,
-            "p50_ms": end_to_end,
-            "p99_ms": end_to_end + 2,
-            "throughput": 1000 / end_to_end,
+            "mean_ms": compute,
+            "p50_ms": compute,
+            "p99_ms": compute + 1,
+            "throughput": 1000 / compute,
             "compute": dict(stats, throughput=1000 / compute, source="harness"),
             "end_to_end": dict(e2e, throughput=1000 / end_to_end),
         }
@@ -206,13 +207,13 @@ def test_shards_merge_both_kinds_of_time():
     assert merged["compute"]["throughput"] == pytest.approx(100 + 1000 / 30)
     assert merged["compute"]["source"] == "harness"
     assert merged["end_to_end"]["mean_ms"] == pytest.approx(35.0)
-    assert merged["throughput"] == pytest.approx(50 + 25)
+    assert merged["throughput"] == pytest.approx(100 + 1000 / 30)  # the top level: compute
 
 
 def test_the_report_sets_the_seed_beside_compute_and_shows_both():
     published = {"throughput": {"value": 48.77, "unit": "images/s", "speed": True}}
     timing = {
-        "throughput": 30.0,
+        "throughput": 50.0,  # the harness puts compute's numbers at the top level
         "compute": {"p50_ms": 19.0, "p99_ms": 22.0, "throughput": 50.0},
         "end_to_end": {"p50_ms": 33.0, "p99_ms": 40.0, "throughput": 30.0},
         "warmup_calls": 5,
@@ -220,9 +221,6 @@ def test_the_report_sets_the_seed_beside_compute_and_shows_both():
     }
     rows = compare(published, {}, timing, "official", None, None, True)
     assert rows[0]["measured"] == 50.0
-    # an older record without the split still compares its one number
-    old = compare(published, {}, {"throughput": 30.0}, "official", None, None, True)
-    assert old[0]["measured"] == 30.0
     text = render({"name": "x"}, rows, {}, timing, {"weights": "official"}, {}, [])
     assert "| compute latency p50 / p99 (ms): forward only | 19.00 / 22.00 |" in text
     assert "| end-to-end latency p50 / p99 (ms): with copies | 33.00 / 40.00 |" in text

@@ -45,12 +45,6 @@ def load_recipe_file(recipe):
         return yaml.safe_load(handle)
 
 
-def compute_throughput(timing):
-    """The images/s to set beside a seed's: the forward alone (the harness's "compute",
-    as the seeds time it), else the end-to-end number of an older timing record."""
-    return (timing.get("compute") or {}).get("throughput", timing.get("throughput"))
-
-
 def _latencies(stats):
     return "%s / %s" % (_fmt(stats.get("p50_ms")), _fmt(stats.get("p99_ms")))
 
@@ -62,7 +56,7 @@ def compare(published, metrics, timing, weights, images, full_images, npu):
         speed = bool(ref.get("speed"))
         if speed:
             measured = (
-                compute_throughput(timing)
+                timing.get("throughput")
                 if key == "throughput"
                 else timing.get("by_batch", {})
                 .get(key.replace("throughput_bs", ""), {})
@@ -213,7 +207,6 @@ def main(args):
         "backend": timing.get("backend"),
         "device": timing.get("device"),
         "throughput": timing.get("throughput"),
-        "throughput_compute": compute_throughput(timing),
         "throughput_end_to_end": (timing.get("end_to_end") or {}).get("throughput"),
         "images": metrics_doc.get("images"),
     }

@@ -43,11 +43,6 @@ class StageSpec:
     shard: bool = False  # takes --shard I/N: several devices split its images
     optional: bool = False  # not part of `all`; runs when asked for by name (training)
 
-    @property
-    def uses_data(self) -> bool:
-        """Whether the stage reads the dataset root ({data} in its arguments)."""
-        return any("{data}" in str(value) for value in self.args.values())
-
 
 @dataclass(frozen=True)
 class Recipe:

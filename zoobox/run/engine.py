@@ -30,6 +30,11 @@ from zoostage.backends import NPU_BACKENDS
 LOGS = "logs"
 
 
+def reads_dataset(spec) -> bool:
+    """Whether a stage reads the dataset root ({data} in its arguments)."""
+    return any("{data}" in str(value) for value in spec.args.values())
+
+
 @dataclass
 class Options:
     """Everything a run depends on besides the recipe; tasks fill it from config + flags."""
@@ -153,7 +158,7 @@ class Engine:
             env=get_env(spec.env),
             needs_npu=needs_npu,
             devices=devices,
-            uses_data=spec.uses_data,
+            uses_data=reads_dataset(spec),
             logs=self.store.folder / LOGS / name,
         )
 

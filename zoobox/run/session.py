@@ -21,7 +21,7 @@ from zoobox.hosts.probe import (
     use_engine,
 )
 from zoobox.run.choice import choose
-from zoobox.run.engine import Engine, Options
+from zoobox.run.engine import Engine, Options, reads_dataset
 from zoobox.runners.factory import make_runner
 
 DEFAULTS = {
@@ -147,7 +147,7 @@ def check_dataset(engine: Engine, target: str | None) -> None:
     """A missing dataset is one line saying where it was looked for and how to get it."""
     recipe = engine.recipe
     names = recipe.upstream(target) if target else recipe.default_stages
-    uses_data = any(recipe.stage(n).uses_data for n in names)
+    uses_data = any(reads_dataset(recipe.stage(n)) for n in names)
     root = engine.options.data
     if uses_data and root is not None and not Path(root).exists():
         how = recipe.dataset.get("get", "")
