@@ -126,16 +126,26 @@ def test_images_run_as_a_non_root_user_and_honour_the_callers_uid(engine_env, bu
     assert (made.st_uid, made.st_gid) == (4321, 4322)
 
 
-def test_every_image_gives_an_arbitrary_uid_a_passwd_entry(engine_env, built):
-    """HCCL's getpwuid() for a caller the image never heard of (the entrypoint's job)."""
+def test_every_image_gives_an_arbitrary_uid_a_passwd_entry(engine_env, built, tmp_path):
+    """HCCL's getpwuid() for a caller the image never heard of (the entrypoint's job).
+
+    podman adds a passwd line for --user itself, Docker does not: the image's own
+    /etc/passwd is mounted read-only over it, so the container sees what Docker gives.
+    """
     probe = "import os, pwd; print(pwd.getpwuid(os.getuid()).pw_name, os.getuid(), os.getgid())"
     for name, image in built.items():
+        passwd = tmp_path / f"{name}.passwd"
+        own = _docker(engine_env, "run", "--rm", "--entrypoint", "cat", image, "/etc/passwd")
+        assert own.returncode == 0 and ":4321:" not in own.stdout, _tail(own)
+        passwd.write_text(own.stdout)
         result = _docker(
-            engine_env, "run", "--rm", "--user", "4321:4322", image, "python", "-c", probe
+            engine_env,
+            *("run", "--rm", "--user", "4321:4322"),
+            *("--mount", f"type=bind,source={passwd},target=/etc/passwd,readonly"),
+            *(image, "python", "-c", probe),
         )
         assert result.returncode == 0, f"{name}: {_tail(result)}"
-        user, uid, gid = result.stdout.split()
-        assert (uid, gid) == ("4321", "4322") and user, name
+        assert result.stdout.split() == ["zoobox-4321", "4321", "4322"], name
         assert "no passwd entry" not in result.stderr, name
 
 
