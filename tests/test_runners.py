@@ -482,7 +482,17 @@ def test_dry_retinanet_plan_shows_workdir_existing_mounts_and_log_path(fake_310p
         for host_file in ("/usr/local/dcmi", "/etc/ascend_install.info"):
             assert (f"source={host_file}," in line) == Path(host_file).exists(), host_file
         assert " -v " not in line
+        driver = f"source={fake_310p.driver_dir},target=/usr/local/Ascend/driver,readonly"
+        assert driver in line
     assert "-w /workspace" in by_module["models.retinanet.export"]  # CPU stages keep it
+
+
+def test_a_missing_driver_is_not_mounted_and_the_run_refuses(fake_310p, tmp_path):
+    import dataclasses
+
+    npu = dataclasses.replace(fake_310p, driver_dir=tmp_path / "no-driver")
+    runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", npu=npu, tty=False))
+    assert not any("Ascend/driver" in a for a in runner.argv(_call(tmp_path)))
 
 
 def test_version_order_and_driver_check():

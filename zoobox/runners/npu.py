@@ -67,8 +67,10 @@ def device_args(npu: NpuHost, devices: list[int], ascend_runtime: bool) -> list[
         args += ["--device", f"{npu.dev_root}/davinci{device}"]
     for node in NPU_CONTROL_NODES:
         args += ["--device", f"{npu.dev_root}/{node}"]
-    # The driver goes where the container looks for it, wherever the host keeps it.
-    args += bind(npu.driver_dir, ASCEND_DRIVER)
+    # The driver goes where the container looks for it, wherever the host keeps it. Like
+    # every host path here, only when it exists: a run without it stops in preflight().
+    if Path(npu.driver_dir).is_dir():
+        args += bind(npu.driver_dir, ASCEND_DRIVER)
     for path in npu.driver_files:
         args += bind(path, path)
     if npu.npu_smi is not None:
