@@ -16,14 +16,20 @@
 # torchvision 0.15.2 is left out: no stage imports it.
 #
 # NPU layers. CANN and Torch_AIE are not on any registry: put the installers in
-# docker/npu-installers/aie/ (`invoke images.build --env aie` checks them before building
-# and names what is missing):
-#   Ascend-cann-toolkit_${CANN_VERSION}_linux-<arch>.run        --install --quiet
-#   Ascend-cann-aie_${TORCH_AIE_VERSION}_linux-<arch>.run       --install --quiet
+# docker/npu-installers/aie/ (`invoke images.build --env aie` checks them before building,
+# matching names ignoring case, and says what it found and uses; files.yaml there names
+# files that do not follow these names):
+#   Ascend-cann-toolkit_${CANN_VERSION}_linux-<arch>.run        --install --quiet --install-for-all
+#   Ascend-cann-aie_${AIE_RUNTIME_VERSION}_linux-<arch>.run     --install --quiet (the AIE runtime,
+#                                                               its own version: 7.0.T51.B010)
 #   Ascend-cann-torch-aie-${TORCH_AIE_VERSION}-linux_<arch>.tar.gz   (the torch_aie wheel)
-# with <arch> = `uname -m` (aarch64, x86_64). --build-arg NPU=absent skips these layers
-# (label org.zoobox.npu=absent). The installers are bind-mounted, never copied into a layer;
-# NPU_INSTALLERS (their names, sizes and times, from images.build) keys the layer cache.
+# with <arch> = `uname -m` (aarch64, x86_64). images.build passes the chosen names as
+# CANN_TOOLKIT_RUN, AIE_RUNTIME_RUN and TORCH_AIE_TAR. --build-arg NPU=absent skips these
+# layers (label org.zoobox.npu=absent). The installers are bind-mounted, never copied into
+# a layer; NPU_INSTALLERS (their names, sizes and times, from images.build) keys the layer
+# cache. CANN compiles operators online with gcc / g++ / make: the NPU layer installs them
+# (pinned for Debian bookworm, GCC_DEB / MAKE_DEB) unless the base image has them. Containers
+# run as the caller's uid, not root: the installed trees are made world-readable.
 # The driver stays on the host: the docker runner mounts it, the entrypoint puts its
 # libraries on LD_LIBRARY_PATH.
 #
@@ -33,8 +39,9 @@
 #
 # Build arguments: BASE_IMAGE (CPython 3.9 as `python`: python:3.9-slim-bookworm, an Ascend
 # base image, or localhost/zoobox/python:3.9-bookworm from `invoke dev.engine`),
-# ZOOBOX_PYTHON, NPU (present | absent), CANN_VERSION, TORCH_AIE_VERSION, NPU_INSTALLERS,
-# PYPI_INDEX_URL, EXTRA_INDEX_URL, ZOOBOX_* (labels). The context's local/ folder (CA bundle
+# ZOOBOX_PYTHON, NPU (present | absent), CANN_VERSION, AIE_RUNTIME_VERSION, TORCH_AIE_VERSION,
+# NPU_INSTALLERS, CANN_TOOLKIT_RUN, AIE_RUNTIME_RUN, TORCH_AIE_TAR, GCC_DEB, MAKE_DEB,
+# NSS_WRAPPER_DEB, PYPI_INDEX_URL, EXTRA_INDEX_URL, ZOOBOX_* (labels). The context's local/ folder (CA bundle
 # for pip, extra wheels) is bind-mounted into the pip steps only: see export.Dockerfile.
 
 ARG BASE_IMAGE=python:3.9-slim-bookworm
@@ -55,27 +62,54 @@ sys.exit(0 if v == '${ZOOBOX_PYTHON}' else 'BASE_IMAGE has Python ' + v + ', env
 RUN groupadd --gid 1000 zoobox \
  && useradd --uid 1000 --gid zoobox --create-home --shell /bin/bash zoobox
 
-# CANN toolkit + Ascend-cann-aie: the largest and least often changed layer, so first.
+# The containers run as the caller's uid:gid (docker run --user), which this image has no
+# passwd entry for; getpwuid() fails for it, and HCCL's initialisation with it. The
+# entrypoint gives that uid an entry through nss_wrapper (pinned for Debian bookworm;
+# another base's own version with --build-arg NSS_WRAPPER_DEB=VERSION).
+ARG NSS_WRAPPER_DEB=1.1.12-1
+RUN if command -v apt-get >/dev/null; then \
+        apt-get update \
+     && apt-get install -y --no-install-recommends libnss-wrapper="${NSS_WRAPPER_DEB}" \
+     && rm -rf /var/lib/apt/lists/*; \
+    else \
+        echo "no apt-get: the entrypoint adds the caller's uid to /etc/passwd only as root"; \
+    fi
+
+# CANN toolkit + the AIE runtime: the largest and least often changed layer, so first.
 ARG NPU=present
-ARG CANN_VERSION=7.0.RC1
+ARG CANN_VERSION=7.0.RC1.alpha003
+ARG AIE_RUNTIME_VERSION=7.0.T51.B010
 ARG TORCH_AIE_VERSION=6.3.rc2
 ARG NPU_INSTALLERS=none
+ARG CANN_TOOLKIT_RUN=
+ARG AIE_RUNTIME_RUN=
+ARG GCC_DEB=4:12.2.0-3
+ARG MAKE_DEB=4.3-4.1
 # (Older Ascend-cann-aie installers install into the working directory.)
 WORKDIR /tmp/zoobox-npu
 RUN --mount=type=bind,source=npu-installers/aie,target=/tmp/npu,rw \
     --mount=type=bind,source=local,target=/tmp/zoobox-local \
     if [ "${NPU}" = present ]; then \
         arch="$(uname -m)" \
-     && if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
-     && echo "installing CANN ${CANN_VERSION} and Ascend-cann-aie ${TORCH_AIE_VERSION} (${NPU_INSTALLERS})" \
-     && bash "/tmp/npu/Ascend-cann-toolkit_${CANN_VERSION}_linux-${arch}.run" --install --quiet --install-for-all \
-     && bash "/tmp/npu/Ascend-cann-aie_${TORCH_AIE_VERSION}_linux-${arch}.run" --install --quiet \
-     && if [ ! -f /usr/local/Ascend/aie/set_env.sh ]; then \
-            found="$(find /usr/local/Ascend /tmp/zoobox-npu /root -path '*aie*' -name set_env.sh -print -quit)" \
-         && test -n "$found" \
-         && mkdir -p /usr/local/Ascend/aie \
-         && printf '# installed at %s\n. "%s"\n' "$found" "$found" > /usr/local/Ascend/aie/set_env.sh; \
+     && toolkit="${CANN_TOOLKIT_RUN:-Ascend-cann-toolkit_${CANN_VERSION}_linux-${arch}.run}" \
+     && runtime="${AIE_RUNTIME_RUN:-Ascend-cann-aie_${AIE_RUNTIME_VERSION}_linux-${arch}.run}" \
+     && if ! command -v gcc >/dev/null || ! command -v g++ >/dev/null || ! command -v make >/dev/null; then \
+            apt-get update \
+         && apt-get install -y --no-install-recommends gcc="${GCC_DEB}" g++="${GCC_DEB}" make="${MAKE_DEB}" \
+         && rm -rf /var/lib/apt/lists/*; \
         fi \
+     && if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
+     && echo "installing ${toolkit} and ${runtime} (${NPU_INSTALLERS})" \
+     && bash "/tmp/npu/${toolkit}" --install --quiet --install-for-all \
+     && bash "/tmp/npu/${runtime}" --install --quiet \
+     && found="$(find /usr/local/Ascend /tmp/zoobox-npu /root -path '*aie*' -name set_env.sh -print -quit)" \
+     && test -n "$found" \
+     && if [ "$found" != /usr/local/Ascend/aie/set_env.sh ]; then \
+            mkdir -p /usr/local/Ascend/aie \
+         && printf '# installed at %s: sourced from its own folder\n_zoobox_here="$PWD"\ncd "%s" && . ./set_env.sh\ncd "$_zoobox_here" || true\n' \
+                "$found" "$(dirname "$found")" > /usr/local/Ascend/aie/set_env.sh; \
+        fi \
+     && chmod -R a+rX /usr/local/Ascend /tmp/zoobox-npu \
      && test -f /usr/local/Ascend/ascend-toolkit/set_env.sh \
      && rm -rf /root/ascend /root/log; \
     else \
@@ -109,12 +143,14 @@ RUN --mount=type=bind,source=local,target=/tmp/zoobox-local \
 ENV ZOOBOX_LOCK_FILE=/opt/zoobox/requirements.lock
 
 # The NPU side of Python beyond the lock (which has CANN's own dependencies): the torch_aie
-# wheel from its installer (--no-deps: it must not replace the locked torch).
+# wheel from its installer (--no-deps: it must not replace the locked torch); the file
+# images.build chose (TORCH_AIE_TAR), else the plugin version's standard name.
+ARG TORCH_AIE_TAR=
 RUN --mount=type=bind,source=npu-installers/aie,target=/tmp/npu,rw \
     --mount=type=bind,source=local,target=/tmp/zoobox-local \
     if [ "${NPU}" = present ]; then \
         mkdir -p /tmp/torch-aie \
-     && tar -xzf "/tmp/npu/Ascend-cann-torch-aie-${TORCH_AIE_VERSION}-linux_$(uname -m).tar.gz" -C /tmp/torch-aie \
+     && tar -xzf "/tmp/npu/${TORCH_AIE_TAR:-Ascend-cann-torch-aie-${TORCH_AIE_VERSION}-linux_$(uname -m).tar.gz}" -C /tmp/torch-aie \
      && find /tmp/torch-aie -name '*.whl' -print0 | xargs -0 -r pip install --no-cache-dir --no-deps \
      && pip show torch_aie \
      && rm -rf /tmp/torch-aie; \

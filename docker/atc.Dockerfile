@@ -11,13 +11,21 @@
 # (752 MB, no nvidia-* dependencies); it runs on the CPU.
 #
 # NPU layers. CANN, ais_bench and aclruntime are not on any registry: put them in
-# docker/npu-installers/atc/ (`invoke images.build --env atc` checks them before building):
-#   Ascend-cann-toolkit_${CANN_VERSION}_linux-<arch>.run   --install --quiet
+# docker/npu-installers/atc/ (`invoke images.build --env atc` checks them before building,
+# matching names ignoring case; files.yaml there names files that differ):
+#   Ascend-cann-toolkit_${CANN_VERSION}_linux-<arch>.run   --install --quiet --install-for-all
 #   aclruntime-<version>-cp37-cp37m-linux_<arch>.whl
 #   ais_bench-<version>-py3-none-any.whl
-# with <arch> = `uname -m`. --build-arg NPU=absent skips these layers (label
+# with <arch> = `uname -m`; images.build passes the chosen names as CANN_TOOLKIT_RUN,
+# ACLRUNTIME_WHL and AIS_BENCH_WHL. --build-arg NPU=absent skips these layers (label
 # org.zoobox.npu=absent). The installers are bind-mounted, never copied into a layer;
-# NPU_INSTALLERS (set by images.build) keys the layer cache.
+# NPU_INSTALLERS (set by images.build) keys the layer cache. ATC compiles operators with
+# gcc / g++ / make: the NPU layer installs them (pinned for bookworm: GCC_DEB, MAKE_DEB)
+# unless the base image has them.
+#
+# aarch64 (most 310P hosts): PyPI has no aarch64 wheel of torch 1.5.0 (its only cp37 Linux
+# wheel is x86_64). Put one in docker/local/wheels/ (pip finds it there); images.build
+# says so before building when it is missing.
 #
 # Build with `invoke images.build --env atc`, or by hand from the repository root:
 #   docker build -f docker/atc.Dockerfile -t zoobox/atc:dev docker
@@ -25,7 +33,8 @@
 #
 # Build arguments: BASE_IMAGE (CPython 3.7 as `python`: python:3.7-slim-bookworm, an Ascend
 # base image, or localhost/zoobox/python:3.7-bookworm from `invoke dev.engine`),
-# ZOOBOX_PYTHON, NPU (present | absent), CANN_VERSION, NPU_INSTALLERS, PYPI_INDEX_URL,
+# ZOOBOX_PYTHON, NPU (present | absent), CANN_VERSION, NPU_INSTALLERS, CANN_TOOLKIT_RUN,
+# ACLRUNTIME_WHL, AIS_BENCH_WHL, GCC_DEB, MAKE_DEB, NSS_WRAPPER_DEB, PYPI_INDEX_URL,
 # EXTRA_INDEX_URL, ZOOBOX_* (labels). The context's local/ folder (CA bundle for pip, extra
 # wheels) is bind-mounted into the pip steps only: see export.Dockerfile.
 
@@ -47,16 +56,39 @@ sys.exit(0 if v == '${ZOOBOX_PYTHON}' else 'BASE_IMAGE has Python ' + v + ', env
 RUN groupadd --gid 1000 zoobox \
  && useradd --uid 1000 --gid zoobox --create-home --shell /bin/bash zoobox
 
+# The containers run as the caller's uid:gid (docker run --user), which this image has no
+# passwd entry for; getpwuid() fails for it, and HCCL's initialisation with it. The
+# entrypoint gives that uid an entry through nss_wrapper (pinned for Debian bookworm;
+# another base's own version with --build-arg NSS_WRAPPER_DEB=VERSION).
+ARG NSS_WRAPPER_DEB=1.1.12-1
+RUN if command -v apt-get >/dev/null; then \
+        apt-get update \
+     && apt-get install -y --no-install-recommends libnss-wrapper="${NSS_WRAPPER_DEB}" \
+     && rm -rf /var/lib/apt/lists/*; \
+    else \
+        echo "no apt-get: the entrypoint adds the caller's uid to /etc/passwd only as root"; \
+    fi
+
 # CANN toolkit (ATC, ACL): the largest and least often changed layer, so first.
 ARG NPU=present
 ARG CANN_VERSION=6.0.RC1
 ARG NPU_INSTALLERS=none
+ARG CANN_TOOLKIT_RUN=
+ARG GCC_DEB=4:12.2.0-3
+ARG MAKE_DEB=4.3-4.1
 RUN --mount=type=bind,source=npu-installers/atc,target=/tmp/npu,rw \
     --mount=type=bind,source=local,target=/tmp/zoobox-local \
     if [ "${NPU}" = present ]; then \
-        if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
-     && echo "installing CANN ${CANN_VERSION} (${NPU_INSTALLERS})" \
-     && bash "/tmp/npu/Ascend-cann-toolkit_${CANN_VERSION}_linux-$(uname -m).run" --install --quiet --install-for-all \
+        toolkit="${CANN_TOOLKIT_RUN:-Ascend-cann-toolkit_${CANN_VERSION}_linux-$(uname -m).run}" \
+     && if ! command -v gcc >/dev/null || ! command -v g++ >/dev/null || ! command -v make >/dev/null; then \
+            apt-get update \
+         && apt-get install -y --no-install-recommends gcc="${GCC_DEB}" g++="${GCC_DEB}" make="${MAKE_DEB}" \
+         && rm -rf /var/lib/apt/lists/*; \
+        fi \
+     && if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
+     && echo "installing ${toolkit} (${NPU_INSTALLERS})" \
+     && bash "/tmp/npu/${toolkit}" --install --quiet --install-for-all \
+     && chmod -R a+rX /usr/local/Ascend \
      && test -f /usr/local/Ascend/ascend-toolkit/set_env.sh \
      && rm -rf /root/ascend /root/log; \
     else \
@@ -90,13 +122,16 @@ RUN --mount=type=bind,source=local,target=/tmp/zoobox-local \
 ENV ZOOBOX_LOCK_FILE=/opt/zoobox/requirements.lock
 
 # The NPU side of Python beyond the lock (which has what ATC imports): aclruntime and
-# ais_bench from their wheels (--no-deps: their dependencies are in the lock).
+# ais_bench from their wheels (--no-deps: their dependencies are in the lock), the files
+# images.build chose (ACLRUNTIME_WHL, AIS_BENCH_WHL), else the first that matches.
+ARG ACLRUNTIME_WHL=
+ARG AIS_BENCH_WHL=
 RUN --mount=type=bind,source=npu-installers/atc,target=/tmp/npu,rw \
     --mount=type=bind,source=local,target=/tmp/zoobox-local \
     if [ "${NPU}" = present ]; then \
-        pip install --no-cache-dir --no-deps \
-            /tmp/npu/aclruntime-*-cp37-cp37m-linux_"$(uname -m)".whl \
-            /tmp/npu/ais_bench-*-py3-none-any.whl \
+        aclruntime="${ACLRUNTIME_WHL:-$(find /tmp/npu -maxdepth 1 -name "aclruntime-*-cp37-cp37m-linux_$(uname -m).whl" -printf '%f' -quit)}" \
+     && ais_bench="${AIS_BENCH_WHL:-$(find /tmp/npu -maxdepth 1 -name "ais_bench-*-py3-none-any.whl" -printf '%f' -quit)}" \
+     && pip install --no-cache-dir --no-deps "/tmp/npu/${aclruntime}" "/tmp/npu/${ais_bench}" \
      && pip show aclruntime ais_bench; \
     fi
 

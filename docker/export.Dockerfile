@@ -48,6 +48,19 @@ sys.exit(0 if v == '${ZOOBOX_PYTHON}' else 'BASE_IMAGE has Python ' + v + ', env
 RUN groupadd --gid 1000 zoobox \
  && useradd --uid 1000 --gid zoobox --create-home --shell /bin/bash zoobox
 
+# The containers run as the caller's uid:gid (docker run --user), which this image has no
+# passwd entry for; getpwuid() fails for it, and HCCL's initialisation with it. The
+# entrypoint gives that uid an entry through nss_wrapper (pinned for Debian bookworm;
+# another base's own version with --build-arg NSS_WRAPPER_DEB=VERSION).
+ARG NSS_WRAPPER_DEB=1.1.12-1
+RUN if command -v apt-get >/dev/null; then \
+        apt-get update \
+     && apt-get install -y --no-install-recommends libnss-wrapper="${NSS_WRAPPER_DEB}" \
+     && rm -rf /var/lib/apt/lists/*; \
+    else \
+        echo "no apt-get: the entrypoint adds the caller's uid to /etc/passwd only as root"; \
+    fi
+
 # Stage-side packages from the env's lock: every package pinned, files checked against
 # their hashes (made by `invoke envs.lock` from envs/export.yaml, never by hand), for this
 # machine's `uname -m`: requirements/export.<arch>.lock.

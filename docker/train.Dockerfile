@@ -14,19 +14,24 @@
 # (then --arg EXTRA_INDEX_URL=... at build time) locks it where that index answers.
 #
 # NPU layers. CANN is not on any registry: put the installers in
-# docker/npu-installers/train/ (`invoke images.build --env train` checks them first):
-#   Ascend-cann-toolkit_${CANN_VERSION}_linux-<arch>.run        --install --quiet
-#   Ascend-cann-kernels-<soc>_${CANN_VERSION}_linux.run        optional, installed if present
-# with <arch> = `uname -m`. --build-arg NPU=absent skips these layers (label
-# org.zoobox.npu=absent). The installers are bind-mounted, never copied into a layer;
-# NPU_INSTALLERS (set by images.build) keys the layer cache.
+# docker/npu-installers/train/ (`invoke images.build --env train` checks them first,
+# matching names ignoring case; files.yaml there names files that differ):
+#   Ascend-cann-toolkit_${CANN_VERSION}_linux-<arch>.run        --install --quiet --install-for-all
+#   Ascend-cann-kernels-910<soc>_${CANN_VERSION}_linux.run     the binary operator kernels:
+#       required, the training worker sets jit_compile=False, which runs only them
+# with <arch> = `uname -m`; images.build passes the chosen names as CANN_TOOLKIT_RUN and
+# CANN_KERNELS_RUN. --build-arg NPU=absent skips these layers (label org.zoobox.npu=absent).
+# The installers are bind-mounted, never copied into a layer; NPU_INSTALLERS (set by
+# images.build) keys the layer cache. gcc / g++ / make for CANN's online compilation come
+# with the NPU layer (pinned for bookworm: GCC_DEB, MAKE_DEB) unless the base has them.
 #
 # Build with `invoke images.build --env train`, or by hand from the repository root:
 #   docker build -f docker/train.Dockerfile -t zoobox/train:dev docker
 # RUN --mount needs BuildKit (Docker 23+ by default) or podman/buildah.
 #
 # Build arguments: BASE_IMAGE (CPython 3.9 as `python`), ZOOBOX_PYTHON, NPU (present |
-# absent), CANN_VERSION, NPU_INSTALLERS, PYPI_INDEX_URL, EXTRA_INDEX_URL, ZOOBOX_* (labels).
+# absent), CANN_VERSION, NPU_INSTALLERS, CANN_TOOLKIT_RUN, CANN_KERNELS_RUN, GCC_DEB,
+# MAKE_DEB, NSS_WRAPPER_DEB, PYPI_INDEX_URL, EXTRA_INDEX_URL, ZOOBOX_* (labels).
 # The context's local/ folder (CA bundle for pip, extra wheels) is bind-mounted into the pip
 # steps only: see export.Dockerfile.
 
@@ -48,18 +53,43 @@ sys.exit(0 if v == '${ZOOBOX_PYTHON}' else 'BASE_IMAGE has Python ' + v + ', env
 RUN groupadd --gid 1000 zoobox \
  && useradd --uid 1000 --gid zoobox --create-home --shell /bin/bash zoobox
 
+# The containers run as the caller's uid:gid (docker run --user), which this image has no
+# passwd entry for; getpwuid() fails for it, and HCCL's initialisation with it. The
+# entrypoint gives that uid an entry through nss_wrapper (pinned for Debian bookworm;
+# another base's own version with --build-arg NSS_WRAPPER_DEB=VERSION).
+ARG NSS_WRAPPER_DEB=1.1.12-1
+RUN if command -v apt-get >/dev/null; then \
+        apt-get update \
+     && apt-get install -y --no-install-recommends libnss-wrapper="${NSS_WRAPPER_DEB}" \
+     && rm -rf /var/lib/apt/lists/*; \
+    else \
+        echo "no apt-get: the entrypoint adds the caller's uid to /etc/passwd only as root"; \
+    fi
+
 # CANN toolkit (+ operator kernels): the largest and least often changed layer, so first.
 ARG NPU=present
 ARG CANN_VERSION=8.0.RC1
 ARG NPU_INSTALLERS=none
+ARG CANN_TOOLKIT_RUN=
+ARG CANN_KERNELS_RUN=
+ARG GCC_DEB=4:12.2.0-3
+ARG MAKE_DEB=4.3-4.1
 RUN --mount=type=bind,source=npu-installers/train,target=/tmp/npu,rw \
     --mount=type=bind,source=local,target=/tmp/zoobox-local \
     if [ "${NPU}" = present ]; then \
-        if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
-     && echo "installing CANN ${CANN_VERSION} (${NPU_INSTALLERS})" \
-     && bash "/tmp/npu/Ascend-cann-toolkit_${CANN_VERSION}_linux-$(uname -m).run" --install --quiet --install-for-all \
-     && find /tmp/npu -maxdepth 1 -name "Ascend-cann-kernels-*_${CANN_VERSION}_linux*.run" -print0 \
-        | xargs -0 -r -I{} bash {} --install --quiet --install-for-all \
+        toolkit="${CANN_TOOLKIT_RUN:-Ascend-cann-toolkit_${CANN_VERSION}_linux-$(uname -m).run}" \
+     && kernels="${CANN_KERNELS_RUN:-$(find /tmp/npu -maxdepth 1 -iname "Ascend-cann-kernels-910*_${CANN_VERSION}_linux*.run" -printf '%f' -quit)}" \
+     && test -n "${kernels}" \
+     && if ! command -v gcc >/dev/null || ! command -v g++ >/dev/null || ! command -v make >/dev/null; then \
+            apt-get update \
+         && apt-get install -y --no-install-recommends gcc="${GCC_DEB}" g++="${GCC_DEB}" make="${MAKE_DEB}" \
+         && rm -rf /var/lib/apt/lists/*; \
+        fi \
+     && if [ -s /tmp/zoobox-local/ca-certificates.crt ]; then export PIP_CERT=/tmp/zoobox-local/ca-certificates.crt; fi \
+     && echo "installing ${toolkit} and ${kernels} (${NPU_INSTALLERS})" \
+     && bash "/tmp/npu/${toolkit}" --install --quiet --install-for-all \
+     && bash "/tmp/npu/${kernels}" --install --quiet --install-for-all \
+     && chmod -R a+rX /usr/local/Ascend \
      && test -f /usr/local/Ascend/ascend-toolkit/set_env.sh \
      && rm -rf /root/ascend /root/log; \
     else \

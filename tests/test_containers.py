@@ -12,6 +12,7 @@ twice (about two minutes; the image is removed afterwards).
 import json
 import os
 import subprocess
+import sys
 import textwrap
 import time
 
@@ -26,6 +27,8 @@ from zoobox.hosts.probe import container_engine
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
+# The interpreter running the tests, not whatever `invoke` is first on PATH.
+INVOKE = (sys.executable, "-m", "invoke")
 IMAGES = ("export", "aie", "atc")  # the CPU variants of aie and atc: no NPU installers here
 REBUILT = "atc"  # built a second time, without the cache: the most transitive packages
 BUILD_TIMEOUT = 1200
@@ -69,7 +72,7 @@ def built(engine_env):
     """The export, aie and atc images, built (or found up to date) through images.build."""
     times = {}
     for name in IMAGES:
-        result = _run(["invoke", "images.build", "--env", name], engine_env, BUILD_TIMEOUT)
+        result = _run([*INVOKE, "images.build", "--env", name], engine_env, BUILD_TIMEOUT)
         assert result.returncode == 0, f"images.build --env {name} failed:\n{_tail(result)}"
         times[name] = round(result.seconds, 1)
     print(f"\nimage builds (s): {times}")
@@ -99,7 +102,7 @@ def test_images_are_labelled_and_check_against_their_specs(engine_env, built):
         assert labels["org.opencontainers.image.revision"]
         lock = locks.read_lock(locks.LockTarget(spec, False, locks.machine_arch()).lock_path)
         assert labels["org.zoobox.lock"] == lock.id
-    result = _run(["invoke", "images.check"], engine_env, 600)
+    result = _run([*INVOKE, "images.check"], engine_env, 600)
     assert result.returncode == 0, _tail(result)
     checked = {row.split()[0] for row in result.stdout.splitlines() if row.split()[-1:] == ["ok"]}
     assert set(built) <= checked and "ERROR" not in result.stdout
@@ -110,7 +113,7 @@ def test_images_are_labelled_and_check_against_their_specs(engine_env, built):
         if "installed = lock" in row
     }
     assert set(built) <= set(drift) and set(drift.values()) == {"ok"}
-    listed = _run(["invoke", "images.list"], engine_env, 120)
+    listed = _run([*INVOKE, "images.list"], engine_env, 120)
     assert listed.returncode == 0 and all(image in listed.stdout for image in built.values())
 
 
@@ -136,6 +139,46 @@ def test_images_run_as_a_non_root_user_and_honour_the_callers_uid(engine_env, bu
     assert (made.st_uid, made.st_gid) == (4321, 4322)
 
 
+def test_every_image_gives_an_arbitrary_uid_a_passwd_entry(engine_env, built, tmp_path):
+    """HCCL's getpwuid() for a caller the image never heard of (the entrypoint's job).
+
+    podman adds a passwd line for --user itself, Docker does not: the image's own
+    /etc/passwd is mounted read-only over it, so the container sees what Docker gives.
+    """
+    probe = "import os, pwd; print(pwd.getpwuid(os.getuid()).pw_name, os.getuid(), os.getgid())"
+    for name, image in built.items():
+        passwd = tmp_path / f"{name}.passwd"
+        own = _docker(engine_env, "run", "--rm", "--entrypoint", "cat", image, "/etc/passwd")
+        assert own.returncode == 0 and ":4321:" not in own.stdout, _tail(own)
+        passwd.write_text(own.stdout)
+        result = _docker(
+            engine_env,
+            *("run", "--rm", "--user", "4321:4322"),
+            *("--mount", f"type=bind,source={passwd},target=/etc/passwd,readonly"),
+            *(image, "python", "-c", probe),
+        )
+        assert result.returncode == 0, f"{name}: {_tail(result)}"
+        assert result.stdout.split() == ["zoobox-4321", "4321", "4322"], name
+        assert "no passwd entry" not in result.stderr, name
+
+
+def test_npu_smoke_runs_its_checks_inside_the_images(engine_env, built, tmp_path):
+    result = _run(
+        [*INVOKE, "npu.smoke", "--runner", "docker", "--artifacts", str(tmp_path / "smoke")],
+        engine_env,
+        RUN_TIMEOUT,
+    )
+    assert result.returncode == 0, _tail(result, 60)
+    checks = json.loads((tmp_path / "smoke" / "smoke.json").read_text())["checks"]
+    inside = {(c["where"], c["check"]): c for c in checks}
+    for env in ("aie", "atc"):
+        identity = inside[(built[env], "uid, passwd entry, groups")]
+        assert identity["status"] == "ok", identity  # the caller's uid, with an entry
+        assert f"uid {os.getuid()} " in identity["detail"]
+        assert inside[(built[env], "CANN version")]["status"] == "needs host"  # CPU images
+    assert "checks that need a real Ascend host" in result.stdout
+
+
 # -- RetinaFace, host runner vs docker runner --------------------------------------------------
 @pytest.fixture(scope="module")
 def retinaface_runs(engine_env, built, tmp_path_factory):
@@ -155,7 +198,7 @@ def retinaface_runs(engine_env, built, tmp_path_factory):
     for runner in ("host", "docker"):
         artifacts = root / runner
         argv = [
-            "invoke",
+            *INVOKE,
             "retinaface.all",
             "--runner",
             runner,

@@ -15,6 +15,7 @@ from zoobox.core.errors import UserError
 from zoobox.dev import bases
 from zoobox.dev import podman as devengine
 from zoobox.envs import checks, images, installers, locks, requirements
+from zoobox.envs import wheels as wheels_mod
 
 SPECS = [spec for spec in load_envs().values() if spec.dockerfile]
 IDS = [spec.name for spec in SPECS]
@@ -112,12 +113,53 @@ def test_npu_layers_exist_exactly_for_npu_envs(spec):
     assert "--install --quiet" in steps[toolkit]
     # The installers the build check expects are the file names the Dockerfile installs.
     resolved = text
-    for arg in ("CANN_VERSION", "TORCH_AIE_VERSION"):
+    for arg in ("CANN_VERSION", "TORCH_AIE_VERSION", "AIE_RUNTIME_VERSION"):
         resolved = resolved.replace("${%s}" % arg, str(args.get(arg)))
     for arch in ('"$(uname -m)"', "$(uname -m)", "${arch}"):
         resolved = resolved.replace(arch, "aarch64")
     for item in installers.expected_installers(spec, arch="aarch64"):
         assert item.pattern in resolved, f"{item.pattern} is checked, not installed"
+        # images.build hands the chosen file over by name; the pattern is the fallback
+        assert args.get(item.build_arg) == "", item.build_arg
+        assert "${%s:-" % item.build_arg in text, item.build_arg
+    npu_layer = steps[toolkit]
+    # containers run as the caller's uid: what the layer installs must be readable by all
+    assert "chmod -R a+rX /usr/local/Ascend" in npu_layer
+    # CANN compiles operators online: gcc, g++ and make, pinned, unless the base has them
+    assert 'gcc="${GCC_DEB}" g++="${GCC_DEB}" make="${MAKE_DEB}"' in npu_layer
+    assert args["GCC_DEB"] == "4:12.2.0-3" and args["MAKE_DEB"] == "4.3-4.1"
+    assert 'if [ "${NPU}" = present ]' in npu_layer.split("apt-get")[0]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_every_image_can_give_an_unknown_uid_a_passwd_entry(spec):
+    steps = images._instructions(_dockerfile(spec).read_text())
+    args = images.dockerfile_args(_dockerfile(spec))
+    assert args["NSS_WRAPPER_DEB"] == "1.1.12-1"  # Debian bookworm's, pinned
+    install = next(s for s in steps if "libnss-wrapper" in s)
+    assert 'libnss-wrapper="${NSS_WRAPPER_DEB}"' in install
+    assert steps.index(install) < steps.index("USER 1000:1000")
+
+
+def test_aie_runtime_is_world_readable_and_its_set_env_sourced_from_its_folder():
+    text = _dockerfile(get_env("aie")).read_text()
+    layer = next(
+        s for s in images._instructions(text) if s.startswith("RUN") and "AIE_RUNTIME" in s
+    )
+    assert 'bash "/tmp/npu/${runtime}" --install --quiet' in layer
+    assert "chmod -R a+rX /usr/local/Ascend /tmp/zoobox-npu" in layer
+    # a runtime installed elsewhere gets a set_env.sh shim that cds into the real folder
+    assert 'cd "%s" && . ./set_env.sh' in layer
+
+
+def test_train_image_requires_the_binary_kernels():
+    spec = get_env("train")
+    kernels = next(e for e in installers.expected_installers(spec, "aarch64") if e.key == "kernels")
+    assert kernels.required and "jit_compile=False" in kernels.what
+    steps = images._instructions(_dockerfile(spec).read_text())
+    layer = next(s for s in steps if s.startswith("RUN") and "CANN_KERNELS_RUN" in s)
+    assert 'test -n "${kernels}"' in layer
+    assert 'bash "/tmp/npu/${kernels}" --install --quiet --install-for-all' in layer
 
 
 def test_pip_never_copies_the_ca_bundle_or_wheels_into_a_layer():
@@ -189,41 +231,98 @@ def _touch(folder, *names):
         (folder / name).write_bytes(b"x")
 
 
+# The names Ascend's downloads carry: the plugin spells its version 6.3.RC2, the AIE
+# runtime has a version of its own, the toolkit the seed's 7.0.RC1.alpha003.
 AIE_FILES = (
-    "Ascend-cann-toolkit_7.0.RC1_linux-aarch64.run",
-    "Ascend-cann-aie_6.3.rc2_linux-aarch64.run",
-    "Ascend-cann-torch-aie-6.3.rc2-linux_aarch64.tar.gz",
+    "Ascend-cann-toolkit_7.0.RC1.alpha003_linux-aarch64.run",
+    "Ascend-cann-aie_7.0.T51.B010_linux-aarch64.run",
+    "Ascend-cann-torch-aie-6.3.RC2-linux_aarch64.tar.gz",
 )
 
 
 def test_installer_check_names_the_exact_files(tmp_path):
     spec = get_env("aie")
     check = installers.check_installers(spec, tmp_path / "aie", arch="aarch64")
-    assert [e.pattern for e in check.missing] == list(AIE_FILES)
+    assert [e.pattern for e in check.missing] == [
+        "Ascend-cann-toolkit_7.0.RC1.alpha003_linux-aarch64.run",
+        "Ascend-cann-aie_7.0.T51.B010_linux-aarch64.run",
+        "Ascend-cann-torch-aie-6.3.rc2-linux_aarch64.tar.gz",
+    ]
     assert installers.npu_mode(check, "auto") == "absent"  # none there: a CPU image
     assert installers.npu_mode(check, "no") == "absent"
     with pytest.raises(UserError) as error:
         installers.npu_mode(check, "yes")
-    for name in AIE_FILES:
-        assert name in str(error.value)
-    assert "--npu no" in str(error.value)
+    for item in check.missing:
+        assert item.pattern in str(error.value)
+    assert "--npu no" in str(error.value) and "files.yaml" in str(error.value)
 
     _touch(tmp_path / "aie", AIE_FILES[0])  # some, not all: the user meant an NPU image
     check = installers.check_installers(spec, tmp_path / "aie", arch="aarch64")
     with pytest.raises(UserError) as error:
         installers.npu_mode(check, "auto")
     message = str(error.value)
-    assert AIE_FILES[1] in message and AIE_FILES[2] in message and AIE_FILES[0] not in message
+    assert "aie_runtime: Ascend-cann-aie_7.0.T51.B010_linux-aarch64.run" in message
+    assert AIE_FILES[0] not in message
     described = check.describe()
-    assert f"found   {AIE_FILES[0]}" in described and f"MISSING {AIE_FILES[1]}" in described
+    assert f"toolkit      using   {AIE_FILES[0]}" in described
+    assert "aie_runtime  MISSING Ascend-cann-aie_7.0.T51.B010_linux-aarch64.run" in described
 
     _touch(tmp_path / "aie", *AIE_FILES)
     check = installers.check_installers(spec, tmp_path / "aie", arch="aarch64")
     assert check.complete and installers.npu_mode(check, "auto") == "present"
     assert len(check.fingerprint()) == 16 and check.fingerprint() != "none"
+    # 6.3.RC2 on disk, 6.3.rc2 in the spec: found, and said so
+    assert f"torch_aie    using   {AIE_FILES[2]}" in check.describe()
+    assert "ignoring case" in check.describe()
+    assert check.build_args() == {
+        "CANN_TOOLKIT_RUN": AIE_FILES[0],
+        "AIE_RUNTIME_RUN": AIE_FILES[1],
+        "TORCH_AIE_TAR": AIE_FILES[2],
+    }
 
 
-def test_installer_check_for_atc_wheels_and_train_optional_kernels(tmp_path):
+def test_files_yaml_names_files_that_differ_and_settles_ambiguity(tmp_path):
+    spec = get_env("aie")
+    folder = tmp_path / "aie"
+    _touch(folder, *AIE_FILES, "Ascend-cann-torch-aie-6.3.rc2-linux_aarch64.tar.gz")
+    _touch(folder, "toolkit-from-a-mirror.run", "Ascend-cann-toolkit_7.0.RC1_linux-x86_64.run")
+    check = installers.check_installers(spec, folder, arch="aarch64")
+    assert [e.key for e in check.ambiguous] == ["torch_aie"]  # two spellings of one file
+    assert "CHOOSE  one of" in check.describe()
+    with pytest.raises(UserError, match=r"several files for one installer:\n  torch_aie: one"):
+        installers.npu_mode(check, "auto")
+    (folder / "files.yaml").write_text(
+        "torch_aie: Ascend-cann-torch-aie-6.3.RC2-linux_aarch64.tar.gz\n"
+        "toolkit: toolkit-from-a-mirror.run\n"
+    )
+    check = installers.check_installers(spec, folder, arch="aarch64")
+    assert installers.npu_mode(check, "yes") == "present"
+    described = check.describe()
+    assert "toolkit      using   toolkit-from-a-mirror.run" in described
+    assert "named in files.yaml" in described
+    # what is in the folder and not used is listed too (here: the other arch, the twin)
+    assert "not used Ascend-cann-toolkit_7.0.RC1_linux-x86_64.run" in described
+    assert "not used Ascend-cann-torch-aie-6.3.rc2-linux_aarch64.tar.gz" in described
+    assert check.build_args()["CANN_TOOLKIT_RUN"] == "toolkit-from-a-mirror.run"
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("kernels: x.run\n", "unknown key 'kernels'"),
+        ("toolkit: ../elsewhere/x.run\n", "must be a file name in"),
+        ("toolkit: absent.run\n", "absent.run is not in"),
+        ("- toolkit\n", "must map keys"),
+    ],
+)
+def test_files_yaml_mistakes_are_one_clear_error(tmp_path, text, error):
+    _touch(tmp_path, AIE_FILES[0])
+    (tmp_path / "files.yaml").write_text(text)
+    with pytest.raises(UserError, match=error):
+        installers.check_installers(get_env("aie"), tmp_path, arch="aarch64")
+
+
+def test_installer_check_for_atc_wheels_and_train_kernels(tmp_path):
     atc = get_env("atc")
     check = installers.check_installers(atc, tmp_path, arch="x86_64")
     patterns = [e.pattern for e in check.expected]
@@ -256,8 +355,11 @@ def test_installer_check_for_atc_wheels_and_train_optional_kernels(tmp_path):
     folder = tmp_path / "train"
     _touch(folder, "Ascend-cann-toolkit_8.0.RC1_linux-aarch64.run")
     check = installers.check_installers(train, folder, arch="aarch64")
-    assert check.complete  # the kernels package is optional
-    assert "absent  Ascend-cann-kernels-*_8.0.RC1_linux*.run" in check.describe()
+    assert not check.complete  # jit_compile=False needs the binary kernels
+    assert "MISSING Ascend-cann-kernels-910*_8.0.RC1_linux*.run" in check.describe()
+    _touch(folder, "Ascend-cann-kernels-910b_8.0.RC1_linux.run")
+    check = installers.check_installers(train, folder, arch="aarch64")
+    assert check.complete and check.build_args()["CANN_KERNELS_RUN"].startswith("Ascend-")
     assert installers.check_installers(get_env("export"), tmp_path).expected == []
 
 
@@ -297,7 +399,12 @@ def test_build_plan_with_installers_builds_the_npu_layers(tmp_path):
     assert found["BASE_IMAGE"] == "python:3.9-slim-bookworm"
     assert found["NPU"] == "present" and found["NPU_INSTALLERS"] == plan.installers.fingerprint()
     assert found["ZOOBOX_PYTHON"] == "3.9" and found["TORCH_VERSION"] == "2.0.1"
-    assert found["CANN_VERSION"] == "7.0.RC1" and found["TORCH_AIE_VERSION"] == "6.3.rc2"
+    assert found["CANN_VERSION"] == "7.0.RC1.alpha003" and found["TORCH_AIE_VERSION"] == "6.3.rc2"
+    assert found["AIE_RUNTIME_VERSION"] == "7.0.T51.B010"
+    # the files the check chose, by name: the Dockerfile installs exactly these
+    assert found["CANN_TOOLKIT_RUN"] == AIE_FILES[0]
+    assert found["AIE_RUNTIME_RUN"] == AIE_FILES[1]
+    assert found["TORCH_AIE_TAR"] == AIE_FILES[2]
     assert found["ZOOBOX_SPEC_HASH"] == spec.hash[:12]
     assert plan.push == [
         ["docker", "tag", spec.image, f"registry.example:5000/{spec.image}"],
@@ -330,9 +437,17 @@ def test_build_installs_the_lock_for_the_npu_mode_and_arch_and_labels_it(tmp_pat
     assert cpu.lock.path.name == "aie.x86_64.lock"
 
 
-def test_an_arch_pypi_cannot_serve_stops_the_build_with_the_reason():
+def test_an_arch_pypi_cannot_serve_stops_the_build_with_the_reason(tmp_path):
+    # The build names the wheel to bring and the relock that records it ...
     with pytest.raises(UserError) as error:
-        images.plan_build(get_env("atc"), base="spec", npu="no", arch="aarch64")
+        images.plan_build(
+            get_env("atc"), base="spec", npu="no", arch="aarch64", wheels_dir=tmp_path
+        )
+    assert "PyPI has no aarch64 wheel" in str(error.value)
+    assert "invoke envs.lock --env atc --arch aarch64 --find-links" in str(error.value)
+    # ... and a lock that was never made says why, with uv's own reason.
+    with pytest.raises(UserError) as error:
+        locks.lock_for(get_env("atc"), "aarch64", npu=False)
     assert "env atc has no lock for aarch64" in str(error.value)
     assert "torch==1.5.0 has no wheels" in str(error.value)
 
@@ -373,6 +488,45 @@ def test_an_image_built_from_another_lock_is_not_up_to_date(monkeypatch):
     assert not images.up_to_date(plan)
 
 
+def test_atc_on_aarch64_needs_a_local_torch_1_5_wheel_and_says_so(tmp_path):
+    spec = get_env("atc")
+    wheels = tmp_path / "wheels"
+    with pytest.raises(UserError) as error:
+        images.plan_build(
+            spec, base="spec", installers_dir=tmp_path, arch="aarch64", wheels_dir=wheels
+        )
+    message = str(error.value)
+    assert "pins torch==1.5.0, and PyPI has no aarch64 wheel of it (only x86_64)" in message
+    assert "torch-1.5.0-cp37-cp37m-linux_aarch64.whl" in message and str(wheels) in message
+    _touch(wheels, "torch-1.5.0a0+gitabcdef-cp37-cp37m-linux_aarch64.whl")  # a source build
+    # With the wheel there, what is missing is a lock that holds it: the next step is named.
+    with pytest.raises(UserError, match=r"--arch aarch64 --find-links docker/local/wheels"):
+        images.plan_build(
+            spec, base="spec", installers_dir=tmp_path, arch="aarch64", wheels_dir=wheels
+        )
+    # x86_64 has PyPI's wheel; the other envs' pins have aarch64 wheels on PyPI
+    images.plan_build(spec, base="spec", installers_dir=tmp_path, arch="x86_64", wheels_dir=wheels)
+    for name in ("export", "aie", "train"):
+        wheels_mod.require_local_wheels(get_env(name), "aarch64", tmp_path / "none")
+
+
+def test_venv_build_says_the_same_before_pip_runs(tmp_path, monkeypatch):
+    from zoobox.envs import venvs, venvtable
+
+    monkeypatch.setattr(wheels_mod, "machine_arch", lambda: "aarch64")
+    monkeypatch.setattr(wheels_mod, "LOCAL_WHEELS", tmp_path / "wheels")
+    cache = venvs.VenvCache(tmp_path / "venvs", {})
+    with pytest.raises(UserError, match=r"PyPI has no aarch64 wheel of it"):
+        venvtable.build_all(cache, {"atc": get_env("atc")}, env="atc")
+    assert not (tmp_path / "venvs").exists() or not any((tmp_path / "venvs").iterdir())
+
+
+def test_pip_finds_the_local_wheels_beside_the_machines_own(tmp_path):
+    env = wheels_mod.pip_environment({"PIP_FIND_LINKS": "/opt/wheels"}, tmp_path)
+    assert env["PIP_FIND_LINKS"] == f"/opt/wheels {tmp_path}"
+    assert wheels_mod.pip_environment({}, tmp_path / "none") == {}
+
+
 def test_base_image_choice(monkeypatch):
     spec = get_env("atc")
     assert images.base_image_for(spec, "spec") == "python:3.7-slim-bookworm"
@@ -389,7 +543,12 @@ def _invoke(*args, env=None):
     environment.pop("DOCKER_HOST", None)
     environment.update(env or {})
     return subprocess.run(
-        ["invoke", *args], cwd=REPO, capture_output=True, text=True, timeout=120, env=environment
+        [sys.executable, "-m", "invoke", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
     )
 
 
@@ -398,7 +557,7 @@ def test_images_build_dry_prints_the_check_and_every_command():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "NPU installers for env aie, in docker/npu-installers/aie/:" in out
-    assert "Ascend-cann-toolkit_7.0.RC1_linux-" in out
+    assert "toolkit      absent  Ascend-cann-toolkit_7.0.RC1.alpha003_linux-" in out
     assert "a CPU image" in out
     commands = [line[2:] for line in out.splitlines() if line.startswith("$ ")]
     builds = [c for c in commands if c.startswith("docker build")]
@@ -545,6 +704,86 @@ def test_entrypoint_puts_the_driver_libraries_on_the_path(tmp_path):
     )
     assert result.returncode == 7 and result.stdout.strip() == "/opt/x"
     assert os.access(REPO / "docker" / "entrypoint.sh", os.X_OK)
+
+
+def _as_uid(uid, gid, argv, env):
+    """argv run as uid:gid with no supplementary groups (needs root and setpriv)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("running as another uid needs root and setpriv (util-linux)")
+    command = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *argv]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+
+NSS_LIBS = sorted(Path("/usr/lib").glob("*/libnss_wrapper.so"))
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder another uid can reach (pytest's tmp_path lives under a root-only one)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="zoobox-nss-test-"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_entrypoint_gives_an_unknown_uid_a_passwd_entry(shared_dir):
+    """What HCCL's getpwuid() needs, for a uid the image has never heard of."""
+    if not NSS_LIBS:
+        pytest.skip("libnss_wrapper is not installed here (apt-get install libnss-wrapper)")
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "ZOOBOX_NSS_DIR": str(shared_dir / "nss")}
+    script = (
+        'id -un; id -gn; getent passwd "$(id -u)"; '
+        'python3 -c "import pwd, os; print(pwd.getpwuid(os.getuid()).pw_name)"'
+    )
+    result = _as_uid(
+        4321, 4322, ["bash", str(REPO / "docker" / "entrypoint.sh"), "sh", "-c", script], env
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "zoobox-4321" and lines[1] == "zoobox-4322"
+    assert lines[2] == "zoobox-4321:x:4321:4322:zoobox caller:/tmp:/bin/bash"
+    assert lines[3] == "zoobox-4321"
+    # /etc/passwd itself is untouched
+    assert "zoobox-4321" not in Path("/etc/passwd").read_text()
+
+
+def test_entrypoint_without_nss_wrapper_warns_and_still_runs(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "ZOOBOX_NSS_WRAPPER_LIB": "/nonexistent.so"}
+    result = _as_uid(
+        4321, 4322, ["bash", str(REPO / "docker" / "entrypoint.sh"), "sh", "-c", "exit 7"], env
+    )
+    assert result.returncode == 7
+    assert "uid 4321 has no passwd entry and libnss_wrapper is not installed" in result.stderr
+    # a known uid (root here) gets nothing extra, and no warning
+    known = subprocess.run(
+        ["bash", str(REPO / "docker" / "entrypoint.sh"), "sh", "-c", 'echo "$LD_PRELOAD"'],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert known.returncode == 0 and known.stdout.strip() == "" and known.stderr == ""
+
+
+def test_entrypoint_sources_each_set_env_from_its_own_folder(tmp_path):
+    aie = tmp_path / "Ascend" / "aie"
+    aie.mkdir(parents=True)
+    # like the AIE runtime's: it finds its installation from the working directory
+    (aie / "set_env.sh").write_text('export AIE_HOME="$(pwd)"; . ./paths.sh\n')
+    (aie / "paths.sh").write_text('export AIE_LIB="$AIE_HOME/lib"\n')
+    start = tmp_path / "work"
+    start.mkdir()
+    env = {"PATH": os.environ["PATH"], "ZOOBOX_ASCEND_ROOT": str(tmp_path / "Ascend")}
+    result = subprocess.run(
+        ["bash", str(REPO / "docker" / "entrypoint.sh"), "sh", "-c", 'echo "$AIE_LIB"; pwd'],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=start,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{aie}/lib", str(start)]  # and back where it was
 
 
 # -- dev.engine pieces that need no root -------------------------------------------------------

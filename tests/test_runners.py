@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,8 +40,13 @@ def fake_310p(tmp_path):
     smi = tmp_path / "sbin" / "npu-smi"
     smi.parent.mkdir()
     smi.touch()
+    (tmp_path / "dcmi").mkdir()  # this host has dcmi but no /etc/ascend_install.info
     return npu_host(
-        dev_root=dev, driver_dir=driver, npu_smi_candidates=(tmp_path / "bin" / "npu-smi", smi)
+        dev_root=dev,
+        driver_dir=driver,
+        npu_smi_candidates=(tmp_path / "bin" / "npu-smi", smi),
+        driver_files=(tmp_path / "dcmi", tmp_path / "ascend_install.info"),
+        hccn_conf=tmp_path / "hccn.conf",
     )
 
 
@@ -82,7 +88,9 @@ def test_docker_npu_command_mounts_devices_and_driver_read_only(fake_310p, tmp_p
             user="1000:1001",
         )
     )
-    argv = runner.argv(_call(tmp_path))
+    call = _call(tmp_path)
+    call.logs = tmp_path / "art" / "retinaface" / "logs" / "infer"
+    argv = runner.argv(call)
     dev = fake_310p.dev_root
     driver = fake_310p.driver_dir
     image = get_env("aie").image
@@ -92,16 +100,21 @@ def test_docker_npu_command_mounts_devices_and_driver_read_only(fake_310p, tmp_p
         "--rm",
         "--user",
         "1000:1001",
-        "-v",
-        f"{REPO}:/workspace:ro",
-        "-v",
-        f"{tmp_path}/art:/artifacts",
-        "-v",
-        f"{tmp_path}/wider:/data:ro",
+        "--mount",
+        f"type=bind,source={REPO},target=/workspace,readonly",
+        "--mount",
+        f"type=bind,source={tmp_path}/art,target=/artifacts",
+        "--mount",
+        f"type=bind,source={tmp_path}/wider,target=/data,readonly",
         "--shm-size",
         "2g",
+        # CANN writes kernel_meta/ into the working directory: a tmpfs, not the repo
+        "--tmpfs",
+        "/tmp/zoobox-work:rw,exec,mode=1777",
         "-w",
-        "/workspace",
+        "/tmp/zoobox-work",
+        "-e",
+        "ASCEND_PROCESS_LOG_PATH=/artifacts/retinaface/logs/infer",
         "-e",
         "PYTHONPATH=/workspace",
         "-e",
@@ -120,14 +133,14 @@ def test_docker_npu_command_mounts_devices_and_driver_read_only(fake_310p, tmp_p
         f"{dev}/devmm_svm",
         "--device",
         f"{dev}/hisi_hdc",
-        "-v",
-        f"{driver}:{driver}:ro",
-        "-v",
-        "/usr/local/dcmi:/usr/local/dcmi:ro",
-        "-v",
-        "/etc/ascend_install.info:/etc/ascend_install.info:ro",
-        "-v",
-        f"{tmp_path}/sbin/npu-smi:{tmp_path}/sbin/npu-smi:ro",
+        # a driver kept elsewhere goes where the entrypoint and CANN look for it
+        "--mount",
+        f"type=bind,source={driver},target=/usr/local/Ascend/driver,readonly",
+        # host files mounted only where they exist (no ascend_install.info here)
+        "--mount",
+        f"type=bind,source={tmp_path}/dcmi,target={tmp_path}/dcmi,readonly",
+        "--mount",
+        f"type=bind,source={tmp_path}/sbin/npu-smi,target={tmp_path}/sbin/npu-smi,readonly",
         image,
         "python",
         "-m",
@@ -141,8 +154,124 @@ def test_docker_npu_command_mounts_devices_and_driver_read_only(fake_310p, tmp_p
         "--out",
         "/artifacts/retinaface/.infer.tmp-1",
     ]
-    assert "--privileged" not in argv
+    assert "--privileged" not in argv and "-v" not in argv
     assert runner.device_for([2]) == "0"  # the one mounted device is device 0 inside
+
+
+def test_npu_host_probe_finds_the_host_files_that_exist(fake_310p, tmp_path):
+    assert fake_310p.driver_files == [tmp_path / "dcmi"]
+    assert fake_310p.hccn_conf is None
+    (tmp_path / "hccn.conf").write_text("address_0=10.0.0.1\n")
+    again = npu_host(dev_root=fake_310p.dev_root, hccn_conf=tmp_path / "hccn.conf")
+    assert again.hccn_conf == tmp_path / "hccn.conf"
+
+
+def test_stage_without_data_gets_no_dataset_mount(fake_310p, tmp_path):
+    runner = DockerRunner(
+        DockerSettings(artifacts=tmp_path / "art", data=tmp_path / "wider", tty=False)
+    )
+    call = _call(tmp_path, env="export", npu=False)
+    call.uses_data = False
+    argv = runner.argv(call)
+    assert not any("target=/data" in a for a in argv)
+    assert f"{tmp_path}/wider/images" in argv  # not rewritten to an unmounted /data
+    call.uses_data = True
+    assert f"type=bind,source={tmp_path}/wider,target=/data,readonly" in runner.argv(call)
+
+
+def test_cpu_stage_keeps_the_repository_as_working_directory(tmp_path):
+    runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", tty=False))
+    argv = runner.argv(_call(tmp_path, env="export", npu=False))
+    assert argv[argv.index("-w") + 1] == "/workspace"
+    assert "--tmpfs" not in argv and not any("ASCEND_PROCESS_LOG_PATH" in a for a in argv)
+
+
+def _train_call(tmp_path, devices=(0, 1, 2, 3, 4, 5, 6, 7), nnodes="1", workers="4"):
+    art = tmp_path / "art"
+    return StageCall(
+        recipe="retinanet",
+        stage="train",
+        module="models.retinanet.train.launch",
+        args=[
+            *("--data", f"{tmp_path}/coco", "--devices", "0,1,2,3,4,5,6,7"),
+            *("--workers", workers, "--nnodes", nnodes),
+        ],
+        out=art / "retinanet" / ".train.tmp-1",
+        env=get_env("train"),
+        needs_npu=True,
+        devices=list(devices),
+        logs=art / "retinanet" / "logs" / "train",
+    )
+
+
+def _after(argv, flag):
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_training_container_shm_hccl_timeouts_and_one_node(fake_310p, tmp_path):
+    runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", npu=fake_310p, tty=False))
+    argv = runner.argv(_train_call(tmp_path))
+    # 8 ranks x 4 loader workers x 256 MiB each (two prefetched 64.5 MB batches)
+    assert _after(argv, "--shm-size") == [f"{8 * 4 * 256}m"]
+    assert "HCCL_CONNECT_TIMEOUT=1200" in argv and "HCCL_EXEC_TIMEOUT=1836" in argv
+    assert "--network" not in argv and not any("hccn.conf" in a for a in argv)
+    assert _after(argv, "-w") == ["/tmp/zoobox-work"]  # the launcher's workers inherit it
+    # one device, no workers: the configured size stays
+    small = runner.argv(_train_call(tmp_path, devices=(0,), workers="0"))
+    assert _after(small, "--shm-size") == ["2g"]
+    # or the host's IPC namespace, when configured
+    shared = DockerRunner(
+        DockerSettings(artifacts=tmp_path / "art", npu=fake_310p, tty=False, ipc_host=True)
+    )
+    argv = shared.argv(_train_call(tmp_path))
+    assert _after(argv, "--ipc") == ["host"] and "--shm-size" not in argv
+    # inference containers get no HCCL settings
+    assert not any(a.startswith("HCCL_") for a in runner.argv(_call(tmp_path)))
+
+
+def test_multi_node_training_uses_the_host_network_and_hccn_conf(fake_310p, tmp_path):
+    runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", npu=fake_310p, tty=False))
+    call = _train_call(tmp_path, nnodes="2")
+    argv = runner.argv(call)
+    assert _after(argv, "--network") == ["host"]
+    assert "type=bind,source=/etc/hccn.conf,target=/etc/hccn.conf,readonly" in argv
+    with pytest.raises(UserError, match=r"needs the device NIC configuration /etc/hccn.conf"):
+        runner.run(call)  # this fake host has none: said before any container starts
+    (tmp_path / "hccn.conf").write_text("address_0=10.0.0.1\n")
+    import dataclasses
+
+    npu = dataclasses.replace(fake_310p, hccn_conf=tmp_path / "hccn.conf")
+    argv = DockerRunner(DockerSettings(artifacts=tmp_path / "art", npu=npu, tty=False)).argv(call)
+    assert f"type=bind,source={tmp_path}/hccn.conf,target=/etc/hccn.conf,readonly" in argv
+
+
+def test_hccl_timeouts_are_settings_checked_against_canns_ranges(fake_310p, tmp_path):
+    runner = DockerRunner(
+        DockerSettings(
+            artifacts=tmp_path,
+            npu=fake_310p,
+            tty=False,
+            hccl_connect_timeout=600,
+            hccl_exec_timeout="3400",
+        )
+    )
+    argv = runner.argv(_train_call(tmp_path))
+    assert "HCCL_CONNECT_TIMEOUT=600" in argv and "HCCL_EXEC_TIMEOUT=3400" in argv
+    with pytest.raises(UserError, match=r"hccl_connect_timeout must be .* \[120, 7200\]"):
+        DockerRunner(DockerSettings(artifacts=tmp_path, hccl_connect_timeout=60))
+    with pytest.raises(UserError, match=r"hccl_exec_timeout must be .* \[68, 17340\]"):
+        DockerRunner(DockerSettings(artifacts=tmp_path, hccl_exec_timeout="soon"))
+
+
+def test_npu_container_without_a_driver_fails_before_starting(fake_310p, tmp_path):
+    import dataclasses
+
+    npu = dataclasses.replace(fake_310p, driver_dir=tmp_path / "no-driver")
+    runner = DockerRunner(
+        DockerSettings(artifacts=tmp_path / "art", npu=npu, tty=False, docker="false")
+    )
+    with pytest.raises(UserError, match=r"driver folder .*no-driver does not exist"):
+        runner.run(_call(tmp_path))
 
 
 def test_docker_with_ascend_runtime_uses_visible_devices(fake_310p, tmp_path):
@@ -270,7 +399,11 @@ def test_env_specs_name_their_python_and_npu():
 
 def test_invoke_list_is_fast_and_shows_the_namespaces():
     result = subprocess.run(
-        ["invoke", "--list"], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "invoke", "--list"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     for name in ["retinaface.all", "images.build", "data.sample", "demo", "doctor"]:
@@ -289,7 +422,7 @@ def test_invoke_list_is_fast_and_shows_the_namespaces():
     assert probe.stdout.split() == ["False", "False"]
 
 
-def test_dry_docker_plan_prints_the_310p_container_commands(fake_310p, tmp_path):
+def _dry_docker(fake_310p, tmp_path, recipe, *extra):
     env = dict(os.environ)
     env.update(
         {
@@ -301,17 +434,8 @@ def test_dry_docker_plan_prints_the_310p_container_commands(fake_310p, tmp_path)
     )
     result = subprocess.run(
         [
-            "invoke",
-            "retinaface.all",
-            "--dry",
-            "--runner",
-            "docker",
-            "--devices",
-            "1",
-            "--artifacts",
-            str(tmp_path / "art"),
-            "--data",
-            str(tmp_path / "wider"),
+            *(sys.executable, "-m", "invoke", f"{recipe}.all", "--dry", "--runner", "docker"),
+            *("--artifacts", str(tmp_path / "art"), *extra),
         ],
         cwd=REPO,
         capture_output=True,
@@ -320,21 +444,55 @@ def test_dry_docker_plan_prints_the_310p_container_commands(fake_310p, tmp_path)
         env=env,
     )
     assert result.returncode == 0, result.stderr
-    out = result.stdout
+    lines = [line.strip()[2:] for line in result.stdout.splitlines() if line.strip()[:2] == "$ "]
+    return result.stdout, {line.split(" -m ")[1].split()[0]: line for line in lines}
+
+
+def test_dry_docker_plan_prints_the_310p_container_commands(fake_310p, tmp_path):
+    out, by_module = _dry_docker(
+        fake_310p, tmp_path, "retinaface", "--devices", "1", "--data", str(tmp_path / "wider")
+    )
     assert "runner docker, backend aie on npu 1" in out
-    lines = [line.strip()[2:] for line in out.splitlines() if line.strip().startswith("$ ")]
-    by_module = {line.split(" -m ")[1].split()[0]: line for line in lines}
     export = by_module["models.retinaface.export"]
     assert get_env("export").image in export and "--device" not in export
     for module in ("zoostage.backends.compile", "models.retinaface.infer"):
         line = by_module[module]
         assert get_env("aie").image in line
         assert f"--device {fake_310p.dev_root}/davinci1" in line
-        assert f"-v {fake_310p.driver_dir}:{fake_310p.driver_dir}:ro" in line
+        assert (
+            f"type=bind,source={fake_310p.driver_dir},target=/usr/local/Ascend/driver,readonly"
+            in line
+        )
         assert "--device 0" in line  # the mounted device is device 0 inside
         assert "/artifacts/retinaface/" in line
+        assert "target=/data" not in line  # neither compile nor infer reads the dataset
     assert "--root /data" in by_module["data_scripts.widerface.prepare"]
     assert by_module["zoostage.fetch"].startswith(sys.executable)  # host env, no image
+
+
+def test_dry_retinanet_plan_shows_workdir_existing_mounts_and_log_path(fake_310p, tmp_path):
+    out, by_module = _dry_docker(fake_310p, tmp_path, "retinanet", "--data", str(tmp_path / "c"))
+    for module, stage in (
+        ("zoostage.backends.compile", "compile"),
+        ("models.retinanet.infer", "infer"),
+    ):
+        line = by_module[module]
+        assert "--tmpfs /tmp/zoobox-work:rw,exec,mode=1777 -w /tmp/zoobox-work" in line
+        assert f"-e ASCEND_PROCESS_LOG_PATH=/artifacts/retinanet/logs/{stage}" in line
+        for host_file in ("/usr/local/dcmi", "/etc/ascend_install.info"):
+            assert (f"source={host_file}," in line) == Path(host_file).exists(), host_file
+        assert " -v " not in line
+        driver = f"source={fake_310p.driver_dir},target=/usr/local/Ascend/driver,readonly"
+        assert driver in line
+    assert "-w /workspace" in by_module["models.retinanet.export"]  # CPU stages keep it
+
+
+def test_a_missing_driver_is_not_mounted_and_the_run_refuses(fake_310p, tmp_path):
+    import dataclasses
+
+    npu = dataclasses.replace(fake_310p, driver_dir=tmp_path / "no-driver")
+    runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", npu=npu, tty=False))
+    assert not any("Ascend/driver" in a for a in runner.argv(_call(tmp_path)))
 
 
 def test_version_order_and_driver_check():
@@ -397,8 +555,8 @@ def test_named_volume_replaces_the_bind_mount(tmp_path):
         DockerSettings(artifacts=tmp_path / "vol", volume="zoobox-art", tty=False, user="1:1")
     )
     argv = runner.argv(_call(tmp_path, env="export", npu=False))
-    assert "zoobox-art:/artifacts" in argv
-    assert f"{tmp_path}/vol:/artifacts" not in argv
+    assert "type=volume,source=zoobox-art,target=/artifacts" in argv
+    assert not any(f"{tmp_path}/vol" in a for a in argv)
 
 
 def test_npu_containers_join_the_group_owning_the_device_nodes(fake_310p, tmp_path):

@@ -96,7 +96,9 @@ def add_arguments(parser, backend="torchscript"):
     parser.add_argument("--batch-size", type=int, default=1, help="images per call (1)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda:N, or the NPU id")
     parser.add_argument("--shard", help="I/N: run records I, I + N, ... only (0-based I)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (2)")
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="untimed calls first (5, as the seeds)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: default)")
     return parser
 

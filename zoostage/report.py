@@ -33,6 +33,10 @@ def _read_json(folder, name, required=True):
     return {}
 
 
+def _latencies(stats):
+    return "%s / %s" % (_fmt(stats.get("p50_ms")), _fmt(stats.get("p99_ms")))
+
+
 def _fmt(value):
     if value is None:
         return "-"
@@ -85,6 +89,17 @@ def render(recipe, rows, metrics_doc, timing, export, versions, figures, profile
         ),
         ("throughput (images/s)", _fmt(timing.get("throughput"))),
     ]
+    if timing.get("compute"):
+        compute, end_to_end = timing["compute"], timing.get("end_to_end") or {}
+        facts += [
+            ("compute latency p50 / p99 (ms): forward only", _latencies(compute)),
+            ("end-to-end latency p50 / p99 (ms): with copies", _latencies(end_to_end)),
+            (
+                "throughput compute / end-to-end (images/s)",
+                "%s / %s" % (_fmt(compute.get("throughput")), _fmt(end_to_end.get("throughput"))),
+            ),
+            ("warm-up calls", timing.get("warmup_calls")),
+        ]
     for key in (
         "python",
         "torch",
@@ -145,6 +160,7 @@ def main(args):
         "backend": timing.get("backend"),
         "device": timing.get("device"),
         "throughput": timing.get("throughput"),
+        "throughput_end_to_end": (timing.get("end_to_end") or {}).get("throughput"),
         "images": metrics_doc.get("images"),
         "profile": args.profile,
     }

@@ -50,23 +50,37 @@ def merge_timing(records):
     records = [r for r in records if r.get("calls")]
     if not records:
         return {"calls": 0, "images": 0, "shards": 0}
-    calls = sum(r["calls"] for r in records)
+    calls = [r["calls"] for r in records]
     merged = dict(records[0])
     merged.pop("shard", None)
-    p50 = sorted(r["p50_ms"] for r in records)
+    merged.update(_merge_stats(records, calls))
+    # The compute / end-to-end split of the harness, merged the same way.
+    for kind in ("compute", "end_to_end"):
+        parts = [(r[kind], r["calls"]) for r in records if r.get(kind)]
+        if len(parts) == len(records):
+            merged[kind] = dict(records[0][kind])
+            merged[kind].update(_merge_stats([s for s, _ in parts], [c for _, c in parts]))
     merged.update(
         {
-            "calls": calls,
+            "calls": sum(calls),
             "images": sum(r.get("images", 0) for r in records),
-            "mean_ms": sum(r["mean_ms"] * r["calls"] for r in records) / calls,
-            "p50_ms": p50[len(p50) // 2],
-            "p99_ms": max(r["p99_ms"] for r in records),
-            "throughput": sum(r["throughput"] for r in records),
             "shards": len(records),
             "devices": [r.get("device") for r in records],
         }
     )
     return merged
+
+
+def _merge_stats(stats, calls):
+    """mean / p50 / p99 / throughput of shards that ran side by side (see merge_timing)."""
+    total = sum(calls)
+    p50 = sorted(s["p50_ms"] for s in stats)
+    return {
+        "mean_ms": sum(s["mean_ms"] * c for s, c in zip(stats, calls)) / total,
+        "p50_ms": p50[len(p50) // 2],
+        "p99_ms": max(s["p99_ms"] for s in stats),
+        "throughput": sum(s["throughput"] for s in stats),
+    }
 
 
 def _merge_summaries(name, docs):

@@ -10,12 +10,13 @@ __all__ = ["USER_ERROR_EXIT", "StageFailed", "StageStopped", "UserError", "main_
 class StageFailed(UserError):
     """A stage exited non-zero; its own output already said why."""
 
-    def __init__(self, stage, returncode, command):
+    def __init__(self, stage, returncode, command, logs=None):
         self.stage = stage
         self.returncode = returncode
         self.command = command
+        where = f"; the NPU tools' logs are in {logs}" if logs else ""
         super().__init__(
-            f"stage {stage} failed (exit {returncode}); earlier artifacts are intact. "
+            f"stage {stage} failed (exit {returncode}){where}; earlier artifacts are intact. "
             f"Rerun by hand: {command}"
         )
 

@@ -180,7 +180,9 @@ def compare(spec: EnvSpec, labels: dict, info: dict) -> list[tuple[str, str, str
     if claims_npu:
         cann = spec.npu_stack.get("cann", "")
         found = info.get("cann") or "missing"
-        rows.append(("CANN", cann, found, found.lower().startswith(cann.lower())))
+        # An install may report 7.0.RC1 for a 7.0.RC1.alpha003 package, or the reverse.
+        same = found.lower().startswith(cann.lower()) or cann.lower().startswith(found.lower())
+        rows.append(("CANN", cann, found, found != "missing" and same))
         if spec.name == "aie":
             want = spec.npu_stack.get("torch_aie", "")
             found = packages.get("torch-aie") or info.get("torch_aie") or "missing"

@@ -35,6 +35,7 @@ from zoobox.core.text import quote
 from zoobox.envs.installers import InstallerCheck, check_installers, npu_mode
 from zoobox.envs.locks import Lock, lock_for, machine_arch
 from zoobox.envs.requirements import CONTEXT, buildable, buildable_envs
+from zoobox.envs.wheels import require_local_wheels
 
 LOCAL = CONTEXT / "local"
 
@@ -140,10 +141,13 @@ def build_args(
         "TORCH_VERSION": spec.pin("torch"),
         "CANN_VERSION": stack.get("cann"),
         "TORCH_AIE_VERSION": stack.get("torch_aie"),
+        "AIE_RUNTIME_VERSION": stack.get("aie_runtime"),
         "ZOOBOX_SPEC_HASH": spec.hash[:12],
         "ZOOBOX_REVISION": git_revision(),
         "ZOOBOX_CREATED": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if npu == "present":
+        values.update(installers.build_args())  # the installer files chosen, by name
     declared = dockerfile_args(REPO / spec.dockerfile)
     return {k: str(v) for k, v in values.items() if k in declared and v is not None}
 
@@ -179,11 +183,13 @@ def plan_build(
     installers_dir: Path | None = None,
     arch: str | None = None,
     docker: str = DOCKER,
+    wheels_dir: Path | None = None,
 ) -> BuildPlan:
     if not buildable(spec):
         raise UserError(f"env {spec.name} has no image (it is the machine's own Python)")
     if not (REPO / spec.dockerfile).is_file():
         raise UserError(f"env {spec.name}: {spec.dockerfile} does not exist")
+    require_local_wheels(spec, arch, wheels_dir)  # before pip could fail in the build
     check = check_installers(spec, installers_dir, arch)
     mode = npu_mode(check, npu)
     # A stale lock (spec edited, not relocked) or none for this architecture stops here.
@@ -215,7 +221,7 @@ def image_info(image: str, docker: str = DOCKER) -> dict | None:
 
 def require_engine() -> None:
     """A clear error when no Docker-compatible engine answers the docker CLI."""
-    from zoobox.hosts.probe import container_engine
+    from zoobox.hosts.probe import container_engine, use_engine
 
     engine = container_engine(timeout=20)
     if not engine.reachable:
@@ -223,6 +229,8 @@ def require_engine() -> None:
             f"no Docker engine answers ({engine.detail}): start one (on a machine without "
             "Docker: `invoke dev.engine`) and export the DOCKER_HOST it prints"
         )
+    use_engine(engine)
+    print(f"docker engine: {engine.detail}", flush=True)
 
 
 def labels_of(info: dict | None) -> dict:
@@ -270,6 +278,8 @@ def build_images(
     specs = [get_env(env)] if env else buildable_envs()
     if env and not buildable(specs[0]):
         raise UserError(f"env {env} has no image (it is the machine's own Python)")
+    if not dry:
+        require_engine()  # first: `--base auto` follows the engine it finds
     plans = [
         plan_build(
             spec,
@@ -283,7 +293,6 @@ def build_images(
         for spec in specs
     ]
     if not dry:
-        require_engine()
         stage_ca_bundle(ca_bundle)
         for plan in plans:
             local = LOCAL_PYTHON.format(python=plan.spec.python)

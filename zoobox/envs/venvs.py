@@ -55,6 +55,7 @@ from zoobox.envs.venvfs import (
     relocate,
     replace_dir,
 )
+from zoobox.envs.wheels import pip_environment, require_local_wheels
 
 MARKER = "zoobox-venv.json"
 # Bumped when the way a venv is built changes, so old builds are not reused.
@@ -201,6 +202,7 @@ class VenvCache:
                 f"cannot create the venv cache {self.root} ({error.strerror}): set "
                 "zoobox.venv.cache to a writable folder"
             ) from None
+        require_local_wheels(spec)  # a pin PyPI lacks for this machine: say so, not pip
         final = self.path(spec)
         target = venv_target(spec)
         # The lock first: a stale or missing one is an error before anything is made.
@@ -369,7 +371,7 @@ def _pip_install(python: Path, spec: EnvSpec, lock_file: Path, lock_fd: int) -> 
         stderr=subprocess.PIPE,
         text=True,
         errors="replace",
-        env=clean_environment(),
+        env=pip_environment(clean_environment()),  # + docker/local/wheels/ when there
         pass_fds=(lock_fd,),
     )
     tail: collections.deque = collections.deque(maxlen=200)

@@ -61,22 +61,55 @@ def image_compatibility(host_driver: str | None, envs: list[EnvSpec]) -> list[li
     return rows
 
 
-# Output signatures of NPU failures a user can act on, with what to say.
+# Output signatures of NPU failures a user can act on, each with what to say. Codes are
+# matched as whole numbers (no digit either side), first match wins.
+def _code(*codes: str) -> re.Pattern:
+    return re.compile("|".join(rf"(?<![\d-]){re.escape(c)}(?!\d)" for c in codes))
+
+
 _BUSY = re.compile(r"(ret is -8005|dcmi module initialize failed|error code -8005)", re.I)
-_NO_DEVICE = re.compile(r"(rtGetDeviceCount execute failed|no valid device|207004)", re.I)
+_SIGNATURES = (
+    (
+        _code("-8020"),
+        "NPU {names} is in use (dcmi -8020: the device is used by another process or "
+        "container); stop it (npu-smi info shows the holder) or pass --devices with a free id",
+    ),
+    (
+        _BUSY,
+        "NPU {names} is held by another container or process (dcmi -8005); stop it "
+        "(npu-smi info shows the holder) or pass --devices with a free id",
+    ),
+    (
+        _code("107001"),
+        "the runtime rejected the device id for {names} (107001, invalid device id): a "
+        "container numbers its mounted devices from 0 and ASCEND_RT_VISIBLE_DEVICES "
+        "must name visible ones; pass --devices with ids `npu-smi info` lists",
+    ),
+    (
+        _code("207006"),
+        "the process has no permission to use {names} (207006): the device nodes must be "
+        "readable and writable by the stage's user (the driver's HwHiAiUser group); "
+        "check `ls -l /dev/davinci*` and `invoke doctor`",
+    ),
+    (
+        _code("507033"),
+        "setting device {names} failed (507033, device retain error): the CANN in the "
+        "image may be newer than the host driver (`invoke doctor` compares them), the "
+        "device may be unhealthy (`npu-smi info`), or its memory taken; the plog files "
+        "in the log folder say which",
+    ),
+    (
+        re.compile(r"(rtGetDeviceCount execute failed|no valid device|207004)", re.I),
+        "the container could not open {names} (no valid device): check that the device "
+        "exists and that the driver is mounted (invoke doctor)",
+    ),
+)
 
 
 def diagnose(output: str, devices: list[int]) -> str | None:
     """A one-line explanation of a known NPU failure in a stage's output, or None."""
     names = ", ".join(f"davinci{d}" for d in devices) or "the NPU"
-    if _BUSY.search(output):
-        return (
-            f"NPU {names} is held by another container or process (dcmi -8005); stop "
-            "it (npu-smi info shows the holder) or pass --devices with a free id"
-        )
-    if _NO_DEVICE.search(output):
-        return (
-            f"the container could not open {names} (no valid device): check that the "
-            "device exists and that the driver is mounted (invoke doctor)"
-        )
+    for pattern, message in _SIGNATURES:
+        if pattern.search(output):
+            return message.format(names=names)
     return None

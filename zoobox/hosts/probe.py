@@ -23,6 +23,11 @@ DRIVER_DIR = ASCEND_ROOT / "driver"
 NPU_SMI_CANDIDATES = (Path("/usr/local/bin/npu-smi"), Path("/usr/local/sbin/npu-smi"))
 # Device nodes every NPU container needs besides its davinciN.
 NPU_CONTROL_NODES = ("davinci_manager", "devmm_svm", "hisi_hdc")
+# Host files an NPU container reads besides the driver folder, where the host has them
+# (npu-smi needs dcmi; CANN reads the install info). Not every host has every one.
+DRIVER_FILES = (Path("/usr/local/dcmi"), Path("/etc/ascend_install.info"))
+# The device NICs' configuration (hccn_tool): HCCL reads it when ranks span machines.
+HCCN_CONF = Path("/etc/hccn.conf")
 
 
 @dataclass
@@ -33,6 +38,8 @@ class NpuHost:
     npu_smi: Path | None = None
     dev_root: Path = DEV_ROOT
     group_gid: int | None = None  # the group owning the device nodes (HwHiAiUser)
+    driver_files: list[Path] = field(default_factory=list)  # those of DRIVER_FILES here
+    hccn_conf: Path | None = None  # /etc/hccn.conf when the host has it
 
     @property
     def present(self) -> bool:
@@ -78,7 +85,11 @@ def device_group(dev_root: Path, devices: list[int]) -> int | None:
 
 
 def npu_host(
-    dev_root: Path = DEV_ROOT, driver_dir: Path = DRIVER_DIR, npu_smi_candidates=NPU_SMI_CANDIDATES
+    dev_root: Path = DEV_ROOT,
+    driver_dir: Path = DRIVER_DIR,
+    npu_smi_candidates=NPU_SMI_CANDIDATES,
+    driver_files=DRIVER_FILES,
+    hccn_conf: Path = HCCN_CONF,
 ) -> NpuHost:
     devices = npu_devices(dev_root)
     return NpuHost(
@@ -88,7 +99,41 @@ def npu_host(
         driver_dir=Path(driver_dir),
         npu_smi=find_npu_smi(npu_smi_candidates),
         dev_root=Path(dev_root),
+        driver_files=[Path(p) for p in driver_files if Path(p).exists()],
+        hccn_conf=Path(hccn_conf) if Path(hccn_conf).is_file() else None,
     )
+
+
+def device_access_problem(
+    dev_root: Path, devices: list[int], uid: int, gids: set[int]
+) -> str | None:
+    """Why a process with `uid` and groups `gids` could not open a davinciN, or None.
+
+    The driver makes the nodes mode 660, group HwHiAiUser; a container running as the
+    caller gets that group through --group-add. When the nodes belong to root's group
+    (gid 0) nobody adds it, and a caller who is not root cannot open them.
+    """
+    if uid == 0:
+        return None
+    for device in devices:
+        node = Path(dev_root) / f"davinci{device}"
+        try:
+            info = node.stat()
+        except OSError:
+            continue  # a missing node is the choice's error (device not present)
+        mode = info.st_mode
+        readable_writable = (
+            (info.st_uid == uid and mode & 0o600 == 0o600)
+            or (info.st_gid in gids and mode & 0o060 == 0o060)
+            or mode & 0o006 == 0o006
+        )
+        if not readable_writable:
+            owner = "root's group (gid 0)" if info.st_gid == 0 else f"gid {info.st_gid}"
+            return (
+                f"{node} belongs to {owner} with mode {mode & 0o777:o}, and uid {uid} "
+                f"(groups {sorted(gids)}) could not open it"
+            )
+    return None
 
 
 @dataclass
@@ -99,22 +144,47 @@ class ContainerEngine:
     detail: str
     server_version: str | None = None
     runtimes: tuple[str, ...] = ()
+    docker_host: str | None = None  # the DOCKER_HOST that reached it; None: the default
 
     @property
     def ascend_runtime(self) -> bool:
         return "ascend" in self.runtimes
 
 
-def container_engine(timeout: float = 5.0) -> ContainerEngine:
-    """Ask `docker info` (honours DOCKER_HOST); never raises."""
+def container_engine(timeout: float = 5.0, dev_fallback: bool = True) -> ContainerEngine:
+    """Ask `docker info`; never raises.
+
+    DOCKER_HOST when it is set; else the default socket, then (dev_fallback) the socket
+    of the podman service `invoke dev.engine` started, the way the container tests find
+    it, so a user need not export its DOCKER_HOST line first.
+    """
     if shutil.which("docker") is None:
         return ContainerEngine(False, "no docker CLI on PATH")
+    configured = os.environ.get("DOCKER_HOST") or None
+    found = _docker_info(timeout, configured)
+    if found.reachable or configured or not dev_fallback:
+        return found
+    dev = dev_engine_host()
+    if not Path(dev[len("unix://") :]).exists():
+        return found
+    fallback = _docker_info(timeout, dev)
+    if not fallback.reachable:
+        return found
+    fallback.detail += " (the engine `invoke dev.engine` started)"
+    return fallback
+
+
+def _docker_info(timeout: float, docker_host: str | None) -> ContainerEngine:
+    env = dict(os.environ)
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
     try:
         result = subprocess.run(
             ["docker", "info", "--format", "{{json .}}"],
             capture_output=True,
             text=True,
             timeout=timeout,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         return ContainerEngine(False, f"docker info timed out after {timeout:.0f} s")
@@ -123,14 +193,20 @@ def container_engine(timeout: float = 5.0) -> ContainerEngine:
         return ContainerEngine(
             False, lines[-1] if lines else f"docker info exited {result.returncode}"
         )
+    where = docker_host or "the default socket"
     try:
         info = json.loads(result.stdout)
     except json.JSONDecodeError:
-        return ContainerEngine(True, "reachable", None)
+        return ContainerEngine(True, f"reachable at {where}", docker_host=docker_host)
     runtimes = tuple(sorted((info.get("Runtimes") or {}).keys()))
     version = info.get("ServerVersion")
-    host = os.environ.get("DOCKER_HOST", "default socket")
-    return ContainerEngine(True, f"server {version} at {host}", version, runtimes)
+    return ContainerEngine(True, f"server {version} at {where}", version, runtimes, docker_host)
+
+
+def use_engine(engine: ContainerEngine) -> None:
+    """Point this process's docker commands (and their children) at the engine found."""
+    if engine.reachable and engine.docker_host:
+        os.environ["DOCKER_HOST"] = engine.docker_host
 
 
 def dev_engine_dir() -> Path:

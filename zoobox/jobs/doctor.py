@@ -8,7 +8,7 @@ from zoobox.core.envspec import load_envs
 from zoobox.core.recipe import load_recipe, recipe_names
 from zoobox.core.text import table
 from zoobox.hosts.npucompat import image_compatibility
-from zoobox.hosts.probe import container_engine, npu_host
+from zoobox.hosts.probe import container_engine, npu_host, use_engine
 from zoobox.run.choice import choose
 
 
@@ -30,6 +30,7 @@ def report(settings: dict, probe_engine=container_engine) -> str:
         driver_dir=Path(docker_settings.get("driver_dir") or "/usr/local/Ascend/driver"),
     )
     engine = probe_engine()
+    use_engine(engine)  # the image checks below ask the engine found
     rows = [
         ["Docker engine", "yes" if engine.reachable else "no", engine.detail],
         [

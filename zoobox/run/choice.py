@@ -73,6 +73,8 @@ def choose(
             reasons.append(
                 "no Docker engine" if not engine.reachable else "Docker engine but no NPU"
             )
+    elif runner == "docker" and engine.reachable:
+        reasons.append(f"Docker engine {engine.detail}")  # which engine runs the stages
     device_ids = parse_devices(devices)
     if not dry:
         if runner == "docker" and not engine.reachable:

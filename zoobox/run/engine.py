@@ -25,6 +25,15 @@ from zoobox.run.choice import Choice
 from zoobox.runners.base import Runner, StageCall, quote
 from zoostage.backends import NPU_BACKENDS
 
+# ARTIFACTS/<recipe>/logs/<stage>/: what NPU tools log during a stage's last run, kept
+# when the stage fails (its output folder is not).
+LOGS = "logs"
+
+
+def reads_dataset(spec) -> bool:
+    """Whether a stage reads the dataset root ({data} in its arguments)."""
+    return any("{data}" in str(value) for value in spec.args.values())
+
 
 @dataclass
 class Options:
@@ -132,6 +141,8 @@ class Engine:
             env=get_env(spec.env),
             needs_npu=needs_npu,
             devices=devices,
+            uses_data=reads_dataset(spec),
+            logs=self.store.folder / LOGS / name,
         )
 
     def fingerprint(self, call: StageCall, upstream_runs: dict) -> str:
@@ -226,12 +237,14 @@ class Engine:
         completed = self.runner.run(call)
         code = completed.returncode
         if code != 0:
+            logs = _written_logs(call)
             known = diagnose(completed.tail, call.devices) if call.needs_npu else None
             if known:
-                raise UserError(f"stage {call.stage}: {known}")
+                where = f" (the NPU tools' logs: {logs})" if logs else ""
+                raise UserError(f"stage {call.stage}: {known}{where}")
             if code == USER_ERROR_EXIT:
                 raise StageStopped(call.stage)
-            raise StageFailed(call.stage, code, quote(argv))
+            raise StageFailed(call.stage, code, quote(argv), logs=logs)
         return argv
 
     def _shard_calls(self, call: StageCall, temp: Path) -> list[StageCall]:
@@ -279,6 +292,8 @@ class Engine:
         self.runner.check(call.env)
         temp = self.store.new_temp(call.stage)
         call.out = temp
+        if call.logs is not None:
+            shutil.rmtree(call.logs, ignore_errors=True)  # they say what the last run did
         sharded = self._sharded(call)
         _say(
             f"[{call.stage}] run ({reason}) in env {call.env.name}"
@@ -317,6 +332,13 @@ class Engine:
         self.store.commit(call.stage, temp, record)
         _say(f"[{call.stage}] done in {ended - started:.1f} s")
         return record
+
+
+def _written_logs(call: StageCall) -> Path | None:
+    """The stage's NPU log folder when the run wrote anything there."""
+    if call.logs is not None and call.logs.is_dir() and any(call.logs.iterdir()):
+        return call.logs
+    return None
 
 
 def _what_changed(record: dict, call: StageCall, engine: Engine) -> str:

@@ -12,9 +12,16 @@ from pathlib import Path
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO, default_cache
 from zoobox.core.recipe import load_recipe
-from zoobox.hosts.probe import ContainerEngine, container_engine, npu_host
+from zoobox.hosts.probe import (
+    ContainerEngine,
+    NpuHost,
+    container_engine,
+    device_access_problem,
+    npu_host,
+    use_engine,
+)
 from zoobox.run.choice import choose
-from zoobox.run.engine import Engine, Options
+from zoobox.run.engine import Engine, Options, reads_dataset
 from zoobox.runners.factory import make_runner
 
 DEFAULTS = {
@@ -85,6 +92,7 @@ def build_engine(
     # Probing the engine costs a `docker info`; skip it when the answer cannot matter.
     needs_probe = runner_name == "docker" or (runner_name == "auto" and npu.present)
     container = probe_engine() if needs_probe else ContainerEngine(False, "not probed")
+    use_engine(container)  # e.g. the dev engine's socket, found without DOCKER_HOST
     choice = choose(
         recipe.backends,
         runner_name,
@@ -106,6 +114,8 @@ def build_engine(
         engine=container,
         dry=dry,
     )
+    if choice.npu and not dry:
+        check_npu_access(npu, choice.devices, runner_obj)
     overrides = dict(settings.get(recipe.name) or {})
     overrides.update({k: v for k, v in (params or {}).items() if v is not None})
     options = Options(
@@ -120,11 +130,24 @@ def build_engine(
     return Engine(recipe, choice, runner_obj, options)
 
 
+def check_npu_access(npu: NpuHost, devices: list[int], runner) -> None:
+    """Before any stage starts: can the stages' processes open the device nodes?"""
+    uid, gids = runner.npu_identity()
+    problem = device_access_problem(npu.dev_root, devices, uid, gids)
+    if problem:
+        raise UserError(
+            f"{problem}, so the {runner.name} runner's stage processes could not use the "
+            "NPU: give the nodes the driver's HwHiAiUser group (its installer does; "
+            "`chgrp HwHiAiUser /dev/davinci*`), or run as a user who can open them "
+            "(zoobox.docker.user for containers)"
+        )
+
+
 def check_dataset(engine: Engine, target: str | None) -> None:
     """A missing dataset is one line saying where it was looked for and how to get it."""
     recipe = engine.recipe
     names = recipe.upstream(target) if target else recipe.default_stages
-    uses_data = any("{data}" in str(v) for n in names for v in recipe.stage(n).args.values())
+    uses_data = any(reads_dataset(recipe.stage(n)) for n in names)
     root = engine.options.data
     if uses_data and root is not None and not Path(root).exists():
         how = recipe.dataset.get("get", "")

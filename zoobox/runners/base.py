@@ -30,6 +30,8 @@ class StageCall:
     env: EnvSpec
     needs_npu: bool = False
     devices: list[int] = field(default_factory=list)
+    uses_data: bool = True  # the stage takes {data}: containers get the dataset mounted
+    logs: Path | None = None  # where NPU tools keep their logs (ASCEND_PROCESS_LOG_PATH)
 
 
 # How much of a stage's output is kept for diagnosing a failure.
@@ -104,6 +106,10 @@ class Runner:
     def devices_for(self, devices: list[int]) -> list[int]:
         """The ids a process sees for `devices` (a container renumbers from 0)."""
         return list(devices)
+
+    def npu_identity(self) -> tuple[int, set[int]]:
+        """(uid, gids) the stage processes open the NPU device nodes with."""
+        return os.getuid(), {os.getgid(), *os.getgroups()}
 
     def run(self, call: StageCall) -> Completed:
         raise NotImplementedError

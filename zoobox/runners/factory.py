@@ -60,6 +60,9 @@ def make_runner(
                 tty=auto_bool(docker.get("tty")),
                 user=docker.get("user"),
                 shm_size=docker.get("shm_size", "2g"),
+                ipc_host=str(docker.get("ipc") or "").lower() == "host",
+                hccl_connect_timeout=docker.get("hccl_connect_timeout", 1200),
+                hccl_exec_timeout=docker.get("hccl_exec_timeout", 1836),
             )
         )
         return runner, artifacts

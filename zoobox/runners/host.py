@@ -6,6 +6,7 @@ import os
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from zoobox.core.envspec import EnvSpec
 from zoobox.core.paths import REPO
@@ -43,11 +44,17 @@ class HostRunner(Runner):
 
     def environment(self, call: StageCall) -> dict:
         path = os.environ.get("PYTHONPATH")
-        return {
+        env = {
             "PYTHONPATH": str(REPO) + (os.pathsep + path if path else ""),
             "ZOOBOX_ENV": call.env.name,
             "PYTHONUNBUFFERED": "1",
         }
+        if call.needs_npu and call.logs is not None:
+            # The same place as in containers: the recipe's logs/<stage>/ folder.
+            env["ASCEND_PROCESS_LOG_PATH"] = str(call.logs)
+        return env
 
     def run(self, call: StageCall) -> Completed:
+        if call.needs_npu and call.logs is not None:
+            Path(call.logs).mkdir(parents=True, exist_ok=True)
         return execute(self.argv(call), env=process_env(self.environment(call)), cwd=REPO)

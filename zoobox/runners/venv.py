@@ -81,6 +81,8 @@ class VenvRunner(Runner):
         lock_file = self.venvs.lock_file(call.env)
         if lock_file is not None:  # the stage records it in env.json (provenance)
             environment["ZOOBOX_LOCK_FILE"] = str(lock_file)
+        if call.needs_npu and call.logs is not None:
+            environment["ASCEND_PROCESS_LOG_PATH"] = str(call.logs)  # as the other runners do
         return environment
 
     # -- identity, checks, running -------------------------------------------------------
@@ -138,4 +140,6 @@ class VenvRunner(Runner):
             return self.host.run(call)
         env = process_env(self.environment(call))
         env.pop("PYTHONHOME", None)
+        if call.needs_npu and call.logs is not None:
+            call.logs.mkdir(parents=True, exist_ok=True)
         return execute(self.argv(call), env=env, cwd=REPO)

@@ -7,7 +7,7 @@ torch, no numpy; task bodies import what they need.
 from invoke import Collection
 
 from zoobox.core.recipe import recipe_names
-from zoobox.tasks import checks, data, dev, envs, images
+from zoobox.tasks import checks, data, dev, envs, images, npu
 from zoobox.tasks.ci import ci
 from zoobox.tasks.recipes import recipe_collection
 
@@ -20,6 +20,7 @@ def build_namespace() -> Collection:
     namespace.add_collection(Collection.from_module(data, name="data"))
     namespace.add_collection(Collection.from_module(envs, name="envs"))
     namespace.add_collection(Collection.from_module(dev, name="dev"))
+    namespace.add_collection(Collection.from_module(npu, name="npu"))
     namespace.add_task(checks.doctor)
     namespace.add_task(checks.demo)
     namespace.add_task(ci)

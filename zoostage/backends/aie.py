@@ -92,17 +92,25 @@ class Backend(BaseBackend):
         self.stream = torch_aie.npu.Stream(self.device)
         return self
 
-    def run(self, batch):
+    def to_device(self, batch):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+
+    def forward(self, inputs):
+        # As the seeds run it: the input already on the device, the module on its own
+        # stream, waited for before anything reads the outputs.
         import torch
 
         torch_aie = _torch_aie()
-        tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        with torch_aie.npu.stream(self.stream):
-            outputs = self.module(tensor)
+        with torch.no_grad(), torch_aie.npu.stream(self.stream):
+            outputs = self.module(inputs)
             self.stream.synchronize()
-        if not isinstance(outputs, (tuple, list)):
-            outputs = (outputs,)
-        return tuple(o.to("cpu").numpy() for o in outputs)
+        return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+    def to_host(self, outputs):
+        # detach: parts the compiler left to torch may carry autograd state
+        return tuple(o.detach().to("cpu").numpy() for o in outputs)
 
     def synchronize(self):
         if self.stream is not None:

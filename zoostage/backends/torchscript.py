@@ -45,14 +45,19 @@ class Backend(BaseBackend):
         self.module.eval()
         return self
 
-    def run(self, batch):
+    def to_device(self, batch):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(batch)).to(str(self.device))
+
+    def forward(self, inputs):
         import torch
 
         with torch.no_grad():
-            outputs = self.module(
-                torch.from_numpy(np.ascontiguousarray(batch)).to(str(self.device))
-            )
-        return tuple(o.detach().cpu().numpy() for o in _as_tuple(outputs))
+            return _as_tuple(self.module(inputs))
+
+    def to_host(self, outputs):
+        return tuple(o.detach().cpu().numpy() for o in outputs)
 
     def synchronize(self):
         if str(self.device).startswith("cuda"):

@@ -214,6 +214,17 @@ def _quote(argv):
     return " ".join(shlex.quote(str(a)) for a in argv)
 
 
+def working_directory(fallback):
+    """Where the workers run: CANN's op compiler writes kernel_meta/ into it.
+
+    The launcher's own when writable (in a container, the tmpfs the docker runner gives
+    NPU stages; the repository there is read-only), else `fallback` (the work folder).
+    The workers import the code through PYTHONPATH, not the working directory.
+    """
+    here = os.getcwd()
+    return here if os.access(here, os.W_OK) else fallback
+
+
 def run_workers(argv, config, threads):
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -226,7 +237,7 @@ def run_workers(argv, config, threads):
         os.remove(error_file)
     sys.stdout.write("$ %s\n" % _quote(argv))
     sys.stdout.flush()
-    code = subprocess.call(argv, env=env, cwd=REPO)
+    code = subprocess.call(argv, env=env, cwd=working_directory(config["work_dir"]))
     if code != 0:
         if os.path.isfile(error_file):
             with open(error_file) as handle:

@@ -1,0 +1,3 @@
+class PrecisionPolicy(object):
+    FP16 = "PrecisionPolicy.FP16"
+    FP32 = "PrecisionPolicy.FP32"
