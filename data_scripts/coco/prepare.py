@@ -169,7 +169,7 @@ def prepare(
     folder = os.path.join(root, layout.IMAGES_DIR)
     items = [
         (
-            os.path.join(folder, image["file_name"]),
+            layout.image_file(folder, image["file_name"]),
             layout.IMAGES_DIR + "/" + image["file_name"],
             image["id"],
             [image["height"], image["width"]],

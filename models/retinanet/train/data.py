@@ -124,7 +124,7 @@ def load_split(root, split=DEFAULT_SPLIT, limit=0):
         records.append(
             {
                 "id": int(image["id"]),
-                "path": os.path.join(folder, str(image["file_name"])),
+                "path": layout.image_file(folder, image["file_name"]),
                 "height": height,
                 "width": width,
                 "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),

@@ -697,8 +697,9 @@ def evaluate_coco(model, config, device):
     results = []
     started = time.time()
     with torch.no_grad(), Progress(len(images), "evaluate val2017") as progress:
+        folder = os.path.join(root, layout.IMAGES_DIR)
         for image in images:
-            pixels = read_image(os.path.join(root, layout.IMAGES_DIR, image["file_name"]))
+            pixels = read_image(layout.image_file(folder, image["file_name"]))
             hw = prepare.resized_hw(pixels.shape[0], pixels.shape[1], min_size, max_size)
             resized = prepare.resize(pixels, hw, method)
             batch = np.zeros((1, size, size, 3), dtype=np.uint8)

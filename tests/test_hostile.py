@@ -1,0 +1,146 @@
+"""The hostile run's defects (issue 10), one test (or a few) per item, named after it.
+
+Each docstring quotes the defect as the hostile run found it; the test reproduces the
+attack and checks the fix. `python3 bench/hostile.py` runs this file and prints
+"cases tried / passed" per item, so the figure can be followed over time.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_stage
+from zoostage.errors import UserError
+
+
+def error_lines(proc):
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+def assert_one_line_error(proc, *needles, code=3):
+    """The stage stopped with exactly one `error:` line holding every needle, no traceback."""
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = error_lines(proc)
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+# -- item 1: names from datasets escape their folder ---------------------------------------
+def test_item01_safe_name_helper_refuses_every_escape(tmp_path):
+    """1. Dataset names escape the output folder: names that are absolute, contain '..',
+    are empty, hold NUL or resolve outside their root are refused, naming the entry."""
+    from zoostage.safepath import child_path
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    refused = {
+        "../../x/victim": "'..'",
+        "//abs/path": "absolute",
+        "/etc/passwd": "absolute",
+        "a/../../b": "'..'",
+        "": "empty",
+        "   ": "empty",
+        "a\0b": "NUL",
+        None: "not text",
+    }
+    for name, reason in refused.items():
+        with pytest.raises(UserError) as caught:
+            child_path(str(root), name, "test entry")
+        message = str(caught.value)
+        assert reason in message and "test entry" in message and repr(name) in message
+    # Reading follows links a user placed; writing never lands outside the root.
+    assert child_path(str(root), "link/a.jpg", "x") == os.path.join(str(root), "link/a.jpg")
+    with pytest.raises(UserError, match="outside"):
+        child_path(str(root), "link/victim", "test entry", writing=True)
+    assert child_path(str(root), "sub/a.jpg", "x") == os.path.join(str(root), "sub/a.jpg")
+    assert child_path(str(root), "a..b.jpg", "x").endswith("a..b.jpg")  # '..' inside a name
+    with pytest.raises(UserError, match="one folder level"):
+        child_path(str(root), "sub/a.jpg", "x", single=True)
+
+
+def _wider_sample(root, ids_edit=None):
+    """A generated WIDER FACE sample; ids_edit(ids) -> ids rewrites its ground truth."""
+    from data_scripts.widerface import layout
+    from data_scripts.widerface.sample import make_sample, write_ground_truth
+
+    make_sample(str(root), events=2, per_event=2, max_size=400)
+    if ids_edit is not None:
+        dataset = layout.read_ground_truth(str(root))
+        write_ground_truth(str(root), ids_edit(list(dataset.ids)), dataset.boxes, dataset.keep)
+    return root
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["0--Event0/../../x/victim", "0--Event0//abs/path/victim", "../../x/victim"]
+)
+def test_item01_wider_names_leaving_the_folder_stop_the_data_stage(tmp_path, bad_id):
+    """1. A WIDER ground-truth .mat whose image name is ../../x/victim or contains
+    //abs/path made the infer stage write victim.txt outside the artifacts folder."""
+    root = _wider_sample(tmp_path / "wider", lambda ids: [bad_id, *ids[1:]])
+    out = tmp_path / "art" / "data"
+    proc = run_stage("data_scripts.widerface.prepare", "--out", out, "--root", root)
+    assert_one_line_error(proc, "refusing", "wider_face_val.mat")
+    assert not list(tmp_path.rglob("victim*"))
+
+
+def test_item01_wider_prediction_writer_refuses_escaping_ids(tmp_path):
+    """1. data_scripts/widerface/predictions.py joins names unchecked."""
+    from data_scripts.widerface.predictions import write_image_predictions
+
+    pred_root = tmp_path / "art" / "infer" / "predictions"
+    pred_root.mkdir(parents=True)
+    dets = np.array([[1, 2, 30, 40, 0.9]])
+    for image_id in ("0--E/../../../victim", "../x/victim", "/abs/victim", "0--E/", "/victim"):
+        with pytest.raises(UserError, match="refusing"):
+            write_image_predictions(str(pred_root), image_id, dets)
+    assert not list(tmp_path.rglob("victim*"))
+    write_image_predictions(str(pred_root), "0--E/img_1", dets)
+    assert (pred_root / "0--E" / "img_1.txt").read_text().splitlines()[:2] == ["img_1", "1"]
+
+
+def test_item01_coco_file_name_leaving_val2017_is_refused(tmp_path):
+    """1. Every place that turns a dataset-provided name (... COCO file_name ...) into a
+    path must refuse names that are absolute, contain '..', or resolve outside their root."""
+    from data_scripts.coco import layout
+    from data_scripts.coco.sample import make_sample
+
+    root = tmp_path / "coco"
+    make_sample(str(root), images=2)
+    path = root / layout.ANNOTATION_FILE
+    data = json.loads(path.read_text())
+    data["images"][0]["file_name"] = "../../../victim.jpg"
+    path.write_text(json.dumps(data))
+    out = tmp_path / "art" / "data"
+    proc = run_stage("data_scripts.coco.prepare", "--out", out, "--root", root)
+    assert_one_line_error(proc, "refusing", "file_name of image", "'..'")
+    with pytest.raises(UserError, match="absolute"):
+        layout.image_file(str(root / "val2017"), "/etc/passwd")
+
+
+def test_item01_voc_id_leaving_the_folder_is_refused(tmp_path):
+    """1. Every place that turns a dataset-provided name (... VOC ids) into a path must
+    refuse names that are absolute, contain '..', or resolve outside their root."""
+    from data_scripts.voc.sample import make_sample
+
+    root = tmp_path / "voc"
+    make_sample(str(root), images=2)
+    (listing,) = root.rglob("test.txt")
+    listing.write_text(listing.read_text() + "../../victim\n")
+    out = tmp_path / "art" / "data"
+    proc = run_stage("data_scripts.voc.prepare", "--out", out, "--root", root)
+    assert_one_line_error(proc, "refusing", "image id on line 3", "'..'")
+
+
+def test_item10_wider_mat_with_an_empty_event_name_is_one_error_line(tmp_path):
+    """10. `.mat` with an empty event name: IndexError."""
+    root = _wider_sample(tmp_path / "wider", lambda ids: ["/" + ids[0].split("/")[1], *ids[1:]])
+    proc = run_stage("data_scripts.widerface.prepare", "--out", tmp_path / "out", "--root", root)
+    assert_one_line_error(proc, "event name #1", "empty", "wider_face_val.mat")
