@@ -7,11 +7,13 @@ attack and checks the fix. `python3 bench/hostile.py` runs this file and prints
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import run_stage
+from tests.conftest import REPO, run_stage
 from zoostage.errors import UserError
 
 
@@ -144,3 +146,101 @@ def test_item10_wider_mat_with_an_empty_event_name_is_one_error_line(tmp_path):
     root = _wider_sample(tmp_path / "wider", lambda ids: ["/" + ids[0].split("/")[1], *ids[1:]])
     proc = run_stage("data_scripts.widerface.prepare", "--out", tmp_path / "out", "--root", root)
     assert_one_line_error(proc, "event name #1", "empty", "wider_face_val.mat")
+
+
+# -- item 2: checkpoints can run code --------------------------------------------------------
+_PLANT_AND_READ = r"""
+import collections, json, os, pickle, random, sys
+import numpy as np
+import torch
+from models.common.checkpoint import read_torch_checkpoint
+from models.retinanet.checkpoint import read_checkpoint
+from zoostage.errors import UserError
+
+folder, marker = sys.argv[1], sys.argv[2]
+
+class Payload(object):
+    def __reduce__(self):
+        return (os.mkdir, (marker,))
+
+state = collections.OrderedDict(
+    [("conv.weight", torch.ones(2, 3)), ("conv.bias", torch.nn.Parameter(torch.zeros(2)))]
+)
+optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1, momentum=0.9)
+optimizer.state_dict()  # momentum buffers appear after a step
+files = {
+    "state_dict.pth": state,
+    "wrapped.pth": {"state_dict": state, "epoch": 3},
+    "training.pth": {
+        "model": state, "optimizer": optimizer.state_dict(), "iteration": 10,
+        "rng": {"numpy": np.random.get_state(), "python": random.getstate(),
+                "torch": torch.get_rng_state()},
+    },
+    "evil.pth": {"state_dict": state, "note": Payload()},
+}
+for name, obj in files.items():
+    torch.save(obj, os.path.join(folder, name))
+with open(os.path.join(folder, "model.pkl"), "wb") as handle:
+    pickle.dump({"model": {"w": np.ones((2, 3), np.float32)}, "__author__": "zoo"}, handle, 2)
+with open(os.path.join(folder, "evil.pkl"), "wb") as handle:
+    pickle.dump({"model": {"w": np.ones(2)}, "x": Payload()}, handle, 2)
+
+results = {}
+for name, reader in [
+    ("state_dict.pth", read_torch_checkpoint), ("wrapped.pth", read_torch_checkpoint),
+    ("evil.pth", read_torch_checkpoint), ("training.pth", read_checkpoint),
+    ("model.pkl", read_checkpoint), ("evil.pkl", read_checkpoint),
+]:
+    try:
+        results[name] = sorted(reader(os.path.join(folder, name)))
+    except UserError as error:
+        results[name] = "error: %s" % error
+results["torch"] = torch.__version__
+print(json.dumps(results))
+"""
+
+
+def _env_python(name):
+    """The interpreter of env `name` (host: this one; others: their built venv) or a skip."""
+    if name == "host":
+        return sys.executable
+    from zoobox.core.envspec import get_env
+    from zoobox.core.paths import default_cache
+    from zoobox.envs.venvs import VenvCache
+
+    cache = VenvCache(default_cache() / "venvs")
+    state = cache.state(get_env(name))
+    if not state.ok:
+        pytest.skip(
+            f"the {name} venv is not built in {cache.root} ({state.broken or 'absent'}): "
+            f"`python3 -m invoke envs.build --env {name}` builds it"
+        )
+    return str(cache.python(get_env(name)))
+
+
+@pytest.mark.parametrize("env", ["host", "export", "atc"])
+def test_item02_planted_checkpoint_payload_is_refused(tmp_path, env):
+    """2. Checkpoints can run code: with torch 1.10.1 (the export env: venv and image) a
+    crafted .pth ran its payload. The published layouts still load, in every env."""
+    python = _env_python(env)
+    marker = tmp_path / "payload-ran"
+    proc = subprocess.run(
+        [python, "-c", _PLANT_AND_READ, str(tmp_path), str(marker)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.splitlines()[-1])
+    assert not marker.exists(), f"the payload ran under torch {results['torch']}"
+    for name in ("evil.pth", "evil.pkl"):
+        assert results[name].startswith("error: refusing checkpoint"), results[name]
+        assert "mkdir" in results[name] and "state dict" in results[name]
+    assert results["state_dict.pth"] == ["conv.bias", "conv.weight"]
+    assert results["wrapped.pth"] == ["conv.bias", "conv.weight"]
+    assert results["training.pth"] == ["conv.bias", "conv.weight"]
+    assert results["model.pkl"] == ["w"]
+    if env != "host":
+        assert results["torch"].startswith({"export": "1.10.1", "atc": "1.5.0"}[env])

@@ -57,14 +57,11 @@ _C2_STEM = {
 
 
 def _torch_load(path):
-    import inspect
+    # Our own files hold optimizer state and the numpy random state: tensors, numpy
+    # arrays and plain containers, nothing that runs code (zoostage.unpickle).
+    from zoostage.unpickle import load_torch_file
 
-    import torch
-
-    kwargs = {"map_location": "cpu"}
-    if "weights_only" in inspect.signature(torch.load).parameters:
-        kwargs["weights_only"] = False  # our own files: optimizer state, numpy RNG state
-    return torch.load(path, **kwargs)
+    return load_torch_file(path, numpy=True)
 
 
 def save_atomic(obj, path):

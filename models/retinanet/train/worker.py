@@ -34,7 +34,6 @@ import contextlib
 import hashlib
 import json
 import os
-import pickle
 import platform
 import random
 import sys
@@ -43,6 +42,7 @@ import time
 import numpy as np
 
 from zoostage.errors import USER_ERROR_EXIT, UserError
+from zoostage.unpickle import load_pickle
 
 ERROR_FILE = ".error"
 LAUNCHED_ENV = "ZOOBOX_TRAIN_LAUNCHED"
@@ -315,7 +315,7 @@ class LossLog(object):
 def load_records(path):
     """The records list launch.py parsed from the annotation file."""
     with open(path, "rb") as handle:
-        return pickle.load(handle)["records"]
+        return load_pickle(handle)["records"]
 
 
 def build_network(config, device):
