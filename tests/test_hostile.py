@@ -244,3 +244,45 @@ def test_item02_planted_checkpoint_payload_is_refused(tmp_path, env):
     assert results["model.pkl"] == ["w"]
     if env != "host":
         assert results["torch"].startswith({"export": "1.10.1", "atc": "1.5.0"}[env])
+
+
+# -- item 3: stale skips after a backend edit ------------------------------------------------
+def test_item03_modules_loaded_at_run_time_are_fingerprinted(tmp_path):
+    """3. Stale skips after a backend edit: backends are loaded with importlib and the
+    fingerprint follows static imports only: editing torchscript.py reruns nothing."""
+    from zoobox.core.fingerprint import code_fingerprint
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "table.py").write_text(
+        'import importlib\nMODULES = {"a": "pkg.dynamic"}\n'
+        "def get(name):\n    return importlib.import_module(MODULES[name])\n"
+    )
+    (pkg / "stage.py").write_text("from pkg import table\n")
+    (pkg / "dynamic.py").write_text("X = 1\n")
+    (pkg / "other.py").write_text("'not.a.module here'\n")
+    before = code_fingerprint("pkg.stage", tmp_path)
+    (pkg / "other.py").write_text("Y = 2\n")
+    assert code_fingerprint("pkg.stage", tmp_path) == before
+    (pkg / "dynamic.py").write_text("X = 2\n")
+    assert code_fingerprint("pkg.stage", tmp_path) != before
+
+
+def test_item03_every_backend_module_counts_for_every_stage_that_loads_backends():
+    """3. Fingerprint every module a stage can load at run time (torchscript.py, aie.py,
+    atc.py, om.py, onnxrt.py, base.py)."""
+    from zoobox.core.fingerprint import code_files
+    from zoobox.core.recipe import load_recipe
+    from zoostage import backends
+
+    wanted = {REPO / (name.replace(".", "/") + ".py") for name in backends._MODULES.values()}
+    wanted.add(REPO / "zoostage" / "backends" / "base.py")
+    checked = 0
+    for recipe in ("retinaface", "retinanet", "refinedet"):
+        for stage in load_recipe(recipe).stages:
+            files = set(code_files(stage.module))
+            if REPO / "zoostage" / "backends" / "__init__.py" in files:
+                assert wanted <= files, (recipe, stage.name, sorted(wanted - files))
+                checked += 1
+    assert checked >= 3  # at least each recipe's infer stage
