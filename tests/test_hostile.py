@@ -286,3 +286,90 @@ def test_item03_every_backend_module_counts_for_every_stage_that_loads_backends(
                 assert wanted <= files, (recipe, stage.name, sorted(wanted - files))
                 checked += 1
     assert checked >= 3  # at least each recipe's infer stage
+
+
+# -- items 4, 8, 17: what a stage's fingerprint covers, and the reason line ----------------
+def _toy_engine(tmp_path, data=None, **params):
+    from zoobox.core.recipe import load_recipe_file
+    from zoobox.run.choice import Choice
+    from zoobox.run.engine import Engine, Options
+    from zoobox.runners.host import HostRunner
+
+    data = data or tmp_path / "data"
+    if not data.exists():
+        data.mkdir(parents=True)
+        (data / "image.jpg").write_bytes(b"original pixels")
+    options = Options(
+        artifacts=tmp_path / "art", cache=tmp_path / "cache", data=data, params=params
+    )
+    recipe = load_recipe_file(REPO / "tests" / "toy" / "recipe.yaml")
+    return Engine(recipe, Choice("host", "torchscript", [0], "test"), HostRunner(), options)
+
+
+def _plan(result):
+    return {plan.name: (plan.action, plan.reason) for plan in result.plans}
+
+
+def test_item04_data_kept_inside_the_artifacts_folder_is_fingerprinted(tmp_path):
+    """4. Data inside the artifacts folder is never fingerprinted: `invoke demo` keeps its
+    dataset there, and corrupting demo images reran nothing and kept the old metrics."""
+    data = tmp_path / "art" / "demo" / "data"
+    _toy_engine(tmp_path, data=data).run()
+    (data / "image.jpg").write_bytes(b"corrupted")
+    result = _toy_engine(tmp_path, data=data).run()
+    assert _plan(result)["a"] == ("run", "changed: input files <data>")
+
+
+def test_item08_a_new_file_in_the_weights_cache_reruns_nothing(tmp_path):
+    """8. Any new file in the weights cache reruns every stage: fingerprint the file the
+    stage uses, not the cache folder."""
+    from zoobox.run.session import build_engine, settings_from
+
+    def weights_run():
+        settings = settings_from({"zoobox": {"echo": False, "cache": str(tmp_path / "cache")}})
+        engine = build_engine(
+            settings,
+            "retinaface",
+            artifacts=str(tmp_path / "art"),
+            runner="host",
+            backend="torchscript",
+            params={"allow_random": True},
+        )
+        return _plan(engine.run("weights"))
+
+    (tmp_path / "cache").mkdir()
+    assert weights_run()["weights"][0] == "run"
+    (tmp_path / "cache" / "some-other-model.pth").write_bytes(b"unrelated")
+    assert weights_run()["weights"] == ("skip", "up to date")
+    (tmp_path / "cache" / "mobilenet0.25_Final.pth").write_bytes(b"the recipe's file")
+    assert weights_run()["weights"] == ("run", "changed: input files mobilenet0.25_Final.pth")
+
+
+def test_item08_an_upstream_rerun_with_identical_output_reruns_nothing_below(tmp_path):
+    """8. A downstream stage whose upstream reran with byte-identical outputs should not
+    rerun (fingerprint upstream outputs by content, not only the run id)."""
+    _toy_engine(tmp_path).run()
+    (tmp_path / "data" / "image.jpg").write_bytes(b"other pixels")  # a reads, ignores it
+    result = _toy_engine(tmp_path).run()
+    assert _plan(result) == {
+        "a": ("run", "changed: input files <data>"),
+        "b": ("skip", "up to date"),
+        "c": ("skip", "up to date"),
+        "d": ("skip", "up to date"),
+    }
+
+
+def test_item17_the_reason_line_names_what_changed(tmp_path, monkeypatch):
+    """17. The reason line says "changed: parameters" when code or an upstream changed."""
+    import zoobox.run.inputs as inputs
+
+    _toy_engine(tmp_path).run()
+    plan = _plan(_toy_engine(tmp_path, add_a=2).run())
+    assert plan["a"] == ("run", "changed: parameters")
+    assert plan["b"] == ("run", "changed: upstream a")
+    real = inputs.code_fingerprint
+    monkeypatch.setattr(inputs, "code_fingerprint", lambda module: real(module) + "-edited")
+    plan = _plan(_toy_engine(tmp_path, add_a=2).run())
+    assert {name: reason for name, (_, reason) in plan.items()} == dict.fromkeys(
+        "abcd", "changed: code"
+    )

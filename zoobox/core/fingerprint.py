@@ -134,3 +134,26 @@ def tree_fingerprint(root: str | os.PathLike) -> str:
                 continue
             digest.update(f"{rel}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def content_digest(folder: str | os.PathLike, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over a folder's files (relative names and contents), `exclude`d names left out.
+
+    What a stage produced, by content: a downstream stage fingerprints its inputs with
+    this, so an upstream rerun that writes byte-identical outputs reruns nothing below it.
+    """
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, folder)
+        for name in sorted(filenames):
+            if rel == "." and name in exclude:
+                continue
+            with open(os.path.join(dirpath, name), "rb") as handle:
+                # name and size first: no two different trees hash the same bytes
+                size = os.fstat(handle.fileno()).st_size
+                digest.update(f"{rel}/{name}\0{size}\0".encode())
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
