@@ -373,3 +373,168 @@ def test_item17_the_reason_line_names_what_changed(tmp_path, monkeypatch):
     assert {name: reason for name, (_, reason) in plan.items()} == dict.fromkeys(
         "abcd", "changed: code"
     )
+
+
+# -- item 5: a full disk hangs forever -------------------------------------------------------
+_SMALL_DISK = """
+set -e
+mount -t tmpfs -o size=2m tmpfs "$1"
+shift
+exec "$@"
+"""
+
+
+def _on_a_2mb_disk(folder, *argv, timeout=120):
+    """Run argv with `folder` a fresh 2 MiB tmpfs, in a private mount namespace."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", _SMALL_DISK, "sh", str(folder), "true"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (unshare -Urm): {probe.stderr.strip()}")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", _SMALL_DISK, "sh", str(folder), *map(str, argv)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_item05_full_disk_is_one_error_line_not_a_hang(tmp_path, workers):
+    """5. A full disk hangs forever: the data stage writes through a memory map; a full
+    disk kills a worker (SIGBUS) and the pool waits forever; one worker gives "exit -7"."""
+    root = _wider_sample(tmp_path / "wider")
+    disk = tmp_path / "disk"
+    proc = _on_a_2mb_disk(
+        disk,
+        sys.executable,
+        "-m",
+        "data_scripts.widerface.prepare",
+        "--out",
+        disk / "data",
+        "--root",
+        root,
+        "--workers",
+        workers,
+    )
+    line = assert_one_line_error(proc, "no space left on", "needed", "free")
+    assert "11.4 MiB needed" in line  # 4 images x 1000 x 1000 x 3 bytes
+
+
+_RESERVE_ON_A_FULL_DISK = """
+import os, sys
+import numpy as np
+from zoostage import space
+from zoostage.errors import UserError
+space.ensure_space = lambda path, need: None  # as if another writer filled the disk since
+path = os.path.join(sys.argv[1], "images.npy")
+try:
+    space.allocate_npy(path, np.uint8, (4, 1000, 1000, 3))
+except UserError as error:
+    print("error: %s" % error)
+print("left behind:", os.listdir(sys.argv[1]))
+"""
+
+
+def test_item05_blocks_are_reserved_so_a_disk_filled_meanwhile_is_caught(tmp_path):
+    """5. Check free space before the store is allocated (the store's size is known)."""
+    disk = tmp_path / "disk"
+    proc = _on_a_2mb_disk(disk, sys.executable, "-c", _RESERVE_ON_A_FULL_DISK, disk)
+    assert proc.returncode == 0, proc.stderr
+    assert "error: no space left on" in proc.stdout and "11.4 MiB needed" in proc.stdout
+    assert "left behind: []" in proc.stdout  # no half-allocated store
+
+
+_DYING_WORKER = """
+import os, signal, sys
+import numpy as np
+from data_scripts.store import feed_spec, write_store
+from zoostage.errors import UserError
+
+def prepare(item):
+    if item == 3:
+        os.kill(os.getpid(), signal.SIGBUS)  # what a write to a full memory map does
+    return np.zeros((4, 4, 3), np.uint8), {"id": item}
+
+try:
+    write_store(sys.argv[1], range(8), (4, 4), prepare, feed_spec((0, 0, 0)), workers=2)
+except UserError as error:
+    print("error: %s" % error)
+"""
+
+
+def test_item05_a_worker_killed_by_a_signal_ends_the_stage(tmp_path):
+    """5. Catch the worker's death (a full disk kills a worker with SIGBUS and the pool
+    waits forever)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _DYING_WORKER, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "error: a preprocess worker process died (killed by SIGBUS (signal 7))" in proc.stdout
+
+
+# -- items 10 and 19: images that are empty or damaged ---------------------------------------
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_item10_zero_byte_image_is_one_error_line_or_skipped(tmp_path, skip_bad):
+    """10. zero-byte image: cv2 traceback (also with --skip-bad)."""
+    from data_scripts.widerface import layout
+
+    root = _wider_sample(tmp_path / "wider")
+    dataset = layout.load(str(root))
+    victim = dataset.image_path(1)
+    open(victim, "w").close()
+    out = tmp_path / "out"
+    args = ["--out", out, "--root", root, "--workers", "1"] + (["--skip-bad"] if skip_bad else [])
+    proc = run_stage("data_scripts.widerface.prepare", *args)
+    if not skip_bad:
+        assert_one_line_error(proc, victim, "empty (0 bytes)")
+        return
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    index = json.loads((out / "index.json").read_text())
+    assert len(index["records"]) == 3 and "empty (0 bytes)" in index["skipped"][0]
+
+
+def _damaged_jpeg(path):
+    """A JPEG with 64 bytes of garbage in the middle of its entropy-coded data."""
+    import cv2
+
+    pixels = (np.random.RandomState(0).rand(120, 160, 3) * 255).astype(np.uint8)
+    data = cv2.imencode(".jpg", pixels)[1].tobytes()
+    middle = len(data) // 2
+    garbage = np.random.RandomState(1).randint(0, 255, 64).astype(np.uint8).tobytes()
+    path.write_bytes(data[:middle] + garbage + data[middle:])
+    return str(path)
+
+
+def test_item19_jpeg_with_garbage_mid_stream_is_bad_unless_the_reference_accepts_it(
+    tmp_path, capfd, monkeypatch
+):
+    """19. A JPEG with garbage mid-stream is accepted with only a libjpeg warning: count
+    it as bad (as --skip-bad would) unless the reference decoder accepts it too, and say
+    which."""
+    from data_scripts import images
+
+    path = _damaged_jpeg(tmp_path / "damaged.jpg")
+    with pytest.raises(UserError, match=r"damaged JPEG data \(libjpeg: Corrupt JPEG data"):
+        images.read_image(path)
+    capfd.readouterr()
+    assert images.read_image(path, reference="cv2").shape == (120, 160, 3)
+    note = capfd.readouterr().err
+    assert "kept, as the reference decoder (cv2.imread) decodes it too" in note
+    pytest.importorskip("PIL", reason="PIL decides for the detectron2 (PIL) reference")
+    assert images.read_image(path, reference="pil").shape == (120, 160, 3)
+    assert "(PIL) decodes it too" in capfd.readouterr().err
+    monkeypatch.setattr(images, "_pil_accepts", lambda data: (False, "PIL refuses it too (x)"))
+    with pytest.raises(UserError, match="the reference decoder PIL refuses it too"):
+        images.read_image(path, reference="pil")

@@ -193,7 +193,7 @@ class TrainDataset(object):
 
         index, flip = item
         record = self.records[index]
-        image = read_image(record["path"])
+        image = read_image(record["path"], reference="pil")  # detectron2 reads with PIL
         height, width = image.shape[:2]
         if (height, width) != (record["height"], record["width"]):
             raise UserError(

@@ -699,7 +699,8 @@ def evaluate_coco(model, config, device):
     with torch.no_grad(), Progress(len(images), "evaluate val2017") as progress:
         folder = os.path.join(root, layout.IMAGES_DIR)
         for image in images:
-            pixels = read_image(layout.image_file(folder, image["file_name"]))
+            path = layout.image_file(folder, image["file_name"])
+            pixels = read_image(path, reference="pil")  # detectron2 reads with PIL
             hw = prepare.resized_hw(pixels.shape[0], pixels.shape[1], min_size, max_size)
             resized = prepare.resize(pixels, hw, method)
             batch = np.zeros((1, size, size, 3), dtype=np.uint8)
