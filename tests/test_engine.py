@@ -180,7 +180,7 @@ def test_kill_9_of_a_stage_then_rerun_equals_an_uninterrupted_run(tmp_path):
     os.kill(stage_pid, signal.SIGKILL)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2
-    assert b"stage b failed (exit -9)" in err
+    assert b"stage b failed (killed by SIGKILL (signal 9))" in err
     assert not (tmp_path / "art" / "toy" / "b").exists()  # nothing that looks complete
     assert leftovers(tmp_path) == []
     result = make_engine(tmp_path).run()

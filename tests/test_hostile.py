@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,6 +153,7 @@ def test_item10_wider_mat_with_an_empty_event_name_is_one_error_line(tmp_path):
 _PLANT_AND_READ = r"""
 import collections, json, os, pickle, random, sys
 import numpy as np
+
 import torch
 from models.common.checkpoint import read_torch_checkpoint
 from models.retinanet.checkpoint import read_checkpoint
@@ -430,6 +432,7 @@ def test_item05_full_disk_is_one_error_line_not_a_hang(tmp_path, workers):
 _RESERVE_ON_A_FULL_DISK = """
 import os, sys
 import numpy as np
+
 from zoostage import space
 from zoostage.errors import UserError
 space.ensure_space = lambda path, need: None  # as if another writer filled the disk since
@@ -454,6 +457,7 @@ def test_item05_blocks_are_reserved_so_a_disk_filled_meanwhile_is_caught(tmp_pat
 _DYING_WORKER = """
 import os, signal, sys
 import numpy as np
+
 from data_scripts.store import feed_spec, write_store
 from zoostage.errors import UserError
 
@@ -538,3 +542,138 @@ def test_item19_jpeg_with_garbage_mid_stream_is_bad_unless_the_reference_accepts
     monkeypatch.setattr(images, "_pil_accepts", lambda data: (False, "PIL refuses it too (x)"))
     with pytest.raises(UserError, match="the reference decoder PIL refuses it too"):
         images.read_image(path, reference="pil")
+
+
+# -- items 6, 13, 14, 16: kills, signals, and what is said about them ------------------------
+_ENGINE = """
+import sys
+from pathlib import Path
+from pathlib import Path
+from tests.test_hostile import _toy_engine
+from zoobox.core.errors import main_guard
+main_guard(lambda: _toy_engine(Path(sys.argv[1]), pause=sys.argv[2], helper_b=True).run())
+"""
+
+
+def _alive(pid):
+    """True while `pid` runs (a zombie nobody reaped yet counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_gone(*pids, seconds=30.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid in pids if _alive(pid)]
+
+
+def _paused_run(tmp_path):
+    """An engine (subprocess) whose stage b is paused: (process, stage pid, helper pid)."""
+    import time
+
+    pause = tmp_path / "pause"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _ENGINE, str(tmp_path), str(pause)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (pause.exists() and pause.read_text()) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    out = Path(pause.read_text())
+    return process, int((out / "pid").read_text()), int((out / "helper-pid").read_text())
+
+
+def _leftovers(tmp_path):
+    return sorted(p.name for p in (tmp_path / "art" / "toy").glob(".*.tmp-*"))
+
+
+@pytest.mark.parametrize(
+    "signame, stage_says, exit_code",
+    [
+        ("SIGTERM", "terminated by SIGTERM", 143),
+        ("SIGHUP", "terminated by SIGHUP", 129),
+        ("SIGINT", "interrupted", 130),
+    ],
+)
+def test_item06_a_signal_to_zoobox_stops_its_stage_and_helpers(
+    tmp_path, signame, stage_says, exit_code
+):
+    """6. A killed or SIGTERMed engine leaves its stage running, writing into a temp
+    folder the rerun deleted. 16. Ctrl-C prints nothing: keep the stage's "interrupted"
+    line."""
+    import signal
+
+    process, stage, helper = _paused_run(tmp_path)
+    process.send_signal(getattr(signal, signame))
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == exit_code, out + err
+    assert stage_says in out.splitlines()  # the stage's own last line came through
+    assert f"error: interrupted by {'Ctrl-C (SIGINT)' if signame == 'SIGINT' else signame}" in err
+    assert "Traceback" not in out + err
+    assert _wait_gone(stage, helper, seconds=5) == []
+    assert _leftovers(tmp_path) == []
+    result = _toy_engine(tmp_path).run()
+    assert [p.action for p in result.plans] == ["skip", "run", "run", "run"]
+
+
+def test_item06_kill_9_of_zoobox_ends_its_stage_and_holds_the_lock_until_then(tmp_path):
+    """6. Have the stage die with its parent (PR_SET_PDEATHSIG); the lock must not be
+    released while a stage of the run still lives."""
+    import signal
+
+    from zoobox.core.artifacts import RecipeLock
+
+    process, stage, helper = _paused_run(tmp_path)
+    os.kill(stage, signal.SIGSTOP)  # hold the stage where it is: it cannot die yet
+    process.kill()
+    process.communicate(timeout=60)
+    lock = RecipeLock(tmp_path / "art" / "toy")
+    with pytest.raises(UserError, match="in use by pid"):
+        lock.acquire("a second run while the first one's stage lives")
+    os.kill(stage, signal.SIGCONT)  # it now gets the SIGTERM its parent's death sent
+    assert _wait_gone(stage, helper) == []
+    lock.acquire("a second run once the stage is gone")
+    lock.release()
+
+
+def test_item13_a_killed_stage_names_the_signal(tmp_path):
+    """13. A killed stage says "exit -9": name the signal."""
+    import signal
+
+    from zoostage.errors import describe_exit
+
+    assert describe_exit(-9) == "killed by SIGKILL (signal 9)"
+    assert describe_exit(-7) == "killed by SIGBUS (signal 7)"
+    assert describe_exit(137) == "exit 137: 128 + 9, killed by SIGKILL"
+    assert describe_exit(1) == "exit 1"
+    process, stage, helper = _paused_run(tmp_path)
+    os.kill(stage, signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    assert "error: stage b failed (killed by SIGKILL (signal 9))" in err
+    assert _wait_gone(helper) == []  # its helper went with the run too
+
+
+def test_item14_rerun_by_hand_writes_to_a_folder_that_exists(tmp_path):
+    """14. "Rerun by hand" points at the deleted temp folder."""
+    import shlex
+
+    with pytest.raises(UserError) as caught:
+        _toy_engine(tmp_path, fail_b="crash").run()
+    message = str(caught.value)
+    assert "Rerun by hand:" in message and ".tmp-" not in message
+    argv = shlex.split(message.split("Rerun by hand: ", 1)[1])
+    out = Path(argv[argv.index("--out") + 1])
+    assert out == tmp_path / "art" / "toy" / "b.by-hand" and out.parent.is_dir()
+    argv[argv.index("--fail") + 1] = "none"
+    done = subprocess.run(argv, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 0 and (out / "value.txt").read_text() == "11"

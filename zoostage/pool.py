@@ -11,27 +11,18 @@ import multiprocessing
 import queue
 import signal
 
-from zoostage.errors import UserError
+from zoostage.errors import UserError, describe_exit
 
 _DONE = "done"
 _POLL_SECONDS = 0.2
 
 
-def signal_name(number):
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return "signal %d" % number
-
-
-def describe_exit(code):
-    """'killed by SIGBUS (signal 7)' for -7, 'exit 1' for 1."""
-    if code is not None and code < 0:
-        return "killed by %s (signal %d)" % (signal_name(-code), -code)
-    return "exit %s" % code
-
-
 def _serve(func, initializer, initargs, tasks, results):
+    # The parent handles interrupts and stops its workers with SIGTERM: a worker just
+    # ends, without a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
     if initializer is not None:
         initializer(*initargs)
     while True:

@@ -68,6 +68,10 @@ class RecipeLock:
         handle.flush()
         self._handle = handle
 
+    def fileno(self) -> int:
+        """The descriptor holding the lock (stages inherit it: see runners.base.execute)."""
+        return self._handle.fileno()
+
     def release(self) -> None:
         if self._handle is not None:
             self._handle.seek(0)

@@ -7,6 +7,7 @@ skip it or run it in a temporary folder that becomes its output only when it suc
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -23,7 +24,14 @@ from zoobox.core.recipe import Recipe, context_for, load_recipe, render_args
 from zoobox.hosts.npucompat import diagnose
 from zoobox.run.choice import Choice
 from zoobox.run.inputs import external_inputs, parts_for, what_changed
-from zoobox.runners.base import Runner, StageCall, quote
+from zoobox.runners.base import (
+    Runner,
+    StageCall,
+    quote,
+    signal_of,
+    signals_as_interrupts,
+    stop_all,
+)
 from zoostage.backends import NPU_BACKENDS
 
 
@@ -91,6 +99,7 @@ class Engine:
         self.store = ArtifactStore(options.artifacts, self.recipe.name)
         self.params = resolve_params(self.recipe, choice, options.params)
         self.revision = git_revision()
+        self._keep_fds: tuple[int, ...] = ()  # the lock's descriptor while a run holds it
 
     # -- rendering -------------------------------------------------------------------------
     def _roots(self) -> list[tuple[str, str]]:
@@ -150,6 +159,7 @@ class Engine:
             env=get_env(spec.env),
             needs_npu=needs_npu,
             devices=devices,
+            keep_fds=self._keep_fds,
         )
 
     def fingerprint_parts(self, call: StageCall, upstream: dict) -> dict:
@@ -165,15 +175,22 @@ class Engine:
         names = self.recipe.upstream(target) if target else self.recipe.default_stages
         _say(f"zoobox {self.recipe.name}: {self.choice.line}")
         lock = RecipeLock(self.store.folder)
-        if not self.options.dry:
-            lock.acquire(f"{self.recipe.name} {target or 'all'}")
-        try:
+        # SIGTERM / SIGHUP unwind like Ctrl-C: stages stopped, temporary folders removed,
+        # and the lock released last, once no stage process lives.
+        with signals_as_interrupts():
             if not self.options.dry:
-                for path in self.store.clean_stale():
-                    _say(f"removed {path.name}, left by a stage that did not finish")
-            plans = self._run_stages(names)
-        finally:
-            lock.release()
+                lock.acquire(f"{self.recipe.name} {target or 'all'}")
+                # Stages inherit the lock: if zoobox itself is killed, the folder stays
+                # locked until its stages (told to die with it) have exited too.
+                self._keep_fds = (lock.fileno(),)
+            try:
+                if not self.options.dry:
+                    for path in self.store.clean_stale():
+                        _say(f"removed {path.name}, left by a stage that did not finish")
+                plans = self._run_stages(names)
+            finally:
+                self._keep_fds = ()
+                lock.release()
         return RunResult(self.recipe, self.choice, plans, self.store)
 
     def _forced(self, name: str) -> bool:
@@ -250,8 +267,22 @@ class Engine:
                 raise UserError(f"stage {call.stage}: {known}")
             if code == USER_ERROR_EXIT:
                 raise StageStopped(call.stage)
-            raise StageFailed(call.stage, code, quote(argv))
+            raise StageFailed(call.stage, code, quote(self.runner.argv(self._by_hand(call))))
         return argv
+
+    def _by_hand(self, call: StageCall) -> StageCall:
+        """The call with --out in a folder that outlives the run, for rerunning by hand.
+
+        Its temporary folder is gone by the time the user reads the command:
+        ARTIFACTS/<recipe>/<stage>.by-hand takes its place (shards keep their subfolder).
+        """
+        out = Path(call.out)
+        parts = out.parts
+        for index, part in enumerate(parts):
+            if part.startswith(f".{call.stage}.tmp-"):
+                out = self.store.folder / f"{call.stage}.by-hand" / Path(*parts[index + 1 :])
+                break
+        return dataclasses.replace(call, out=out)
 
     def _shard_calls(self, call: StageCall, temp: Path) -> list[StageCall]:
         devices = self.choice.devices
@@ -270,7 +301,13 @@ class Engine:
 
         calls = self._shard_calls(call, temp)
         with ThreadPoolExecutor(len(calls)) as pool:
-            argvs = list(pool.map(self._run_checked, calls))
+            try:
+                argvs = list(pool.map(self._run_checked, calls))
+            except BaseException as error:
+                # One shard failed, or an interrupt reached this (main) thread while the
+                # shards run in worker threads: stop them all before leaving.
+                stop_all(signal_of(error))
+                raise
         # The merge is plain file work: the host interpreter does it.
         merge = StageCall(
             call.recipe,
@@ -279,6 +316,7 @@ class Engine:
             [str(c.out) for c in calls],
             temp,
             get_env("host"),
+            keep_fds=self._keep_fds,
         )
         argvs.append(self._run_with(HostRunner(), merge))
         for shard in calls:
@@ -306,6 +344,10 @@ class Engine:
         started = time.time()
         try:
             argvs = self._run_shards(call, temp) if sharded else [self._run_checked(call)]
+        except KeyboardInterrupt:
+            self.store.discard(temp)
+            _say(f"[{call.stage}] stopped; its unfinished output was removed")
+            raise
         except BaseException:
             self.store.discard(temp)
             raise

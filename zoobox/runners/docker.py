@@ -188,4 +188,4 @@ class DockerRunner(Runner):
     def run(self, call: StageCall) -> Completed:
         if call.env.name == "host":
             return self.host.run(call)
-        return execute(self.argv(call))
+        return execute(self.argv(call), keep_fds=call.keep_fds)

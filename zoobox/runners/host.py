@@ -50,4 +50,5 @@ class HostRunner(Runner):
         }
 
     def run(self, call: StageCall) -> Completed:
-        return execute(self.argv(call), env=process_env(self.environment(call)), cwd=REPO)
+        env = process_env(self.environment(call))
+        return execute(self.argv(call), env=env, cwd=REPO, keep_fds=call.keep_fds)

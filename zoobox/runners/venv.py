@@ -132,4 +132,4 @@ class VenvRunner(Runner):
             return self.host.run(call)
         env = process_env(self.environment(call))
         env.pop("PYTHONHOME", None)
-        return execute(self.argv(call), env=env, cwd=REPO)
+        return execute(self.argv(call), env=env, cwd=REPO, keep_fds=call.keep_fds)
