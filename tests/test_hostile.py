@@ -677,3 +677,114 @@ def test_item14_rerun_by_hand_writes_to_a_folder_that_exists(tmp_path):
     argv[argv.index("--fail") + 1] = "none"
     done = subprocess.run(argv, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert done.returncode == 0 and (out / "value.txt").read_text() == "11"
+
+
+# -- items 7 and 15: downloads ---------------------------------------------------------------
+CHECKPOINT_BYTES = bytes(range(256)) * 40  # 10240 bytes
+
+
+@pytest.fixture
+def bad_server():
+    """A local HTTP server: /good.pth, /short.pth (cut at half its Content-Length),
+    /stall.pth (sends 10 bytes, then nothing for 5 s), /page.pth (a web page)."""
+    import http.server
+    import threading
+    import time
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = CHECKPOINT_BYTES
+            kind = "text/html" if self.path.startswith("/page") else "application/octet-stream"
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.path.startswith("/short"):
+                body = body[: len(body) // 2]
+            elif self.path.startswith("/stall"):
+                self.wfile.write(body[:10])
+                self.wfile.flush()
+                time.sleep(5)
+                return
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _files(folder):
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
+
+
+def test_item07_a_truncated_download_is_never_cached(bad_server, tmp_path):
+    """7. A truncated download is cached as good when the recipe has no sha256: compare
+    bytes received with Content-Length, download to a temp file and rename."""
+    from zoostage.fetch import fetch
+
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UserError, match=r"cut short: 5120 of 10240 bytes; nothing was kept"):
+        fetch(str(out), "model.pth", url=f"{bad_server}/short.pth", cache=str(cache))
+    assert _files(cache) == [] and _files(out) == []
+    with pytest.raises(UserError, match="answered with a web page"):
+        fetch(str(out), "model.pth", url=f"{bad_server}/page.pth", cache=str(cache))
+    assert _files(cache) == []
+
+
+def test_item07_a_stalled_server_is_one_error_after_the_timeout(bad_server, tmp_path):
+    """7. A stalled server gives a TimeoutError traceback after 62 s instead of one line."""
+    import time
+
+    from zoostage.fetch import download
+
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"stalled for 1 s after 10 bytes .*nothing was kept"):
+        download(f"{bad_server}/stall.pth", str(tmp_path / "model.pth"), timeout=1)
+    assert _files(tmp_path) == []
+    assert time.monotonic() - started < 4.5  # the timeout, not the server, ended it
+
+
+def test_item07_a_cached_file_damaged_later_names_the_file_to_delete(bad_server, tmp_path):
+    """7. Say which cache file to delete when a cached file is bad."""
+    from models.common.checkpoint import read_torch_checkpoint
+    from zoostage.fetch import fetch
+
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    out.mkdir()
+    manifest = fetch(str(out), "model.pth", url=f"{bad_server}/good.pth", cache=str(cache))
+    cached = cache / "model.pth"
+    assert manifest["cache_file"] == str(cached) and cached.read_bytes() == CHECKPOINT_BYTES
+    # Not a torch file: the stage that reads it says where it came from.
+    with pytest.raises(UserError, match=f"delete {cached} and rerun"):
+        read_torch_checkpoint(str(out / "model.pth"))
+    cached.write_bytes(CHECKPOINT_BYTES[:100])  # damaged after the download
+    again = tmp_path / "again"
+    again.mkdir()
+    with pytest.raises(UserError, match=f"cached weights {cached} are damaged.*delete {cached}"):
+        fetch(str(again), "model.pth", url=f"{bad_server}/good.pth", cache=str(cache))
+
+
+def test_item15_weights_given_as_a_url_are_downloaded_or_refused(bad_server, tmp_path):
+    """15. `--weights http://...` becomes a local path: accept URLs or say it is not one."""
+    from zoobox.core.recipe import load_recipe
+    from zoobox.run.choice import Choice
+    from zoobox.run.engine import resolve_params
+    from zoostage.fetch import fetch
+
+    recipe, choice = load_recipe("retinaface"), Choice("host", "torchscript", [0], "test")
+    url = f"{bad_server}/good.pth"
+    assert resolve_params(recipe, choice, {"weights": url})["weights"] == url
+    with pytest.raises(UserError, match="not a file path or an http"):
+        resolve_params(recipe, choice, {"weights": "ftp://example.org/model.pth"})
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    out.mkdir()
+    manifest = fetch(str(out), "mobilenet0.25_Final.pth", source=url, cache=str(cache))
+    assert manifest["source"] == "given" and manifest["file"] == "good.pth"
+    assert (out / "good.pth").read_bytes() == CHECKPOINT_BYTES
+    assert Path(manifest["cache_file"]).parent.parent == cache / "given"

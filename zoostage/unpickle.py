@@ -125,18 +125,23 @@ def load_torch_file(path, numpy=False):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
-            text = str(error)
-            if "Weights only load failed" in text or "weights_only" in text:
-                raise _refused_by_torch(text) from None
-            raise
+            refused = _refused_by_torch(str(error))
+            if refused is not None:
+                raise refused from None
+            raise  # not a refusal: a damaged file, as the caller will say
     unpickler = _TorchNumpyUnpickler if numpy else _TorchUnpickler
     kwargs = {"weights_only": False} if modern else {}
     return torch.load(path, map_location="cpu", pickle_module=_pickle_module(unpickler), **kwargs)
 
 
 def _refused_by_torch(text):
-    """torch's weights-only refusal as a Refused naming the global when torch says it."""
+    """torch's weights-only refusal of a global as a Refused naming it, else None.
+
+    torch says "Unsupported global: GLOBAL posix.system ..." (2.x) or "... unrecognized
+    function <built-in function system>" (1.13 - 2.1); other weights-only errors
+    ("Unsupported operand") come from data that is not a pickle at all: a damaged file.
+    """
     import re
 
     found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"function ([^>]+)>", text)
-    return Refused(found.group(1) if found else "a global torch does not allow")
+    return Refused(found.group(1)) if found else None

@@ -30,6 +30,20 @@ def strip_prefix(state_dict, prefix="module."):
     return dict(state_dict)
 
 
+def cache_hint(path):
+    """'; it came from the weights cache: delete X ...' when the weights stage said so."""
+    import json
+
+    try:
+        with open(os.path.join(os.path.dirname(path), "weights.json")) as handle:
+            cached = json.load(handle).get("cache_file")
+    except (IOError, OSError, ValueError, AttributeError):
+        return ""
+    if not cached:
+        return ""
+    return "; it came from the weights cache: delete %s and rerun to fetch it again" % cached
+
+
 def _is_torchscript(path):
     """A TorchScript archive (torch.load would hand it to torch.jit.load)."""
     if not zipfile.is_zipfile(path):
@@ -66,8 +80,12 @@ def read_torch_checkpoint(path, numpy=False):
         raise refused(path, error) from None
     except Exception as error:  # torch raises many types for a damaged file
         raise UserError(
-            "cannot read checkpoint %s (truncated or not a torch file): %s"
-            % (path, str(error).splitlines()[0] if str(error) else type(error).__name__)
+            "cannot read checkpoint %s (truncated or not a torch file): %s%s"
+            % (
+                path,
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+                cache_hint(path),
+            )
         ) from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]

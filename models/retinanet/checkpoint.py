@@ -22,7 +22,13 @@ import os
 
 import numpy as np
 
-from models.common.checkpoint import load_strict, read_torch_checkpoint, refused, strip_prefix
+from models.common.checkpoint import (
+    cache_hint,
+    load_strict,
+    read_torch_checkpoint,
+    refused,
+    strip_prefix,
+)
 from models.retinanet import anchors as anchor_lib
 from zoostage.errors import UserError
 from zoostage.unpickle import Refused, load_pickle
@@ -61,7 +67,7 @@ def read_checkpoint(path):
     except Exception as error:  # pickle raises many types for a damaged file
         raise UserError(
             "cannot read checkpoint %s (truncated, or neither a detectron2 .pkl "
-            "nor a torch file): %s" % (path, str(error) or type(error).__name__)
+            "nor a torch file): %s%s" % (path, str(error) or type(error).__name__, cache_hint(path))
         ) from None
     if isinstance(data, int):
         # torch's legacy (pre-1.6) format is a sequence of pickles that starts with a

@@ -33,6 +33,7 @@ from zoobox.runners.base import (
     stop_all,
 )
 from zoostage.backends import NPU_BACKENDS
+from zoostage.fetch import check_url, is_url
 
 
 @dataclass
@@ -85,8 +86,11 @@ def resolve_params(recipe: Recipe, choice: Choice, overrides: dict) -> dict:
     params.setdefault("weights", None)
     params.setdefault("allow_random", False)
     params["backend"] = choice.backend
-    if params.get("weights"):
-        params["weights"] = str(Path(params["weights"]).expanduser().resolve())
+    weights = params.get("weights")
+    if weights and is_url(weights):
+        check_url(weights)  # http(s) is downloaded by the weights stage; others refused
+    elif weights:
+        params["weights"] = str(Path(weights).expanduser().resolve())
     return params
 
 
