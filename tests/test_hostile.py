@@ -386,11 +386,12 @@ exec "$@"
 """
 
 
-def _on_a_2mb_disk(folder, *argv, timeout=120):
+def _on_a_2mb_disk(folder, *argv, timeout=120, options="size=2m"):
     """Run argv with `folder` a fresh 2 MiB tmpfs, in a private mount namespace."""
     folder.mkdir(parents=True, exist_ok=True)
+    script = _SMALL_DISK.replace("size=2m", options)
     probe = subprocess.run(
-        ["unshare", "-Urm", "sh", "-c", _SMALL_DISK, "sh", str(folder), "true"],
+        ["unshare", "-Urm", "sh", "-c", script, "sh", str(folder), "true"],
         capture_output=True,
         text=True,
     )
@@ -398,7 +399,7 @@ def _on_a_2mb_disk(folder, *argv, timeout=120):
         pytest.skip(f"cannot mount a small tmpfs here (unshare -Urm): {probe.stderr.strip()}")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run(
-        ["unshare", "-Urm", "sh", "-c", _SMALL_DISK, "sh", str(folder), *map(str, argv)],
+        ["unshare", "-Urm", "sh", "-c", script, "sh", str(folder), *map(str, argv)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -788,3 +789,135 @@ def test_item15_weights_given_as_a_url_are_downloaded_or_refused(bad_server, tmp
     assert manifest["source"] == "given" and manifest["file"] == "good.pth"
     assert (out / "good.pth").read_bytes() == CHECKPOINT_BYTES
     assert Path(manifest["cache_file"]).parent.parent == cache / "given"
+
+
+# -- items 9 and 10: broken recipes, settings, folders and records ---------------------------
+def _recipe_text(**changes):
+    """The toy recipe's text with `stages[1]` fields replaced (None: removed)."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "tests" / "toy" / "recipe.yaml").read_text())
+    for key, value in changes.items():
+        if value is None:
+            data["stages"][1].pop(key)
+        else:
+            data["stages"][1][key] = value
+    return yaml.safe_dump(data)
+
+
+@pytest.mark.parametrize(
+    "text, field, problem",
+    [
+        (_recipe_text(env=None), "stages[1].env", "missing"),
+        (_recipe_text(env="gpu"), "stages[1] (b).env", "unknown env 'gpu' (envs: aie, atc"),
+        (_recipe_text(needs=["zz"]), "stages[1] (b).needs", "'zz' is not a stage that comes"),
+        (_recipe_text(args={"x": "{p.nope}"}), "stages[1] (b).args.x", "no parameter 'nope'"),
+        (_recipe_text(args={"x": "{in.c}"}), "stages[1] (b).args.x", "no stage in its needs 'c'"),
+        (_recipe_text(args={"x": "{oops}"}), "stages[1] (b).args.x", "unknown placeholder {oops}"),
+        (_recipe_text(args={"x": "{p.add_a"}), "stages[1] (b).args.x", "not a valid template"),
+        (_recipe_text(npu="yes"), "stages[1] (b).npu", "must be true or false"),
+        ("name: x\nstages: {a: 1}\n", "stages", "must be a list of stages"),
+        ("- just\n- a list\n", "(top level)", "must be a mapping"),
+        ("name: x\nstages: [\n", "line 3", "not valid YAML"),
+    ],
+)
+def test_item09_a_broken_recipe_is_one_line_naming_file_and_field(tmp_path, text, field, problem):
+    """9. One broken recipe.yaml breaks every task and `invoke --list`, with
+    KeyError/TypeError tracebacks: validate recipes (required fields, known envs, known
+    needs, placeholders) and report a broken one in one line naming the file and field."""
+    from zoobox.core.recipe import load_recipe_file
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as caught:
+        load_recipe_file(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {field}"), message
+    assert problem in message and "\n" not in message
+
+
+def test_item09_other_recipes_and_the_task_list_keep_working(tmp_path, monkeypatch, capsys):
+    """9. ... while the other recipes keep working."""
+    import shutil
+
+    import zoobox.core.recipe as recipe_module
+    from zoobox.tasks import build_namespace
+
+    models = tmp_path / "models"
+    for name in ("retinaface", "refinedet"):
+        shutil.copytree(REPO / "models" / name, models / name)
+    (models / "broken").mkdir()
+    (models / "broken" / "recipe.yaml").write_text(_recipe_text(env="gpu"))
+    monkeypatch.setattr(recipe_module, "MODELS_DIR", models)
+    recipe_module.load_recipe.cache_clear()
+    try:
+        namespace = build_namespace()
+    finally:
+        recipe_module.load_recipe.cache_clear()
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "broken/recipe.yaml: stages[1] (b).env" in err
+    assert {"retinaface", "refinedet", "broken"} <= set(namespace.collections)
+    assert "infer" in namespace.collections["retinaface"].tasks
+    broken = namespace.collections["broken"].tasks["all"]
+    with pytest.raises(SystemExit) as stopped:
+        broken.body(None)
+    assert stopped.value.code == 2
+    assert "unknown env 'gpu'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("zoobox:\n  runner: host\n  data: [1\n", "invoke.yaml: line 4: not valid YAML"),
+        ("zoobox: [host]\n", "invoke.yaml: zoobox: must be a mapping"),
+        ("zoobox:\n  data: /data\n", "invoke.yaml: zoobox.data: must be a mapping"),
+        ("- a list\n", "invoke.yaml: must be a mapping of settings"),
+    ],
+)
+def test_item10_invalid_invoke_yaml_is_one_error_line(tmp_path, text, expected):
+    """10. invalid `invoke.yaml`: 55-line traceback."""
+    import shutil
+
+    shutil.copy(REPO / "tasks.py", tmp_path / "tasks.py")
+    (tmp_path / "invoke.yaml").write_text(text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "--list"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [proc.stderr.splitlines()[0]], proc.stderr
+    assert proc.stderr.startswith(f"error: {expected}"), proc.stderr
+
+
+_LOCKED_OUT = """
+import sys
+from pathlib import Path
+from tests.test_hostile import _toy_engine
+from zoobox.core.errors import main_guard
+main_guard(lambda: _toy_engine(Path(sys.argv[1])).run())
+"""
+
+
+def test_item10_read_only_artifacts_folder_is_one_error_line(tmp_path):
+    """10. Read-only artifacts folder: OSError traceback at the lock."""
+    proc = _on_a_2mb_disk(
+        tmp_path / "art", sys.executable, "-c", _LOCKED_OUT, tmp_path, options="ro"
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line]
+    assert line.startswith(f"error: cannot write to the artifact folder {tmp_path}/art/toy")
+    assert "Read-only file system" in line and "--artifacts" in line
+
+
+@pytest.mark.parametrize("content", ["[1, 2, 3]", '"ok"', "{not json", ""])
+def test_item10_a_stage_json_that_is_not_a_record_reruns_the_stage(tmp_path, content):
+    """10. `stage.json` that is a JSON list: AttributeError."""
+    _toy_engine(tmp_path).run()
+    (tmp_path / "art" / "toy" / "b" / "stage.json").write_text(content)
+    plan = _plan(_toy_engine(tmp_path).run())
+    assert plan["b"] == ("run", "no complete output") and plan["a"][0] == "skip"

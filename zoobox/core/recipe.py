@@ -27,7 +27,7 @@ from types import SimpleNamespace
 import yaml
 
 from zoobox.core.errors import UserError
-from zoobox.core.paths import REPO
+from zoobox.core.paths import REPO, repo_relative
 
 MODELS_DIR = REPO / "models"
 
@@ -95,19 +95,30 @@ def load_recipe(name: str) -> Recipe:
     return load_recipe_file(path)
 
 
+def read_recipe_data(path: Path) -> dict:
+    """The parsed recipe file, checked (zoobox.core.recipe_check); UserError if broken."""
+    from zoobox.core.envspec import load_envs
+    from zoobox.core.recipe_check import check_recipe_data
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise UserError(f"{repo_relative(path)}: {line}not valid YAML ({problem})") from None
+    except OSError as error:
+        raise UserError(f"cannot read recipe {path}: {error.strerror or error}") from None
+    check_recipe_data(data, path, load_envs())
+    return data
+
+
 def load_recipe_file(path: Path) -> Recipe:
     path = Path(path)
-    data = yaml.safe_load(path.read_text())
+    data = read_recipe_data(path)
     stages = []
-    seen: set[str] = set()
     for entry in data["stages"]:
         needs = tuple(entry.get("needs") or ())
-        unknown = [n for n in needs if n not in seen]
-        if unknown:
-            raise UserError(
-                f"{path}: stage {entry['name']} needs {unknown}, which do not come before it"
-            )
-        seen.add(entry["name"])
         stages.append(
             StageSpec(
                 name=entry["name"],

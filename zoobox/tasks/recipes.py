@@ -93,3 +93,21 @@ def recipe_collection(name: str) -> Collection:
         doc = _STAGE_DOCS.get(stage.name, f"Run the {stage.name} stage.")
         collection.add_task(_stage_task(name, stage.name, doc + " Runs what it needs first."))
     return collection
+
+
+def broken_recipe_collection(name: str, error: Exception) -> Collection:
+    """`<recipe>.all` for a recipe whose file is broken: it says what is wrong, exit 2."""
+
+    def body(c):
+        from zoobox.core.errors import main_guard
+
+        def fail():
+            raise error
+
+        return main_guard(fail)
+
+    body.__doc__ = f"BROKEN recipe file: {error}"
+    body.__name__ = "all"
+    collection = Collection(name)
+    collection.add_task(Task(body, name="all", default=True))
+    return collection
