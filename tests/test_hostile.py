@@ -921,3 +921,35 @@ def test_item10_a_stage_json_that_is_not_a_record_reruns_the_stage(tmp_path, con
     (tmp_path / "art" / "toy" / "b" / "stage.json").write_text(content)
     plan = _plan(_toy_engine(tmp_path).run())
     assert plan["b"] == ("run", "no complete output") and plan["a"][0] == "skip"
+
+
+# -- item 12: sharded counts -----------------------------------------------------------------
+def test_item12_sharded_summary_counts_add_up(tmp_path):
+    """12. Sharded `infer.json` reports the counts of one shard (images 2, detections 1500
+    for 4 / 3000): add them."""
+    shards = []
+    for index in range(2):
+        folder = tmp_path / f"shard-{index}"
+        folder.mkdir()
+        summary = {
+            "backend": "torchscript",
+            "input_hw": [1000, 1000],
+            "images": 2,
+            "detections": 1500,
+            "shard": [index, 2],
+            "postprocess": {"top_k": 5000},
+        }
+        (folder / "infer.json").write_text(json.dumps(summary))
+        shards.append(str(folder))
+    out = tmp_path / "merged"
+    proc = run_stage("zoostage.shards", "--out", out, *shards)
+    assert proc.returncode == 0, proc.stderr
+    merged = json.loads((out / "infer.json").read_text())
+    assert merged == {
+        "backend": "torchscript",
+        "input_hw": [1000, 1000],
+        "images": 4,
+        "detections": 3000,
+        "postprocess": {"top_k": 5000},
+        "shards": 2,
+    }
