@@ -953,3 +953,21 @@ def test_item12_sharded_summary_counts_add_up(tmp_path):
         "postprocess": {"top_k": 5000},
         "shards": 2,
     }
+
+
+# -- item 18: a colon in a mounted path ------------------------------------------------------
+@pytest.mark.parametrize("where", ["artifacts", "data"])
+def test_item18_a_colon_in_a_mounted_path_is_refused(tmp_path, where):
+    """18. A colon in a path reaches `docker run -v` unchecked (refuse it, or use --mount)."""
+    from zoobox.core.envspec import get_env
+    from zoobox.runners.base import StageCall
+    from zoobox.runners.docker import DockerRunner, DockerSettings
+
+    odd = tmp_path / "run:2024-01-01"
+    paths = {"artifacts": tmp_path / "art", "data": tmp_path / "data", where: odd}
+    runner = DockerRunner(DockerSettings(artifacts=paths["artifacts"], data=paths["data"]))
+    call = StageCall(
+        "toy", "b", "tests.toy.stage", [], paths["artifacts"] / "out", get_env("export")
+    )
+    with pytest.raises(UserError, match=f"cannot mount {odd}: .*splits on ':'"):
+        runner.argv(call)

@@ -33,6 +33,16 @@ DATA = "/data"
 DRIVER_MOUNTS = ("/usr/local/Ascend/driver", "/usr/local/dcmi", "/etc/ascend_install.info")
 
 
+def bind(host, inside: str, mode: str = "") -> str:
+    """A `-v` value; a host path with a ':' (which -v would split on) is a UserError."""
+    if ":" in str(host):
+        raise UserError(
+            f"the docker runner cannot mount {host}: `docker run -v` splits on ':'; "
+            "move or rename it to a path without ':', or use --runner host"
+        )
+    return f"{host}:{inside}" + (f":{mode}" if mode else "")
+
+
 @dataclass
 class DockerSettings:
     artifacts: Path
@@ -97,7 +107,7 @@ class DockerRunner(Runner):
         if npu.npu_smi is not None:
             mounts.append(str(npu.npu_smi))
         for path in mounts:
-            args += ["-v", f"{path}:{path}:ro"]
+            args += ["-v", bind(path, path, "ro")]
         return args
 
     def tty(self) -> bool:
@@ -116,12 +126,12 @@ class DockerRunner(Runner):
             "--user",
             self.user(),
             "-v",
-            f"{REPO}:{WORKSPACE}:ro",
+            bind(REPO, WORKSPACE, "ro"),
             "-v",
-            f"{self.settings.volume or artifacts}:{ARTIFACTS}",
+            bind(self.settings.volume or artifacts, ARTIFACTS),
         ]
         if self.settings.data is not None:
-            argv += ["-v", f"{Path(self.settings.data).resolve()}:{DATA}:ro"]
+            argv += ["-v", bind(Path(self.settings.data).resolve(), DATA, "ro")]
         if self.settings.shm_size:
             argv += ["--shm-size", self.settings.shm_size]
         argv += [
