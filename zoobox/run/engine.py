@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,14 +23,8 @@ from zoobox.core.recipe import Recipe, context_for, load_recipe, render_args
 from zoobox.hosts.npucompat import diagnose
 from zoobox.run.choice import Choice
 from zoobox.run.inputs import external_inputs, parts_for, what_changed
-from zoobox.runners.base import (
-    Runner,
-    StageCall,
-    quote,
-    signal_of,
-    signals_as_interrupts,
-    stop_all,
-)
+from zoobox.run.shards import run_shards, shard_calls
+from zoobox.runners.base import Runner, StageCall, quote, signals_as_interrupts
 from zoostage.backends import NPU_BACKENDS
 from zoostage.fetch import check_url, is_url
 
@@ -233,7 +226,7 @@ class Engine:
                 forced.add(name)
             if self._sharded(call):
                 command = "\n  $ ".join(
-                    quote(self.runner.argv(c)) for c in self._shard_calls(call, placeholder)
+                    quote(self.runner.argv(c)) for c in shard_calls(self, call, placeholder)
                 )
             else:
                 command = quote(self.runner.argv(call))
@@ -288,45 +281,6 @@ class Engine:
                 break
         return dataclasses.replace(call, out=out)
 
-    def _shard_calls(self, call: StageCall, temp: Path) -> list[StageCall]:
-        devices = self.choice.devices
-        calls = []
-        for index, device in enumerate(devices):
-            shard = self.call_for(call.stage, temp / f"shard-{index}", devices=[device])
-            shard.args += ["--shard", f"{index}/{len(devices)}"]
-            calls.append(shard)
-        return calls
-
-    def _run_shards(self, call: StageCall, temp: Path) -> list[list[str]]:
-        """One process (container) per device on a slice of the data, then one merge."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from zoobox.runners.host import HostRunner
-
-        calls = self._shard_calls(call, temp)
-        with ThreadPoolExecutor(len(calls)) as pool:
-            try:
-                argvs = list(pool.map(self._run_checked, calls))
-            except BaseException as error:
-                # One shard failed, or an interrupt reached this (main) thread while the
-                # shards run in worker threads: stop them all before leaving.
-                stop_all(signal_of(error))
-                raise
-        # The merge is plain file work: the host interpreter does it.
-        merge = StageCall(
-            call.recipe,
-            call.stage,
-            "zoostage.shards",
-            [str(c.out) for c in calls],
-            temp,
-            get_env("host"),
-            keep_fds=self._keep_fds,
-        )
-        argvs.append(self._run_with(HostRunner(), merge))
-        for shard in calls:
-            shutil.rmtree(shard.out, ignore_errors=True)
-        return argvs
-
     def _run_with(self, runner: Runner, call: StageCall) -> list[str]:
         argv = runner.argv(call)
         if self.options.echo:
@@ -347,7 +301,7 @@ class Engine:
         )
         started = time.time()
         try:
-            argvs = self._run_shards(call, temp) if sharded else [self._run_checked(call)]
+            argvs = run_shards(self, call, temp) if sharded else [self._run_checked(call)]
         except KeyboardInterrupt:
             self.store.discard(temp)
             _say(f"[{call.stage}] stopped; its unfinished output was removed")
