@@ -142,6 +142,22 @@ def test_item01_voc_id_leaving_the_folder_is_refused(tmp_path):
     assert_one_line_error(proc, "refusing", "image id on line 3", "'..'")
 
 
+def test_item01_names_read_from_manifests_stay_inside_their_folder(tmp_path):
+    """1. Apply the same rule to anything else that reads a name: the weights stage's
+    weights.json and a compile stage's compile.json name files in their folder."""
+    from zoostage.backends.compile import compiled_model
+    from zoostage.fetch import fetch, weights_from
+
+    (tmp_path / "weights.json").write_text(json.dumps({"source": "given", "file": "../victim"}))
+    with pytest.raises(UserError, match=r"refusing checkpoint name in .*'\.\.'"):
+        weights_from(str(tmp_path))
+    (tmp_path / "compile.json").write_text(json.dumps({"model": "/etc/passwd"}))
+    with pytest.raises(UserError, match=r"refusing model file named in .*absolute"):
+        compiled_model(str(tmp_path), ".ts")
+    with pytest.raises(UserError, match=r"refusing weights file name '\.\./w\.pth'"):
+        fetch(str(tmp_path), "../w.pth", url="http://127.0.0.1:9/w.pth", cache=str(tmp_path))
+
+
 def test_item10_wider_mat_with_an_empty_event_name_is_one_error_line(tmp_path):
     """10. `.mat` with an empty event name: IndexError."""
     root = _wider_sample(tmp_path / "wider", lambda ids: ["/" + ids[0].split("/")[1], *ids[1:]])

@@ -37,6 +37,11 @@ def _problem(name, single):
     return None
 
 
+def safe_name(name, single=False):
+    """True when `name` may stand for something inside a folder (see check_name)."""
+    return _problem(name, single) is None
+
+
 def check_name(name, what, root, single=False):
     """Raise UserError when `name` cannot stand for something inside `root`."""
     problem = _problem(name, single)

@@ -29,6 +29,7 @@ import os
 import re
 
 from zoostage.errors import UserError
+from zoostage.safepath import safe_name
 
 POINTER = "last_checkpoint"
 KEEP_ITER_CHECKPOINTS = 2
@@ -120,7 +121,8 @@ def _candidates(work_dir):
     if os.path.isfile(pointer):
         with open(pointer) as handle:
             name = handle.read().strip()
-        if name and os.path.isfile(os.path.join(work_dir, name)):
+        # The pointer names a file in work_dir; anything else is not ours: ignored.
+        if safe_name(name, single=True) and os.path.isfile(os.path.join(work_dir, name)):
             pointed = os.path.join(work_dir, name)
     files = sorted(set(files), key=os.path.getmtime, reverse=True)
     if pointed:
