@@ -614,20 +614,8 @@ def _leftovers(tmp_path):
     return sorted(p.name for p in (tmp_path / "art" / "toy").glob(".*.tmp-*"))
 
 
-@pytest.mark.parametrize(
-    "signame, stage_says, exit_code",
-    [
-        ("SIGTERM", "terminated by SIGTERM", 143),
-        ("SIGHUP", "terminated by SIGHUP", 129),
-        ("SIGINT", "interrupted", 130),
-    ],
-)
-def test_item06_a_signal_to_zoobox_stops_its_stage_and_helpers(
-    tmp_path, signame, stage_says, exit_code
-):
-    """6. A killed or SIGTERMed engine leaves its stage running, writing into a temp
-    folder the rerun deleted. 16. Ctrl-C prints nothing: keep the stage's "interrupted"
-    line."""
+def _signal_the_run(tmp_path, signame, stage_says, exit_code):
+    """Send `signame` to a paused run's zoobox; check what is said, stopped and kept."""
     import signal
 
     process, stage, helper = _paused_run(tmp_path)
@@ -641,6 +629,20 @@ def test_item06_a_signal_to_zoobox_stops_its_stage_and_helpers(
     assert _leftovers(tmp_path) == []
     result = _toy_engine(tmp_path).run()
     assert [p.action for p in result.plans] == ["skip", "run", "run", "run"]
+
+
+@pytest.mark.parametrize("signame, exit_code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_item06_sigterm_or_sighup_to_zoobox_stops_its_stage_and_helpers(
+    tmp_path, signame, exit_code
+):
+    """6. A killed or SIGTERMed engine leaves its stage running, writing into a temp
+    folder the rerun deleted: forward SIGTERM/SIGHUP as SIGINT is forwarded."""
+    _signal_the_run(tmp_path, signame, f"terminated by {signame}", exit_code)
+
+
+def test_item16_ctrl_c_keeps_the_stages_interrupted_line(tmp_path):
+    """16. Ctrl-C prints nothing: keep the stage's "interrupted" line."""
+    _signal_the_run(tmp_path, "SIGINT", "interrupted", 130)
 
 
 def test_item06_kill_9_of_zoobox_ends_its_stage_and_holds_the_lock_until_then(tmp_path):
