@@ -144,6 +144,8 @@ def content_digest(folder: str | os.PathLike, exclude: tuple[str, ...] = ()) -> 
     """
     folder = Path(folder)
     digest = hashlib.sha256()
+    buffer = bytearray(8 << 20)  # one buffer, refilled: stores run to gigabytes
+    view = memoryview(buffer)
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         rel = os.path.relpath(dirpath, folder)
@@ -154,6 +156,9 @@ def content_digest(folder: str | os.PathLike, exclude: tuple[str, ...] = ()) -> 
                 # name and size first: no two different trees hash the same bytes
                 size = os.fstat(handle.fileno()).st_size
                 digest.update(f"{rel}/{name}\0{size}\0".encode())
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+                while True:
+                    count = handle.readinto(buffer)
+                    if not count:
+                        break
+                    digest.update(view[:count])
     return digest.hexdigest()
