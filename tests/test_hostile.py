@@ -838,6 +838,7 @@ def _recipe_text(**changes):
         ("- just\n- a list\n", "(top level)", "must be a mapping"),
         ("name: x\nstages: [\n", "line 3", "not valid YAML"),
     ],
+    ids=lambda value: value if len(str(value)) < 40 else "",
 )
 def test_item09_a_broken_recipe_is_one_line_naming_file_and_field(tmp_path, text, field, problem):
     """9. One broken recipe.yaml breaks every task and `invoke --list`, with
@@ -891,6 +892,7 @@ def test_item09_other_recipes_and_the_task_list_keep_working(tmp_path, monkeypat
         ("zoobox:\n  data: /data\n", "invoke.yaml: zoobox.data: must be a mapping"),
         ("- a list\n", "invoke.yaml: must be a mapping of settings"),
     ],
+    ids=["bad-yaml", "zoobox-a-list", "data-not-a-mapping", "top-level-list"],
 )
 def test_item10_invalid_invoke_yaml_is_one_error_line(tmp_path, text, expected):
     """10. invalid `invoke.yaml`: 55-line traceback."""
