@@ -654,12 +654,14 @@ def test_item06_kill_9_of_zoobox_ends_its_stage_and_holds_the_lock_until_then(tm
 
     process, stage, helper = _paused_run(tmp_path)
     os.kill(stage, signal.SIGSTOP)  # hold the stage where it is: it cannot die yet
-    process.kill()
-    process.communicate(timeout=60)
-    lock = RecipeLock(tmp_path / "art" / "toy")
-    with pytest.raises(UserError, match="in use by pid"):
-        lock.acquire("a second run while the first one's stage lives")
-    os.kill(stage, signal.SIGCONT)  # it now gets the SIGTERM its parent's death sent
+    try:
+        process.kill()
+        process.communicate(timeout=60)
+        lock = RecipeLock(tmp_path / "art" / "toy")
+        with pytest.raises(UserError, match="in use by pid"):
+            lock.acquire("a second run while the first one's stage lives")
+    finally:
+        os.kill(stage, signal.SIGCONT)  # it now gets the SIGTERM its parent's death sent
     assert _wait_gone(stage, helper) == []
     lock.acquire("a second run once the stage is gone")
     lock.release()
