@@ -17,12 +17,14 @@ The feed recipe covers the three references:
 
 import json
 import os
-from multiprocessing import Pool
 
 import numpy as np
 
+from data_scripts.images import read_image  # noqa: F401 - the data stages import it from here
 from zoostage.errors import UserError
+from zoostage.pool import map_unordered
 from zoostage.progress import Progress
+from zoostage.space import allocate_npy
 
 IMAGES_FILE = "images.npy"
 INDEX_FILE = "index.json"
@@ -156,7 +158,7 @@ class Store(object):
             yield chosen, self.batch(chosen)
 
 
-# Worker state for the preprocessing pool: set once per process, not pickled per task.
+# Worker state for the preprocessing processes: set once per process, not pickled per task.
 _WORKER = {}
 
 
@@ -202,23 +204,22 @@ def write_store(
         raise UserError("no images to preprocess")
     height, width = input_hw
     images_path = os.path.join(out, IMAGES_FILE)
-    pixels = np.lib.format.open_memmap(
-        images_path, mode="w+", dtype=np.uint8, shape=(len(items), height, width, 3)
-    )
-    del pixels  # workers map it themselves; zeros are the padding
+    # Every block of the store is reserved now: a full disk is one error before any
+    # work, never a worker killed by SIGBUS halfway through its memory map.
+    allocate_npy(images_path, np.uint8, (len(items), height, width, 3))
     workers = workers or os.cpu_count() or 1
     records = [None] * len(items)
     bad = []
     tasks = list(enumerate(items))
     with Progress(len(items), label) as progress:
-        if workers == 1:
-            _init_worker(images_path, prepare)
-            results = map(_work, tasks)
-            pool = None
-        else:
-            pool = Pool(workers, initializer=_init_worker, initargs=(images_path, prepare))
-            results = pool.imap_unordered(_work, tasks, chunksize=4)
         try:
+            if workers == 1:
+                _init_worker(images_path, prepare)
+                results = map(_work, tasks)
+            else:
+                results = map_unordered(
+                    _work, tasks, workers, _init_worker, (images_path, prepare), label
+                )
             for slot, meta, error in results:
                 if error is not None:
                     if not skip_bad:
@@ -228,9 +229,6 @@ def write_store(
                     records[slot] = meta
                 progress.update()
         finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
             _WORKER.clear()
     keep = [i for i, record in enumerate(records) if record is not None]
     if bad:
@@ -254,32 +252,10 @@ def _compact(images_path, keep):
     """Drop the slots of skipped images from the pixel file."""
     old = np.load(images_path, mmap_mode="r")
     tmp = images_path + ".tmp.npy"
-    new = np.lib.format.open_memmap(
-        tmp, mode="w+", dtype=old.dtype, shape=(len(keep), *old.shape[1:])
-    )
+    allocate_npy(tmp, old.dtype, (len(keep), *tuple(old.shape[1:])))
+    new = np.load(tmp, mmap_mode="r+")
     for j, i in enumerate(keep):
         new[j] = old[i]
     new.flush()
     del new, old
     os.replace(tmp, images_path)
-
-
-def read_image(path):
-    """Read a BGR uint8 image; a missing, truncated or corrupt file is a UserError.
-
-    OpenCV decodes some truncated JPEGs silently (grey bottom rows), so the JPEG end
-    marker is checked explicitly.
-    """
-    import cv2  # imported here: only the data stages need OpenCV
-
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except (IOError, OSError) as error:
-        raise UserError("cannot read image %s: %s" % (path, error.strerror or error)) from None
-    if data[:2] == b"\xff\xd8" and data.rstrip(b"\0")[-2:] != b"\xff\xd9":
-        raise UserError("corrupt image %s: truncated JPEG (no end marker)" % path)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError("corrupt image %s: cannot be decoded" % path)
-    return image

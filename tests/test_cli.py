@@ -171,7 +171,7 @@ def test_sha256_mismatch_says_expected_and_found_and_keeps_nothing(server, tmp_p
     assert not (cache / "model.pth").exists()  # a bad download never lands in the cache
     assert not [p for p in cache.iterdir() if not p.name.startswith(".")]
     (cache / "model.pth").write_bytes(b"damaged")
-    with pytest.raises(UserError, match="sha256 mismatch for cached weights"):
+    with pytest.raises(UserError, match=r"cached weights .* are damaged.*delete .*model.pth"):
         fetch(str(out), "model.pth", sha256=sha256_of(str(root / "model.pth")), cache=str(cache))
 
 

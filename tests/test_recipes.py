@@ -121,15 +121,18 @@ GOOD_STAGE = "stages: [{name: a, env: host, run: tests.toy.stage}]\n"
 @pytest.mark.parametrize(
     "text,field",
     [
-        ("name: broken\n", "stages must be a non-empty list"),
-        ("name: broken\nstages: [{name: a, env: host}]\n", "stages[0].run is required"),
-        ("name: broken\nstages: [{name: a, env: host, run: m, needs: [z]}]\n", "a.needs"),
+        ("name: broken\n", "stages: must be a list of stages"),
+        ("name: broken\nstages: [{name: a, env: host}]\n", "stages[0].run: missing"),
+        (
+            "name: broken\nstages: [{name: a, env: host, run: m, needs: [z]}]\n",
+            "stages[0] (a).needs: 'z' is not a stage",
+        ),
         ("name: broken\nparams: {n: {default: x, type: int}}\n" + GOOD_STAGE, "params.n"),
         ("name: broken\nparams: {n: {default: 1, typo: int}}\n" + GOOD_STAGE, "unknown keys"),
-        ("name: broken\nparams: [1]\n" + GOOD_STAGE, "params must be a mapping"),
+        ("name: broken\nparams: [1]\n" + GOOD_STAGE, "params: must be a mapping"),
         ("- just\n- a list\n", "must be a mapping"),
-        ("name: broken\nstages: [\n", "not valid YAML at line"),
-        ("name: broken\ndataset: 3\n" + GOOD_STAGE, "dataset must be a mapping"),
+        ("name: broken\nstages: [\n", "line 3: not valid YAML"),
+        ("name: broken\ndataset: 3\n" + GOOD_STAGE, "dataset: must be a mapping"),
     ],
 )
 def test_a_broken_recipe_file_names_its_file_and_field(tmp_path, text, field):
@@ -145,9 +148,9 @@ def test_host_checks_envs_and_placeholders(tmp_path):
     from zoobox.core import recipe as host_recipe
 
     for stage, says in [
-        ("{name: a, env: nowhere, run: m}", "a.env is 'nowhere'"),
+        ("{name: a, env: nowhere, run: m}", r"\(a\).env: unknown env 'nowhere'"),
         ("{name: a, env: host, run: m, args: {x: '{p.nope}'}}", "no parameter 'nope'"),
-        ("{name: a, env: host, run: m, args: {x: '{in.b}'}}", "'b' is not in this stage's"),
+        ("{name: a, env: host, run: m, args: {x: '{in.b}'}}", "no stage in its needs 'b'"),
         ("{name: a, env: host, run: m, args: {x: '{zap}'}}", "unknown placeholder"),
     ]:
         models = _broken(tmp_path, f"name: broken\nstages: [{stage}]\n")
@@ -185,7 +188,7 @@ def test_a_broken_recipe_leaves_the_others_working(tmp_path, monkeypatch, capsys
     finally:
         host_recipe.load_recipe.cache_clear()
     warning = capsys.readouterr().err.strip().splitlines()
-    assert len(warning) == 1 and "stages[0].env is required" in warning[0]
+    assert len(warning) == 1 and "stages[0].env: missing" in warning[0]
     assert set(RECIPES) < set(namespace.collections)
     assert "infer" in namespace.collections["retinaface"].tasks
     broken = namespace.collections["broken"]
@@ -194,4 +197,4 @@ def test_a_broken_recipe_leaves_the_others_working(tmp_path, monkeypatch, capsys
         broken.tasks["all"](Context())
     assert stopped.value.code == 2
     line = capsys.readouterr().err.strip()
-    assert line.startswith("error: ") and "broken/recipe.yaml: stages[0].env" in line
+    assert line.startswith("error: ") and "broken/recipe.yaml: stages[0].env: missing" in line

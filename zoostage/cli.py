@@ -9,10 +9,14 @@ with one line on stderr and USER_ERROR_EXIT, never a traceback.
 import argparse
 import json
 import os
+import signal
 import sys
 
 from zoostage.envinfo import environment
-from zoostage.errors import USER_ERROR_EXIT, UserError
+from zoostage.errors import USER_ERROR_EXIT, UserError, signal_name
+
+# Set by zoobox for the stages it starts: "1" when the stage leads its own process group.
+GROUP_ENV = "ZOOBOX_STAGE_GROUP"
 
 ENV_FILE = "env.json"
 
@@ -33,9 +37,39 @@ def write_json(path, data):
     os.replace(tmp, path)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the stage stops as on Ctrl-C (cleanup runs, one line)."""
+
+    def __init__(self, signum):
+        KeyboardInterrupt.__init__(self, signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def _stop_own_group():
+    """Take down helpers (worker processes) when zoobox made this stage a group leader.
+
+    zoobox starts each stage in a process group of its own and says so in the
+    environment; a stage run by hand leaves its shell's group alone.
+    """
+    if os.environ.get(GROUP_ENV) != "1" or os.getpgrp() != os.getpid():
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.killpg(os.getpgrp(), signal.SIGTERM)
+
+
 def run(main, argparser, argv=None):
-    """Parse, run `main(args)`, record env.json; exit with one line on a UserError."""
+    """Parse, run `main(args)`, record env.json; exit with one line on a UserError.
+
+    Ctrl-C, SIGTERM and SIGHUP (also sent when zoobox dies) stop the stage with one
+    line ("interrupted" / "terminated by SIGTERM") and the exit status 128 + signal.
+    """
     args = argparser.parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_terminated)
     try:
         if not os.path.isdir(args.out):
             os.makedirs(args.out)
@@ -45,6 +79,15 @@ def run(main, argparser, argv=None):
         sys.stderr.write("error: %s\n" % error)
         sys.stderr.flush()
         sys.exit(USER_ERROR_EXIT)
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        _stop_own_group()  # first: when zoobox died, nobody reads what we write
+        try:
+            if signum == signal.SIGINT:
+                sys.stderr.write("interrupted\n")
+            else:
+                sys.stderr.write("terminated by %s\n" % signal_name(signum))
+            sys.stderr.flush()
+        except (IOError, OSError):  # the reading end is gone with zoobox
+            pass
+        sys.exit(128 + signum)

@@ -202,7 +202,7 @@ class Recipe(object):
 
 
 def _field(path, where, message):
-    return RecipeError("%s: %s %s" % (path, where, message))
+    return RecipeError("%s: %s: %s" % (path, where, message))
 
 
 def _param_specs(params, path):
@@ -255,28 +255,35 @@ _STAGE_KEYS = set(["name", "env", "run", "needs", "args", "npu", "shard", "optio
 
 
 def _stages(entries, path):
-    if not isinstance(entries, list) or not entries:
-        raise _field(path, "stages", "must be a non-empty list")
+    if not isinstance(entries, list):
+        raise _field(path, "stages", "must be a list of stages")
+    if not entries:
+        raise _field(path, "stages", "empty (a recipe needs at least one stage)")
     seen = []
     for index, entry in enumerate(entries):
         where = "stages[%d]" % index
         if not isinstance(entry, dict):
-            raise _field(path, where, "must be a mapping")
+            raise _field(path, where, "must be a mapping (name, env, run, args, needs)")
         for key in ("name", "env", "run"):
             if not isinstance(entry.get(key), str) or not entry.get(key):
-                raise _field(path, "%s.%s" % (where, key), "is required (a non-empty string)")
-        where = "stage %s" % entry["name"]
+                raise _field(path, "%s.%s" % (where, key), "missing (a non-empty string)")
+        where = "stages[%d] (%s)" % (index, entry["name"])
         unknown = set(entry) - _STAGE_KEYS
         if unknown:
             raise _field(path, where, "has unknown keys %s" % sorted(unknown))
         if entry["name"] in seen:
-            raise _field(path, where, "is declared twice")
+            raise _field(path, where + ".name", "another stage has this name")
         needs = entry.get("needs") or []
         if not isinstance(needs, list):
             raise _field(path, where + ".needs", "must be a list of stage names")
-        missing = [n for n in needs if n not in seen]
-        if missing:
-            raise _field(path, where + ".needs", "names %s, which do not come before it" % missing)
+        for need in needs:
+            if need not in seen:
+                raise _field(
+                    path, where + ".needs", "%r is not a stage that comes before it" % (need,)
+                )
+        for flag in ("npu", "shard", "optional"):
+            if flag in entry and not isinstance(entry[flag], bool):
+                raise _field(path, "%s.%s" % (where, flag), "must be true or false")
         args = entry.get("args") or {}
         if not isinstance(args, dict):
             raise _field(path, where + ".args", "must be a mapping of flag: value")
@@ -325,15 +332,13 @@ def load_recipe(name_or_path, models_dir=MODELS_DIR):
         raise RecipeError("%s: cannot be read (%s)" % (path, error)) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = " at line %d" % (mark.line + 1) if mark is not None else ""
-        problem = getattr(error, "problem", None)
-        raise RecipeError(
-            "%s: not valid YAML%s%s" % (path, where, ": %s" % problem if problem else "")
-        ) from None
+        line = "line %d: " % (mark.line + 1) if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise RecipeError("%s: %snot valid YAML (%s)" % (path, line, problem)) from None
     if not isinstance(data, dict):
-        raise RecipeError("%s: must be a mapping with name, params and stages" % path)
+        raise _field(path, "(top level)", "must be a mapping of recipe fields")
     if not isinstance(data.get("name"), str) or not data.get("name"):
-        raise RecipeError("%s: name is required" % path)
+        raise _field(path, "name", "missing (a recipe needs a name and its stages)")
     for key in ("dataset", "weights", "backends", "input", "published"):
         if data.get(key) is not None and not isinstance(data.get(key), dict):
             raise _field(path, key, "must be a mapping")

@@ -6,7 +6,8 @@ Shards split the images, so their outputs are disjoint. File by file:
 - `timing.json`: one record for the whole run (see merge_timing);
 - a JSON list (COCO results): concatenated;
 - a JSON object with an "images" object (per-image detections): the images merged;
-- another JSON object (a run summary): equal values kept, numbers summed (counts);
+- another JSON object (a run summary): counts summed (COUNT_KEYS, and any key the
+  summary lists under "counts"), other equal values kept, other numbers summed;
 - any other file: copied; the same relative path in two shards must be identical.
 """
 
@@ -19,6 +20,9 @@ from zoostage import cli
 from zoostage.errors import UserError
 
 SKIP = ("env.json", "stage.json")
+# Keys of a run summary that count things: each shard counts its own part, so they add
+# up even when two shards happen to count the same.
+COUNT_KEYS = ("images", "detections", "skipped", "calls", "boxes", "faces")
 
 
 def parse_shard(text):
@@ -83,16 +87,24 @@ def _merge_stats(stats, calls):
     }
 
 
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _merge_summaries(name, docs):
     """Per-shard run summaries: settings agree, counts add up, the shard ids go."""
     merged = {}
+    counts = set(COUNT_KEYS) | set(docs[0].get("counts") or ())
     for key in docs[0]:
         values = [d.get(key) for d in docs]
         if key == "shard":
             continue
-        if all(v == values[0] for v in values):
+        numbers = all(_is_number(v) for v in values)
+        if key in counts and numbers:
+            merged[key] = sum(values)
+        elif all(v == values[0] for v in values):
             merged[key] = values[0]
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        elif numbers:
             merged[key] = sum(values)
         else:
             raise UserError(

@@ -215,7 +215,7 @@ def make_figure(out, root, image_ids, annotations, detections, score, count):
     gt = {}
     for ann in annotations["annotations"]:
         gt.setdefault(int(ann["image_id"]), []).append(ann["bbox"])
-    image_files = [(i, os.path.join(folder, files[i])) for i in image_ids]
+    image_files = [(i, layout.image_file(folder, files[i])) for i in image_ids]
     drawn = figure.draw_detections(
         os.path.join(out, FIGURE_FILE),
         image_files,

@@ -16,6 +16,7 @@ import os
 import sys
 
 from zoostage.errors import UserError
+from zoostage.safepath import check_name, child_path
 
 IMAGES_DIR = "val2017"
 ANNOTATION_FILE = "annotations/instances_val2017.json"
@@ -194,6 +195,7 @@ def load_annotations(root):
             raise UserError("%s: malformed image entry %r" % (path, _short(image))) from None
         if image_id in ids:
             raise UserError("%s: image id %d is listed twice" % (path, image_id))
+        check_name(image["file_name"], "file_name of image %d" % image_id, path)
         ids.add(image_id)
     for ann in data["annotations"]:
         try:
@@ -227,6 +229,11 @@ def check_categories(categories, where):
             "the 80-label model output cannot be mapped to it"
             % (where, len(found), _names(extra) or "none", _names(lost) or "none")
         )
+
+
+def image_file(folder, file_name):
+    """FOLDER/file_name for a file_name from an annotation file, refused if it leaves FOLDER."""
+    return child_path(folder, file_name, "COCO file_name")
 
 
 def sorted_images(annotations):

@@ -116,7 +116,7 @@ def resize(image, hw, method):
 def prepare_image(item):
     """Read, check and resize one image: (uint8 pixels, record). Runs in the workers."""
     path, rel, image_id, expected_hw, min_size, max_size, method = item
-    image = store.read_image(path)
+    image = store.read_image(path, reference="pil")  # detectron2 reads with PIL
     height, width = image.shape[:2]
     if [height, width] != list(expected_hw):
         raise UserError(
@@ -173,7 +173,7 @@ def prepare(
     folder = os.path.join(root, layout.IMAGES_DIR)
     items = [
         (
-            os.path.join(folder, image["file_name"]),
+            layout.image_file(folder, image["file_name"]),
             layout.IMAGES_DIR + "/" + image["file_name"],
             image["id"],
             [image["height"], image["width"]],

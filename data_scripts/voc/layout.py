@@ -17,6 +17,7 @@ import os
 import xml.etree.ElementTree as ET
 
 from zoostage.errors import UserError
+from zoostage.safepath import check_name, child_path
 
 # The reference's VOC_CLASSES order (data/voc0712.py); label i + 1 is class i (0 = background).
 VOC_CLASSES = (
@@ -91,16 +92,23 @@ class VOCLayout(object):
             self.ids = [line.strip() for line in handle if line.strip()]
         if not self.ids:
             raise UserError("%s lists no images; %s" % (self.list_file, GET_VOC2007_TEST))
+        for number, image_id in enumerate(self.ids):
+            # An id names <id>.jpg and <id>.xml: one file name, never a path.
+            check_name(image_id, "image id on line %d" % (number + 1), self.list_file, single=True)
 
     def image_file(self, image_id):
         """The image's path relative to the VOC2007 folder."""
         return "JPEGImages/%s.jpg" % image_id
 
     def image_path(self, image_id):
-        return os.path.join(self.voc_dir, "JPEGImages", image_id + ".jpg")
+        check_name(image_id, "VOC image id", self.list_file, single=True)
+        folder = os.path.join(self.voc_dir, "JPEGImages")
+        return child_path(folder, image_id + ".jpg", "VOC image id")
 
     def annotation_path(self, image_id):
-        return os.path.join(self.voc_dir, "Annotations", image_id + ".xml")
+        check_name(image_id, "VOC image id", self.list_file, single=True)
+        folder = os.path.join(self.voc_dir, "Annotations")
+        return child_path(folder, image_id + ".xml", "VOC image id")
 
     def check_images(self, ids=None):
         """UserError naming the first listed image that is not there."""

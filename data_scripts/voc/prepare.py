@@ -38,7 +38,7 @@ def prepare_image(item):
     import cv2  # only the data stage needs OpenCV
 
     path, image_id, file_rel, size = item
-    image = read_image(path)
+    image = read_image(path, reference="cv2")  # RefineDet.PyTorch reads with cv2.imread
     height, width = image.shape[:2]
     pixels = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     return pixels, {"id": image_id, "file": file_rel, "orig_hw": [int(height), int(width)]}

@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from zoostage.errors import UserError
+from zoostage.safepath import check_name, child_path
 
 SETTINGS = ("easy", "medium", "hard")
 FACE_FILE = "wider_face_val.mat"
@@ -71,7 +72,7 @@ class WiderFaceVal(object):
     def image_path(self, i):
         if self.images_dir is None:
             raise ValueError("images were not located")
-        return os.path.join(self.images_dir, self.relative_file(self.ids[i]))
+        return child_path(self.images_dir, self.relative_file(self.ids[i]), "WIDER FACE image")
 
     def face_count(self, setting=None):
         """Faces in all images (setting None) or counted in one setting."""
@@ -145,9 +146,16 @@ def _loadmat(path, names):
     return data
 
 
-def _cell_str(cell):
-    """A MATLAB char array inside a cell, as loadmat gives it: array(['text'])."""
-    return str(np.asarray(cell).ravel()[0])
+def _cell_str(cell, path, what):
+    """A MATLAB char array inside a cell, as loadmat gives it: array(['text']).
+
+    The text names a folder or a file (an event, an image): it must be one safe path
+    component, or the file is damaged or crafted (a UserError naming the entry).
+    """
+    values = np.asarray(cell).ravel()
+    text = str(values[0]) if values.size else ""
+    check_name(text, what, path, single=True)
+    return text
 
 
 def _event_cells(array, path, name, count=None):
@@ -164,7 +172,10 @@ def read_ground_truth(gt_dir):
     """Read the four .mat files in `gt_dir` into a WiderFaceVal (images_dir None)."""
     face_path = os.path.join(gt_dir, FACE_FILE)
     face = _loadmat(face_path, ("event_list", "file_list", "face_bbx_list"))
-    events = [_cell_str(c) for c in np.asarray(face["event_list"], dtype=object).ravel()]
+    events = [
+        _cell_str(c, face_path, "event name #%d" % (e + 1))
+        for e, c in enumerate(np.asarray(face["event_list"], dtype=object).ravel())
+    ]
     files = _event_cells(face["file_list"], face_path, "file_list", len(events))
     bbx = _event_cells(face["face_bbx_list"], face_path, "face_bbx_list", len(events))
     ids, boxes = [], []
@@ -175,7 +186,8 @@ def read_ground_truth(gt_dir):
                 % (face_path, event, len(files[e]), len(bbx[e]), GET_GT)
             )
         for j, cell in enumerate(files[e]):
-            ids.append(event + "/" + _cell_str(cell))
+            name = _cell_str(cell, face_path, "image name #%d of event %s" % (j + 1, event))
+            ids.append(event + "/" + name)
             b = np.asarray(bbx[e][j], dtype=np.float64)
             boxes.append(b.reshape(-1, 4))
     keep = {}

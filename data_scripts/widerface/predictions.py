@@ -11,11 +11,16 @@ import os
 
 import numpy as np
 
+from zoostage.safepath import check_name, child_path
+
 
 def write_image_predictions(pred_root, image_id, detections):
     """Write one image's detections, (N, 5) x1, y1, x2, y2, score, atomically."""
-    event, name = image_id.split("/", 1)
-    folder = os.path.join(pred_root, event)
+    event, _, name = image_id.partition("/")
+    # Image ids come from the dataset: neither part may lead out of pred_root.
+    folder = child_path(pred_root, event, "WIDER FACE event", single=True, writing=True)
+    check_name(name, "WIDER FACE image name", folder, single=True)
+    path = child_path(folder, name + ".txt", "WIDER FACE image name", single=True, writing=True)
     if not os.path.isdir(folder):
         try:
             os.makedirs(folder)
@@ -29,7 +34,6 @@ def write_image_predictions(pred_root, image_id, detections):
         # integers, w = int(x2) - int(x1); the evaluation's numbers depend on it.
         x, y = int(x1), int(y1)
         lines.append("%d %d %d %d %s" % (x, y, int(x2) - x, int(y2) - y, repr(float(score))))
-    path = os.path.join(folder, name + ".txt")
     with open(path + ".tmp", "w") as handle:
         handle.write("\n".join(lines) + "\n")
     os.replace(path + ".tmp", path)

@@ -58,7 +58,7 @@ def resize_image(image, size):
 def prepare_image(item):
     """One store entry; item = (path, image_id, relative file, input size). Picklable."""
     path, image_id, relative, size = item
-    image = read_image(path)
+    image = read_image(path, reference="cv2")  # Pytorch_Retinaface reads with cv2.imread
     height, width = image.shape[:2]
     resized, scale = resize_image(image, size)
     meta = {"id": image_id, "file": relative, "orig_hw": [int(height), int(width)], "scale": scale}

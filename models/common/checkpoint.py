@@ -6,8 +6,10 @@ which keys, expected vs found.
 """
 
 import os
+import zipfile
 
 from zoostage.errors import UserError
+from zoostage.unpickle import Refused, load_torch_file
 
 # How many offending keys an error lists before it says "and N more".
 _SHOWN = 5
@@ -28,18 +30,62 @@ def strip_prefix(state_dict, prefix="module."):
     return dict(state_dict)
 
 
-def read_torch_checkpoint(path):
-    """A state dict from a torch checkpoint file, unwrapping {'state_dict': ...}."""
-    import torch
+def cache_hint(path):
+    """'; it came from the weights cache: delete X ...' when the weights stage said so."""
+    import json
 
+    try:
+        with open(os.path.join(os.path.dirname(path), "weights.json")) as handle:
+            cached = json.load(handle).get("cache_file")
+    except (IOError, OSError, ValueError, AttributeError):
+        return ""
+    if not cached:
+        return ""
+    return "; it came from the weights cache: delete %s and rerun to fetch it again" % cached
+
+
+def _is_torchscript(path):
+    """A TorchScript archive (torch.load would hand it to torch.jit.load)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+
+
+def refused(path, error):
+    """The UserError for a checkpoint whose pickle names a global outside the allowed set."""
+    return UserError(
+        "refusing checkpoint %s: %s; a checkpoint must hold only tensors and plain "
+        "containers (a state dict). Use the published file, or re-save yours with "
+        "torch.save(model.state_dict(), path)" % (path, error)
+    )
+
+
+def read_torch_checkpoint(path, numpy=False):
+    """A state dict from a torch checkpoint file, unwrapping {'state_dict': ...}.
+
+    The file is read without running code it may carry (zoostage.unpickle): only
+    tensors, storages, OrderedDict and plain containers (and numpy arrays with `numpy`).
+    """
     if not os.path.isfile(path):
         raise UserError("weights file not found: %s" % path)
+    if _is_torchscript(path):
+        raise UserError(
+            "%s is a TorchScript model, not a checkpoint: pass the state dict (.pth) it "
+            "was exported from" % path
+        )
     try:
-        data = torch.load(path, map_location="cpu")
+        data = load_torch_file(path, numpy=numpy)
+    except Refused as error:
+        raise refused(path, error) from None
     except Exception as error:  # torch raises many types for a damaged file
         raise UserError(
-            "cannot read checkpoint %s (truncated or not a torch file): %s"
-            % (path, str(error).splitlines()[0] if str(error) else type(error).__name__)
+            "cannot read checkpoint %s (truncated or not a torch file): %s%s"
+            % (
+                path,
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+                cache_hint(path),
+            )
         ) from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]

@@ -25,6 +25,7 @@ import sys
 
 from zoostage import cli
 from zoostage.errors import UserError
+from zoostage.safepath import child_path
 
 BENCH_FILE = "bench.json"
 COMPILE_MANIFEST = "compile.json"
@@ -135,7 +136,7 @@ def find_om(model, batch_size):
         if isinstance(shape, str):
             shape = shape.split(",")
         name = manifest.get("model") or "model.om"
-        path = name if os.path.isabs(name) else os.path.join(model, name)
+        path = child_path(model, name, "model file named in " + manifest_path)
         if shape and int(shape[0]) == batch_size and os.path.isfile(path):
             return path
     return None

@@ -13,17 +13,25 @@ Keys detectron2 keeps beside the weights are accepted and dropped, each recorded
 mean a different model, a UserError), and `*.num_batches_tracked` (a BN counter). Any
 other missing or unexpected key, or a wrong shape, is a UserError naming the keys.
 
-Unpickling runs code a file may carry: load only checkpoints you trust (as detectron2 does).
+Neither kind runs code the file may carry: a .pkl may hold numpy arrays and plain
+containers only, a torch file tensors, numpy arrays and plain containers
+(zoostage.unpickle); anything else is refused with a UserError naming what it holds.
 """
 
 import os
-import pickle
 
 import numpy as np
 
-from models.common.checkpoint import load_strict, read_torch_checkpoint, strip_prefix
+from models.common.checkpoint import (
+    cache_hint,
+    load_strict,
+    read_torch_checkpoint,
+    refused,
+    strip_prefix,
+)
 from models.retinanet import anchors as anchor_lib
 from zoostage.errors import UserError
+from zoostage.unpickle import Refused, load_pickle
 
 PREPROCESSING_KEYS = ("pixel_mean", "pixel_std")
 CELL_ANCHORS_PREFIX = "anchor_generator.cell_anchors."
@@ -50,19 +58,21 @@ def read_checkpoint(path):
     with open(path, "rb") as handle:
         head = handle.read(4)
     if head == _ZIP_MAGIC:  # torch >= 1.6 zip format
-        return read_torch_checkpoint(path)
+        return read_torch_checkpoint(path, numpy=True)
     try:
         with open(path, "rb") as handle:
-            data = pickle.load(handle, encoding="latin1")
+            data = load_pickle(handle, encoding="latin1")
+    except Refused as error:
+        raise refused(path, error) from None
     except Exception as error:  # pickle raises many types for a damaged file
         raise UserError(
             "cannot read checkpoint %s (truncated, or neither a detectron2 .pkl "
-            "nor a torch file): %s" % (path, str(error) or type(error).__name__)
+            "nor a torch file): %s%s" % (path, str(error) or type(error).__name__, cache_hint(path))
         ) from None
     if isinstance(data, int):
         # torch's legacy (pre-1.6) format is a sequence of pickles that starts with a
         # magic number: hand it to torch.
-        return read_torch_checkpoint(path)
+        return read_torch_checkpoint(path, numpy=True)
     return _unwrap(data, path)
 
 

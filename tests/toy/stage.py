@@ -1,9 +1,12 @@
 """A toy stage: writes value.txt = upstream value + its own --add; can pause or fail.
 
 python -m tests.toy.stage --out OUT [--input DIR] --add N [--pause-file F] [--fail user]
+    [--helper]    (starts a helper process, as a stage's worker pool does; pid in OUT)
 """
 
 import os
+import subprocess
+import sys
 import time
 
 from zoostage import cli
@@ -17,6 +20,12 @@ def main(args):
             value = int(handle.read())
     with open(os.path.join(args.out, "partial.txt"), "w") as handle:
         handle.write("started")
+    if args.helper:
+        # Ends quietly on any signal, like a pool worker (no KeyboardInterrupt traceback).
+        quiet_sleep = "import signal, time; signal.signal(2, signal.SIG_DFL); time.sleep(120)"
+        helper = subprocess.Popen([sys.executable, "-c", quiet_sleep])
+        with open(os.path.join(args.out, "helper-pid"), "w") as handle:
+            handle.write(str(helper.pid))
     if args.pause_file:
         with open(os.path.join(args.out, "pid"), "w") as handle:
             handle.write(str(os.getpid()))
@@ -65,6 +74,7 @@ def build_parser():
     parser.add_argument("--items", type=int, default=0)
     parser.add_argument("--shard")
     parser.add_argument("--device")
+    parser.add_argument("--helper", action="store_true")
     return parser
 
 

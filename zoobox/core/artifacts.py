@@ -33,9 +33,10 @@ def write_json_atomic(path: Path, data) -> None:
 
 
 def read_json(path: Path):
+    """The parsed file, or None when it is absent, unreadable or not JSON."""
     try:
         return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: bad JSON or bad UTF-8
         return None
 
 
@@ -47,8 +48,14 @@ class RecipeLock:
         self._handle = None
 
     def acquire(self, what: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as error:
+            raise UserError(
+                f"cannot write to the artifact folder {self.path.parent} "
+                f"({error.strerror or error}): pass --artifacts with a folder you can write to"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -67,6 +74,10 @@ class RecipeLock:
         )
         handle.flush()
         self._handle = handle
+
+    def fileno(self) -> int:
+        """The descriptor holding the lock (stages inherit it: see runners.base.execute)."""
+        return self._handle.fileno()
 
     def release(self) -> None:
         if self._handle is not None:
@@ -94,7 +105,9 @@ class ArtifactStore:
     def record(self, stage: str) -> dict | None:
         """The stage.json of a complete stage output, or None."""
         record = read_json(self.stage_dir(stage) / STAGE_JSON)
-        if record and record.get("status") == "ok":
+        # Anything but a record of a complete run (damaged, a list, hand-edited) means
+        # the output is not known to be complete: the stage runs again.
+        if isinstance(record, dict) and record.get("status") == "ok":
             return record
         return None
 

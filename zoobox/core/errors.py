@@ -1,8 +1,9 @@
 """Host-side errors. The same UserError class the stages use, so one handler serves both."""
 
+import signal
 import sys
 
-from zoostage.errors import USER_ERROR_EXIT, UserError
+from zoostage.errors import USER_ERROR_EXIT, UserError, describe_exit, signal_name
 
 __all__ = ["USER_ERROR_EXIT", "StageFailed", "StageStopped", "UserError", "main_guard"]
 
@@ -16,8 +17,8 @@ class StageFailed(UserError):
         self.command = command
         where = f"; the NPU tools' logs are in {logs}" if logs else ""
         super().__init__(
-            f"stage {stage} failed (exit {returncode}){where}; earlier artifacts are intact. "
-            f"Rerun by hand: {command}"
+            f"stage {stage} failed ({describe_exit(returncode)}){where}; earlier artifacts "
+            f"are intact. Rerun by hand: {command}"
         )
 
 
@@ -34,7 +35,9 @@ class StageStopped(UserError):
 def main_guard(func):
     """Run func(); a UserError becomes one line on stderr and exit code 2.
 
-    A stage that stopped on a user error already printed its own `error:` line.
+    A stage that stopped on a user error already printed its own `error:` line. An
+    interrupt (Ctrl-C, or SIGTERM / SIGHUP turned into one) is one line too, and the
+    exit status a shell gives a process killed by that signal.
     """
     try:
         return func()
@@ -43,3 +46,12 @@ def main_guard(func):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt as interrupt:
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        how = "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal_name(signum)
+        print(
+            f"error: interrupted by {how}; earlier artifacts are intact, and the next run "
+            "continues from the last complete stage",
+            file=sys.stderr,
+        )
+        raise SystemExit(128 + signum) from None

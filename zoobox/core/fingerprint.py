@@ -4,6 +4,11 @@ A stage is up to date when its fingerprint -- its code, its parameters, its inpu
 environment -- equals the one recorded in its stage.json. The code part follows the
 stage module's imports inside the repository (statically, with `ast`: nothing is
 imported), so editing the evaluator reruns evaluation but not the export.
+
+Modules loaded at run time count too: a string constant that is a dotted module name
+resolving to a repository file (`"zoostage.backends.torchscript"` in the backends table,
+handed to importlib) is followed like an import. Over-counting costs a rerun at most;
+missing one would keep a stale result.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,6 +45,10 @@ def _module_file(module: str, repo: Path) -> Path | None:
     return None
 
 
+# "a.b" or "a.b.c": what importlib.import_module takes for a module inside a package.
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+
+
 def _imports(path: Path, module: str) -> set[str]:
     tree = ast.parse(path.read_bytes(), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -56,6 +66,9 @@ def _imports(path: Path, module: str) -> set[str]:
             found.add(prefix)
             # `from pkg import module` may name a submodule
             found.update(f"{prefix}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if _DOTTED.match(node.value):
+                found.add(node.value)  # a module loaded at run time (importlib)
     # importing a.b.c runs a/__init__ and a/b/__init__ too
     for name in list(found):
         parts = name.split(".")
@@ -120,4 +133,32 @@ def tree_fingerprint(root: str | os.PathLike) -> str:
             except FileNotFoundError:
                 continue
             digest.update(f"{rel}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def content_digest(folder: str | os.PathLike, exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over a folder's files (relative names and contents), `exclude`d names left out.
+
+    What a stage produced, by content: a downstream stage fingerprints its inputs with
+    this, so an upstream rerun that writes byte-identical outputs reruns nothing below it.
+    """
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    buffer = bytearray(8 << 20)  # one buffer, refilled: stores run to gigabytes
+    view = memoryview(buffer)
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, folder)
+        for name in sorted(filenames):
+            if rel == "." and name in exclude:
+                continue
+            with open(os.path.join(dirpath, name), "rb") as handle:
+                # name and size first: no two different trees hash the same bytes
+                size = os.fstat(handle.fileno()).st_size
+                digest.update(f"{rel}/{name}\0{size}\0".encode())
+                while True:
+                    count = handle.readinto(buffer)
+                    if not count:
+                        break
+                    digest.update(view[:count])
     return digest.hexdigest()

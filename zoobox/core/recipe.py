@@ -30,6 +30,7 @@ from zoobox.core.envspec import load_envs
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
 from zoostage.backends import NAMES as BACKEND_NAMES
+from zoostage.fetch import check_url, is_url
 from zoostage.recipe import CONTEXT_NAMES, ParamSpec, Recipe, RecipeError, StageSpec
 from zoostage.recipe import load_recipe as read_recipe
 from zoostage.recipe import recipe_names as _recipe_names
@@ -81,47 +82,47 @@ def check_recipe(recipe: Recipe) -> None:
     for role, name in recipe.backends.items():
         if name not in BACKEND_NAMES:
             raise RecipeError(
-                f"{where}: backends.{role} is {name!r}, not a backend ({', '.join(BACKEND_NAMES)})"
+                f"{where}: backends.{role}: unknown backend {name!r} "
+                f"(backends: {', '.join(BACKEND_NAMES)})"
             )
     params = set(recipe.param_specs) | set(ENGINE_PARAMS)
-    for stage in recipe.stages:
+    for index, stage in enumerate(recipe.stages):
+        field = f"stages[{index}] ({stage.name})"
         if stage.env not in envs:
             raise RecipeError(
-                f"{where}: stage {stage.name}.env is {stage.env!r}, not an env "
-                f"(envs/ has {', '.join(sorted(envs))})"
+                f"{where}: {field}.env: unknown env {stage.env!r} (envs: {', '.join(sorted(envs))})"
             )
         for flag, template in stage.args.items():
-            for field_name in _placeholders(template):
-                problem = _unresolvable(field_name, recipe, stage, params)
+            for name in _placeholders(template, f"{where}: {field}.args.{flag}"):
+                problem = _unresolvable(name, recipe, stage, params)
                 if problem:
-                    raise RecipeError(
-                        f"{where}: stage {stage.name} argument --{flag} uses "
-                        f"{{{field_name}}}: {problem}"
-                    )
+                    raise RecipeError(f"{where}: {field}.args.{flag}: {problem}")
 
 
-def _placeholders(template) -> list[str]:
+def _placeholders(template, where: str) -> list[str]:
     if not isinstance(template, str):
         return []
     try:
         return [field for _, field, _, _ in _FORMATTER.parse(template) if field]
     except ValueError as error:
-        raise RecipeError(f"bad template {template!r}: {error}") from None
+        raise RecipeError(f"{where}: {template!r} is not a valid template ({error})") from None
 
 
-def _unresolvable(field_name: str, recipe: Recipe, stage: StageSpec, params: set) -> str | None:
-    head, _, rest = field_name.partition(".")
+def _unresolvable(name: str, recipe: Recipe, stage: StageSpec, params: set) -> str | None:
+    head, _, rest = name.partition(".")
     if head == "p":
-        return None if rest in params else f"no parameter {rest!r}"
+        return None if rest in params else f"{{{name}}}: no parameter {rest!r}"
     if head == "in":
-        return None if rest in stage.needs else f"{rest!r} is not in this stage's needs"
+        return None if rest in stage.needs else f"{{{name}}}: no stage in its needs {rest!r}"
     if head == "weights":
-        return None if rest in ("file", "url", "sha256") else "weights has file, url, sha256"
+        fields = ("file", "url", "sha256")
+        return None if rest in fields else f"{{{name}}}: no weights field {rest!r}"
     if head == "input":
-        return None if rest in recipe.input else f"the recipe's input has no {rest!r}"
+        return None if rest in recipe.input else f"{{{name}}}: the recipe's input has no {rest!r}"
     if head in CONTEXT_NAMES and not rest:
         return None
-    return "unknown placeholder"
+    known = ("p", "in", "weights", "input", *CONTEXT_NAMES)
+    return f"unknown placeholder {{{name}}} (known: {', '.join(known)})"
 
 
 def resolve_params(recipe: Recipe, overrides: dict, where: str = "--param") -> dict:
@@ -138,8 +139,11 @@ def resolve_params(recipe: Recipe, overrides: dict, where: str = "--param") -> d
     for name, value in overrides.items():
         if value is not None:
             values[name] = specs[name].check(value, f"{where} {name}")
-    if values.get("weights"):
-        values["weights"] = str(Path(values["weights"]).expanduser().resolve())
+    weights = values.get("weights")
+    if weights and is_url(weights):
+        check_url(weights)  # http(s) is downloaded by the weights stage; others refused
+    elif weights:
+        values["weights"] = str(Path(weights).expanduser().resolve())
     return values
 
 

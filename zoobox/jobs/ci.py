@@ -11,6 +11,7 @@ proves the stages run and agree with each other, not the accuracy.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from zoobox.core.errors import UserError
@@ -45,7 +46,12 @@ def run_ci(
     root = flag_path(artifacts) or (setting_path(settings["artifacts"]) / "ci")
     rows, failures, summaries = [], [], {}
     for name in _recipes(recipes):
-        recipe = load_recipe(name)
+        try:
+            recipe = load_recipe(name)
+        except UserError as error:  # one broken recipe fails the job, not the others
+            print(f"error: {error}", file=sys.stderr)
+            failures.append(f"{name} (broken recipe file)")
+            continue
         data = None
         params = {"limit": limit or None}
         if sample:

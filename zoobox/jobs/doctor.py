@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from zoobox.core.envspec import load_envs
+from zoobox.core.errors import UserError
 from zoobox.core.recipe import load_recipe, recipe_names
 from zoobox.core.text import table
 from zoobox.hosts.npucompat import image_compatibility
@@ -49,7 +50,11 @@ def report(settings: dict, probe_engine=container_engine) -> str:
     text = table(rows, ["check", "found", "detail"])
     plan_rows = []
     for name in recipe_names():
-        recipe = load_recipe(name)
+        try:
+            recipe = load_recipe(name)
+        except UserError as error:
+            plan_rows.append([name, "-", "-", f"broken recipe: {error}"])
+            continue
         choice = choose(
             recipe.backends,
             settings.get("runner", "auto"),

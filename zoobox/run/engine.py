@@ -7,6 +7,7 @@ skip it or run it in a temporary folder that becomes its output only when it suc
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -14,15 +15,17 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoobox.core.artifacts import ArtifactStore, RecipeLock
+from zoobox.core.artifacts import ENV_JSON, STAGE_JSON, ArtifactStore, RecipeLock
 from zoobox.core.envspec import get_env
 from zoobox.core.errors import USER_ERROR_EXIT, StageFailed, StageStopped, UserError
-from zoobox.core.fingerprint import code_fingerprint, sha256_json, tree_fingerprint
+from zoobox.core.fingerprint import content_digest, sha256_json
 from zoobox.core.paths import REPO, git_revision
 from zoobox.core.recipe import Recipe, context_for, load_recipe, render_args, resolve_params
 from zoobox.hosts.npucompat import diagnose
 from zoobox.run.choice import Choice
-from zoobox.runners.base import Runner, StageCall, quote
+from zoobox.run.inputs import external_inputs, parts_for, what_changed
+from zoobox.run.shards import run_shards, shard_calls
+from zoobox.runners.base import Runner, StageCall, quote, signals_as_interrupts
 from zoostage.backends import NPU_BACKENDS
 
 # ARTIFACTS/<recipe>/logs/<stage>/: what NPU tools log during a stage's last run, kept
@@ -83,6 +86,7 @@ class Engine:
         self.params = resolve_params(self.recipe, options.params)
         self.params["backend"] = choice.backend
         self.revision = git_revision()
+        self._keep_fds: tuple[int, ...] = ()  # the lock's descriptor while a run holds it
 
     # -- rendering -------------------------------------------------------------------------
     def _roots(self) -> list[tuple[str, str]]:
@@ -102,18 +106,18 @@ class Engine:
                 return name + value[len(root) :]
         return value
 
-    def _external_inputs(self, args: list[str]) -> dict:
-        """Fingerprints of files and folders outside the artifact folder that args name."""
-        found = {}
-        artifacts = str(self.store.root)
-        for value in args:
-            if value.startswith("-") or not os.path.isabs(value):
-                continue
-            if value == artifacts or value.startswith(artifacts + os.sep):
-                continue  # upstream outputs: covered by the inputs' run ids
-            if os.path.exists(value):
-                found[self.portable(value)] = tree_fingerprint(value)
-        return found
+    def _external_inputs(self, call: StageCall) -> dict:
+        """Fingerprints of the files and folders a call names besides upstream outputs."""
+        spec = self.recipe.stage(call.stage)
+        exempt = [str(self.store.stage_dir(need)) for need in spec.needs]
+        exempt.append(str(self.store.folder / "work"))
+        return external_inputs(
+            call.args,
+            exempt,
+            cache=str(Path(self.options.cache).resolve()),
+            cache_file=self.recipe.weights.get("file"),
+            portable=self.portable,
+        )
 
     def call_for(self, name: str, out: Path, devices: list[int] | None = None) -> StageCall:
         spec = self.recipe.stage(name)
@@ -143,35 +147,38 @@ class Engine:
             devices=devices,
             uses_data=reads_dataset(spec),
             logs=self.store.folder / LOGS / name,
+            keep_fds=self._keep_fds,
         )
 
-    def fingerprint(self, call: StageCall, upstream_runs: dict) -> str:
-        return sha256_json(
-            {
-                "module": call.module,
-                "code": code_fingerprint(call.module),
-                "args": [self.portable(a) for a in call.args],
-                "inputs": upstream_runs,
-                "external": self._external_inputs(call.args),
-                "env": self.runner.env_identity(call.env, self.options.dry),
-                "npu": call.needs_npu,
-            }
-        )
+    def fingerprint_parts(self, call: StageCall, upstream: dict) -> dict:
+        """What the stage's result depends on (zoobox.run.inputs says what each part is)."""
+        env = self.runner.env_identity(call.env, self.options.dry)
+        return parts_for(call, upstream, self._external_inputs(call), env, self.portable)
+
+    def fingerprint(self, call: StageCall, upstream: dict) -> str:
+        return sha256_json(self.fingerprint_parts(call, upstream))
 
     # -- running ---------------------------------------------------------------------------
     def run(self, target: str | None = None) -> RunResult:
         names = self.recipe.upstream(target) if target else self.recipe.default_stages
         _say(f"zoobox {self.recipe.name}: {self.choice.line}")
         lock = RecipeLock(self.store.folder)
-        if not self.options.dry:
-            lock.acquire(f"{self.recipe.name} {target or 'all'}")
-        try:
+        # SIGTERM / SIGHUP unwind like Ctrl-C: stages stopped, temporary folders removed,
+        # and the lock released last, once no stage process lives.
+        with signals_as_interrupts():
             if not self.options.dry:
-                for path in self.store.clean_stale():
-                    _say(f"removed {path.name}, left by a stage that did not finish")
-            plans = self._run_stages(names)
-        finally:
-            lock.release()
+                lock.acquire(f"{self.recipe.name} {target or 'all'}")
+                # Stages inherit the lock: if zoobox itself is killed, the folder stays
+                # locked until its stages (told to die with it) have exited too.
+                self._keep_fds = (lock.fileno(),)
+            try:
+                if not self.options.dry:
+                    for path in self.store.clean_stale():
+                        _say(f"removed {path.name}, left by a stage that did not finish")
+                plans = self._run_stages(names)
+            finally:
+                self._keep_fds = ()
+                lock.release()
         return RunResult(self.recipe, self.choice, plans, self.store)
 
     def _forced(self, name: str) -> bool:
@@ -179,39 +186,45 @@ class Engine:
 
     def _run_stages(self, names: list[str]) -> list[StagePlan]:
         plans: list[StagePlan] = []
-        run_ids: dict[str, str] = {}  # stage -> run id of its current output
+        outputs: dict[str, str] = {}  # stage -> content digest of its current output
         rerun: set[str] = set()  # stages that run (or would, with --dry) this time
+        forced: set[str] = set()  # forced stages and everything downstream of them
         for name in names:
             spec = self.recipe.stage(name)
             for need in spec.needs:
-                if need not in run_ids:
-                    record = self.store.record(need)
-                    run_ids[need] = record["run_id"] if record else "missing"
-            upstream = {need: run_ids[need] for need in spec.needs}
+                if need not in outputs:
+                    outputs[need] = _output_id(self.store.record(need))
+            upstream = {need: outputs[need] for need in spec.needs}
             placeholder = self.store.folder / f".{name}.tmp-XXXXXXXX"
             call = self.call_for(name, placeholder)
-            fingerprint = self.fingerprint(call, upstream)
+            parts = self.fingerprint_parts(call, upstream)
+            fingerprint = sha256_json(parts)
             record = self.store.record(name)
             if self._forced(name):
                 action, reason = "run", "forced"
-            elif any(need in rerun for need in spec.needs):
+            elif any(need in forced for need in spec.needs):
+                action, reason = "run", "upstream forced"
+            elif self.options.dry and any(need in rerun for need in spec.needs):
+                # Whether the upstream's output changes is known only once it has run.
                 action, reason = "run", "upstream reruns"
             elif record is None:
                 action, reason = "run", "no complete output"
             elif record.get("fingerprint") != fingerprint:
-                action, reason = "run", "changed: " + _what_changed(record, call, self)
+                action, reason = "run", "changed: " + what_changed(record, parts)
             else:
                 action, reason = "skip", "up to date"
+            if action == "run" and reason.startswith(("forced", "upstream forced")):
+                forced.add(name)
             if self._sharded(call):
                 command = "\n  $ ".join(
-                    quote(self.runner.argv(c)) for c in self._shard_calls(call, placeholder)
+                    quote(self.runner.argv(c)) for c in shard_calls(self, call, placeholder)
                 )
             else:
                 command = quote(self.runner.argv(call))
             plan = StagePlan(name, action, reason, command, fingerprint, record)
             plans.append(plan)
             if action == "skip":
-                run_ids[name] = record["run_id"]
+                outputs[name] = _output_id(record)
                 _say(f"[{name}] skip: {reason}")
                 if self.options.dry and self.options.echo:
                     _say(f"  $ {command}")
@@ -220,10 +233,10 @@ class Engine:
             if self.options.dry:
                 _say(f"[{name}] would run ({reason}) in env {call.env.name}")
                 _say(f"  $ {command}")
-                run_ids[name] = "pending"
+                outputs[name] = "pending"
                 continue
-            plan.record = self._execute(call, fingerprint, upstream, reason)
-            run_ids[name] = plan.record["run_id"]
+            plan.record = self._execute(call, parts, reason)
+            outputs[name] = _output_id(plan.record)
         return plans
 
     def _sharded(self, call: StageCall) -> bool:
@@ -244,40 +257,23 @@ class Engine:
                 raise UserError(f"stage {call.stage}: {known}{where}")
             if code == USER_ERROR_EXIT:
                 raise StageStopped(call.stage)
-            raise StageFailed(call.stage, code, quote(argv), logs=logs)
+            by_hand = quote(self.runner.argv(self._by_hand(call)))
+            raise StageFailed(call.stage, code, by_hand, logs=logs)
         return argv
 
-    def _shard_calls(self, call: StageCall, temp: Path) -> list[StageCall]:
-        devices = self.choice.devices
-        calls = []
-        for index, device in enumerate(devices):
-            shard = self.call_for(call.stage, temp / f"shard-{index}", devices=[device])
-            shard.args += ["--shard", f"{index}/{len(devices)}"]
-            calls.append(shard)
-        return calls
+    def _by_hand(self, call: StageCall) -> StageCall:
+        """The call with --out in a folder that outlives the run, for rerunning by hand.
 
-    def _run_shards(self, call: StageCall, temp: Path) -> list[list[str]]:
-        """One process (container) per device on a slice of the data, then one merge."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from zoobox.runners.host import HostRunner
-
-        calls = self._shard_calls(call, temp)
-        with ThreadPoolExecutor(len(calls)) as pool:
-            argvs = list(pool.map(self._run_checked, calls))
-        # The merge is plain file work: the host interpreter does it.
-        merge = StageCall(
-            call.recipe,
-            call.stage,
-            "zoostage.shards",
-            [str(c.out) for c in calls],
-            temp,
-            get_env("host"),
-        )
-        argvs.append(self._run_with(HostRunner(), merge))
-        for shard in calls:
-            shutil.rmtree(shard.out, ignore_errors=True)
-        return argvs
+        Its temporary folder is gone by the time the user reads the command:
+        ARTIFACTS/<recipe>/<stage>.by-hand takes its place (shards keep their subfolder).
+        """
+        out = Path(call.out)
+        parts = out.parts
+        for index, part in enumerate(parts):
+            if part.startswith(f".{call.stage}.tmp-"):
+                out = self.store.folder / f"{call.stage}.by-hand" / Path(*parts[index + 1 :])
+                break
+        return dataclasses.replace(call, out=out)
 
     def _run_with(self, runner: Runner, call: StageCall) -> list[str]:
         argv = runner.argv(call)
@@ -288,7 +284,7 @@ class Engine:
             raise StageFailed(call.stage, completed.returncode, quote(argv))
         return argv
 
-    def _execute(self, call: StageCall, fingerprint: str, upstream: dict, reason: str) -> dict:
+    def _execute(self, call: StageCall, parts: dict, reason: str) -> dict:
         self.runner.check(call.env)
         temp = self.store.new_temp(call.stage)
         call.out = temp
@@ -301,7 +297,11 @@ class Engine:
         )
         started = time.time()
         try:
-            argvs = self._run_shards(call, temp) if sharded else [self._run_checked(call)]
+            argvs = run_shards(self, call, temp) if sharded else [self._run_checked(call)]
+        except KeyboardInterrupt:
+            self.store.discard(temp)
+            _say(f"[{call.stage}] stopped; its unfinished output was removed")
+            raise
         except BaseException:
             self.store.discard(temp)
             raise
@@ -311,13 +311,15 @@ class Engine:
             "stage": call.stage,
             "status": "ok",
             "run_id": uuid.uuid4().hex,
-            "fingerprint": fingerprint,
+            "fingerprint": sha256_json(parts),
+            "fingerprint_parts": parts,
+            "output_digest": content_digest(temp, exclude=(STAGE_JSON, ENV_JSON)),
             "module": call.module,
             "args": call.args,
             "command": argvs if len(argvs) > 1 else argvs[0],
-            "code": code_fingerprint(call.module),
-            "inputs": upstream,
-            "external": self._external_inputs(call.args),
+            "code": parts["code"],
+            "inputs": parts["inputs"],
+            "external": parts["external"],
             "env": self.runner.env_identity(call.env),
             "choice": {
                 "runner": self.choice.runner,
@@ -341,19 +343,12 @@ def _written_logs(call: StageCall) -> Path | None:
     return None
 
 
-def _what_changed(record: dict, call: StageCall, engine: Engine) -> str:
-    parts = []
-    if record.get("code") != code_fingerprint(call.module):
-        parts.append("code")
-    if [engine.portable(a) for a in record.get("args", [])] != [
-        engine.portable(a) for a in call.args
-    ]:
-        parts.append("parameters")
-    if record.get("env") != engine.runner.env_identity(call.env, engine.options.dry):
-        parts.append("environment")
-    if record.get("external") != engine._external_inputs(call.args):
-        parts.append("input files")
-    return ", ".join(parts) or "inputs"
+def _output_id(record: dict | None) -> str:
+    """What stands for an upstream output in a fingerprint: its content digest."""
+    if record is None:
+        return "missing"
+    # Outputs recorded before digests existed are known by their run id.
+    return record.get("output_digest") or record.get("run_id", "unknown")
 
 
 def _iso(stamp: float) -> str:

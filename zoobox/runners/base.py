@@ -7,10 +7,15 @@ output. `--dry` prints the same argv without running it.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +37,18 @@ class StageCall:
     devices: list[int] = field(default_factory=list)
     uses_data: bool = True  # the stage takes {data}: containers get the dataset mounted
     logs: Path | None = None  # where NPU tools keep their logs (ASCEND_PROCESS_LOG_PATH)
+    keep_fds: tuple[int, ...] = ()  # stay open in the stage process (the recipe lock)
 
 
 # How much of a stage's output is kept for diagnosing a failure.
 TAIL_BYTES = 64 * 1024
+# How long a stage may take to stop after the signal is forwarded, before SIGKILL.
+STOP_GRACE_SECONDS = 10.0
+# Told to a stage started here: it leads a process group made for it (zoostage.cli
+# takes that group down when it is terminated).
+GROUP_ENV = "ZOOBOX_STAGE_GROUP"
+_PR_SET_PDEATHSIG = 1
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Completed:
@@ -46,45 +59,176 @@ class Completed:
         self.tail = tail
 
 
-def execute(argv: list[str], env: dict | None = None, cwd: Path | None = None) -> Completed:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached zoobox: handled like Ctrl-C, forwarded as it came."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def signal_of(interrupt: BaseException) -> int:
+    """The signal an interrupt stands for: SIGINT for Ctrl-C, else the one received."""
+    return getattr(interrupt, "signum", signal.SIGINT)
+
+
+@contextlib.contextmanager
+def signals_as_interrupts():
+    """While the block runs (main thread only), SIGTERM and SIGHUP raise Terminated.
+
+    A run stopped by `kill` or a closed terminal then unwinds as Ctrl-C does: stages
+    are stopped, temporary folders removed, the lock released last.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, raise_terminated) for sig in _FORWARDED[1:]}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@functools.lru_cache(maxsize=None)
+def _prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent_hook():
+    """A preexec_fn that makes the child get SIGTERM when zoobox dies (Linux), or None.
+
+    Resolved before the fork: the child then makes one prctl call and nothing else
+    (a preexec_fn must not take locks another thread may hold).
+    """
+    prctl = _prctl() if sys.platform.startswith("linux") else None
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def hook():
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # zoobox died before the prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return hook
+
+
+# Stage processes running now; an interrupt in the main thread stops them all (sharded
+# stages run theirs from worker threads).
+_LIVE: set = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)  # the stage leads its own group: helpers too
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Further Ctrl-C / SIGTERM / SIGHUP wait until the block is done (main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = {sig: signal.signal(sig, lambda s, f: pending.append(s)) for sig in _FORWARDED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stop_all(signum: int, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Forward `signum` to every live stage's group; SIGKILL what still runs after `grace`.
+
+    Returns when every stage process has exited: only then may the lock go.
+    """
+    with _LIVE_LOCK:
+        processes = list(_LIVE)
+    with _interrupts_deferred():
+        for process in processes:
+            _signal_group(process, signum)
+        deadline = time.monotonic() + grace
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+
+
+def _pump(process: subprocess.Popen, tail: bytearray) -> None:
+    """Copy the child's output to ours as it comes, keeping the last TAIL_BYTES."""
+    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+    read = process.stdout.read1 if hasattr(process.stdout, "read1") else process.stdout.read
+    while True:
+        chunk = read(65536)
+        if not chunk:
+            return
+        if out is not None:
+            out.write(chunk)
+            out.flush()
+        else:
+            sys.stdout.write(chunk.decode(errors="replace"))
+        tail += chunk
+        del tail[:-TAIL_BYTES]
+
+
+def execute(
+    argv: list[str], env: dict | None = None, cwd: Path | None = None, keep_fds=()
+) -> Completed:
     """Run argv, passing its output through as it comes and keeping the tail.
 
-    stdout and stderr are merged. Ctrl-C stops the child too.
+    stdout and stderr are merged. The child leads a process group of its own and gets
+    SIGTERM if zoobox dies (Linux); Ctrl-C, SIGTERM and SIGHUP reaching zoobox are
+    forwarded to that group, and its last words ("interrupted") still come through.
+    `keep_fds` stay open in the child (the recipe lock: held while any stage lives).
     """
     env = dict(os.environ if env is None else env)
     # The child writes into a pipe; let its progress lines still redraw in place when
     # we print to a terminal.
     if sys.stdout.isatty():
         env.setdefault("ZOOBOX_TTY", "1")
+    env[GROUP_ENV] = "1"
     process = subprocess.Popen(
-        argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        argv,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_die_with_parent_hook(),
+        pass_fds=tuple(keep_fds),
     )
+    with _LIVE_LOCK:
+        _LIVE.add(process)
     tail = bytearray()
-    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+    reader = threading.Thread(target=_pump, args=(process, tail), daemon=True)
+    reader.start()
     try:
-        while True:
-            chunk = (
-                process.stdout.read1(65536)
-                if hasattr(process.stdout, "read1")
-                else process.stdout.read(4096)
-            )
-            if not chunk:
-                break
-            if out is not None:
-                out.write(chunk)
-                out.flush()
-            else:
-                sys.stdout.write(chunk.decode(errors="replace"))
-            tail += chunk
-            del tail[:-TAIL_BYTES]
         code = process.wait()
-    except KeyboardInterrupt:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        # Helpers the stage left behind in its group end with it: nothing of the run
+        # outlives the run (or keeps the lock, or the output pipe, open).
+        _signal_group(process, signal.SIGKILL)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or Terminated
+        stop_all(signal_of(interrupt))
+        reader.join(STOP_GRACE_SECONDS)  # the stage's last lines
         raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(process)
+    reader.join(STOP_GRACE_SECONDS)
     return Completed(code, tail.decode(errors="replace"))
 
 

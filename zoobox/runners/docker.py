@@ -203,4 +203,4 @@ class DockerRunner(Runner):
         Path(call.out).mkdir(parents=True, exist_ok=True)
         if call.needs_npu and call.logs is not None:
             Path(call.logs).mkdir(parents=True, exist_ok=True)
-        return execute(self.argv(call))
+        return execute(self.argv(call), keep_fds=call.keep_fds)

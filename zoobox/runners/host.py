@@ -57,4 +57,5 @@ class HostRunner(Runner):
     def run(self, call: StageCall) -> Completed:
         if call.needs_npu and call.logs is not None:
             Path(call.logs).mkdir(parents=True, exist_ok=True)
-        return execute(self.argv(call), env=process_env(self.environment(call)), cwd=REPO)
+        env = process_env(self.environment(call))
+        return execute(self.argv(call), env=env, cwd=REPO, keep_fds=call.keep_fds)

@@ -42,7 +42,16 @@ HCCL_EXEC_RANGE = (68, 17340)
 
 
 def bind(source, target, readonly: bool = True) -> list[str]:
-    """A bind mount that fails, naming `source`, when `source` does not exist."""
+    """A bind mount that fails, naming `source`, when `source` does not exist.
+
+    `--mount` takes any path but one with a comma, its field separator (a ':' is fine,
+    where `-v` would split on it): such a path is refused here, naming it.
+    """
+    if "," in str(source):
+        raise UserError(
+            f"the docker runner cannot mount {source}: `docker run --mount` splits on ','; "
+            "move or rename it to a path without ',', or use --runner host"
+        )
     spec = f"type=bind,source={source},target={target}"
     return ["--mount", spec + (",readonly" if readonly else "")]
 

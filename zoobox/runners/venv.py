@@ -142,4 +142,4 @@ class VenvRunner(Runner):
         env.pop("PYTHONHOME", None)
         if call.needs_npu and call.logs is not None:
             call.logs.mkdir(parents=True, exist_ok=True)
-        return execute(self.argv(call), env=env, cwd=REPO)
+        return execute(self.argv(call), env=env, cwd=REPO, keep_fds=call.keep_fds)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 from invoke import Collection, Task
 
 from zoobox.core.errors import main_guard
-from zoobox.core.recipe import RecipeError, load_recipe
+from zoobox.core.recipe import load_recipe
 
 HELP = {
     "data": "dataset root (default: zoobox.data.<dataset> in invoke.yaml)",
@@ -87,12 +85,8 @@ _STAGE_DOCS = {
 
 
 def recipe_collection(name: str) -> Collection:
-    """The recipe's tasks; a broken recipe file gives one task that says what is wrong."""
-    try:
-        recipe = load_recipe(name)
-    except RecipeError as error:
-        print(f"warning: {error} (the {name} tasks are unavailable)", file=sys.stderr)
-        return _broken_collection(name, error)
+    """The recipe's tasks (a RecipeError when its file is broken: see build_namespace)."""
+    recipe = load_recipe(name)
     collection = Collection(name)
     collection.add_task(
         _stage_task(name, None, f"Run every stage of {recipe.title} (skips what is up to date).")
@@ -103,14 +97,18 @@ def recipe_collection(name: str) -> Collection:
     return collection
 
 
-def _broken_collection(name: str, error: RecipeError) -> Collection:
-    def fail():
-        raise error
+def broken_recipe_collection(name: str, error: Exception) -> Collection:
+    """`<recipe>.all` for a recipe whose file is broken: it says what is wrong, exit 2."""
 
-    def broken(c):
-        main_guard(fail)
+    def body(c):
 
-    broken.__doc__ = f"Unavailable: models/{name}/recipe.yaml is broken (run it to see why)."
+        def fail():
+            raise error
+
+        return main_guard(fail)
+
+    body.__doc__ = f"BROKEN recipe file: {error}"
+    body.__name__ = "all"
     collection = Collection(name)
-    collection.add_task(Task(broken, name="all", default=True))
+    collection.add_task(Task(body, name="all", default=True))
     return collection

@@ -16,6 +16,7 @@ import os
 from zoostage import cli
 from zoostage.backends import NAMES, get_backend
 from zoostage.errors import UserError
+from zoostage.safepath import child_path
 
 MANIFEST = "compile.json"
 
@@ -32,7 +33,7 @@ def compiled_model(model, suffix):
         with open(path) as handle:
             manifest = json.load(handle)
     name = manifest.get("model") or ("model" + suffix)
-    found = name if os.path.isabs(name) else os.path.join(model, name)
+    found = child_path(model, name, "model file named in " + path)
     if not os.path.isfile(found):
         raise UserError(
             "no model file %s in %s (exported or compiled for another backend?)" % (name, model)

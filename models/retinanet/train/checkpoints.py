@@ -29,6 +29,7 @@ import os
 import re
 
 from zoostage.errors import UserError
+from zoostage.safepath import safe_name
 
 POINTER = "last_checkpoint"
 KEEP_ITER_CHECKPOINTS = 2
@@ -57,14 +58,11 @@ _C2_STEM = {
 
 
 def _torch_load(path):
-    import inspect
+    # Our own files hold optimizer state and the numpy random state: tensors, numpy
+    # arrays and plain containers, nothing that runs code (zoostage.unpickle).
+    from zoostage.unpickle import load_torch_file
 
-    import torch
-
-    kwargs = {"map_location": "cpu"}
-    if "weights_only" in inspect.signature(torch.load).parameters:
-        kwargs["weights_only"] = False  # our own files: optimizer state, numpy RNG state
-    return torch.load(path, **kwargs)
+    return load_torch_file(path, numpy=True)
 
 
 def save_atomic(obj, path):
@@ -123,7 +121,8 @@ def _candidates(work_dir):
     if os.path.isfile(pointer):
         with open(pointer) as handle:
             name = handle.read().strip()
-        if name and os.path.isfile(os.path.join(work_dir, name)):
+        # The pointer names a file in work_dir; anything else is not ours: ignored.
+        if safe_name(name, single=True) and os.path.isfile(os.path.join(work_dir, name)):
             pointed = os.path.join(work_dir, name)
     files = sorted(set(files), key=os.path.getmtime, reverse=True)
     if pointed:

@@ -123,7 +123,7 @@ def load_split(root, split=DEFAULT_SPLIT, limit=0):
         records.append(
             {
                 "id": int(image["id"]),
-                "path": os.path.join(folder, str(image["file_name"])),
+                "path": layout.image_file(folder, image["file_name"]),
                 "height": height,
                 "width": width,
                 "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
@@ -192,7 +192,7 @@ class TrainDataset(object):
 
         index, flip = item
         record = self.records[index]
-        image = read_image(record["path"])
+        image = read_image(record["path"], reference="pil")  # detectron2 reads with PIL
         height, width = image.shape[:2]
         if (height, width) != (record["height"], record["width"]):
             raise UserError(

@@ -37,6 +37,7 @@ from models.retinanet.train import schedule
 from models.retinanet.train import worker as worker_lib
 from zoostage import cli, verdict
 from zoostage.errors import UserError
+from zoostage.unpickle import load_pickle
 
 CONFIG_FILE = "train_config.json"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -102,7 +103,7 @@ def records_file(args, work_dir):
     path = os.path.join(work_dir, "records-%s-%s.pkl" % (args.split, key))
     if os.path.isfile(path):
         with open(path, "rb") as handle:
-            payload = pickle.load(handle)
+            payload = load_pickle(handle)
         return path, payload["stats"]
     records, stats = data_lib.load_split(args.data, args.split, args.limit)
     tmp = "%s.tmp-%d" % (path, os.getpid())

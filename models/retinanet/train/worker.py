@@ -34,7 +34,6 @@ import contextlib
 import hashlib
 import json
 import os
-import pickle
 import platform
 import random
 import sys
@@ -43,6 +42,7 @@ import time
 import numpy as np
 
 from zoostage.errors import USER_ERROR_EXIT, UserError
+from zoostage.unpickle import load_pickle
 
 ERROR_FILE = ".error"
 LAUNCHED_ENV = "ZOOBOX_TRAIN_LAUNCHED"
@@ -315,7 +315,7 @@ class LossLog(object):
 def load_records(path):
     """The records list launch.py parsed from the annotation file."""
     with open(path, "rb") as handle:
-        return pickle.load(handle)["records"]
+        return load_pickle(handle)["records"]
 
 
 def build_network(config, device):
@@ -697,8 +697,10 @@ def evaluate_coco(model, config, device):
     results = []
     started = time.time()
     with torch.no_grad(), Progress(len(images), "evaluate val2017") as progress:
+        folder = os.path.join(root, layout.IMAGES_DIR)
         for image in images:
-            pixels = read_image(os.path.join(root, layout.IMAGES_DIR, image["file_name"]))
+            path = layout.image_file(folder, image["file_name"])
+            pixels = read_image(path, reference="pil")  # detectron2 reads with PIL
             hw = prepare.resized_hw(pixels.shape[0], pixels.shape[1], min_size, max_size)
             resized = prepare.resize(pixels, hw, method)
             batch = np.zeros((1, size, size, 3), dtype=np.uint8)

@@ -1,0 +1,89 @@
+"""A process pool that notices when a worker dies.
+
+multiprocessing.Pool replaces a worker killed by a signal (SIGBUS on a full disk, the
+OOM killer's SIGKILL) and waits forever for the task it was running. `map_unordered`
+runs tasks in worker processes fed from one queue and, while it waits for results,
+checks that every worker is alive: a dead one ends the run with a UserError naming how
+it died.
+"""
+
+import multiprocessing
+import queue
+import signal
+
+from zoostage.errors import UserError, describe_exit
+
+_DONE = "done"
+_POLL_SECONDS = 0.2
+
+
+def _serve(func, initializer, initargs, tasks, results):
+    # The parent handles interrupts and stops its workers with SIGTERM: a worker just
+    # ends, without a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    if initializer is not None:
+        initializer(*initargs)
+    while True:
+        task = tasks.get()
+        if task is None:
+            results.put((_DONE, None))
+            return
+        results.put((None, func(task)))
+
+
+def map_unordered(func, tasks, workers, initializer=None, initargs=(), label="work"):
+    """Yield func(task) for every task, in completion order, from `workers` processes.
+
+    `func` and `initializer` must be top-level functions. A worker that dies raises a
+    UserError (the other workers are stopped); so does leaving the loop early.
+    """
+    tasks = list(tasks)
+    inbox, outbox = multiprocessing.Queue(), multiprocessing.Queue()
+    for task in tasks:
+        inbox.put(task)
+    processes = [
+        multiprocessing.Process(
+            target=_serve, args=(func, initializer, initargs, inbox, outbox), daemon=True
+        )
+        for _ in range(workers)
+    ]
+    for _ in processes:
+        inbox.put(None)
+    for process in processes:
+        process.start()
+    finished = 0
+    try:
+        received = 0
+        while received < len(tasks):
+            try:
+                kind, value = outbox.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                _check_alive(processes, finished, label)
+                continue
+            if kind == _DONE:
+                finished += 1
+                continue
+            received += 1
+            yield value
+    finally:
+        # Tasks left in the queue must not keep this process from exiting.
+        inbox.cancel_join_thread()
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join()
+
+
+def _check_alive(processes, finished, label):
+    dead = [p for p in processes if p.exitcode not in (None, 0)]
+    if dead:
+        raise UserError(
+            "a %s worker process died (%s) before finishing its work: out of memory, or "
+            "a full disk under a memory-mapped file? Rerun with --workers 1 to see the "
+            "error in the stage itself" % (label, describe_exit(dead[0].exitcode))
+        )
+    if finished == len(processes):
+        raise UserError("%s workers finished without returning every result" % label)
