@@ -13,13 +13,20 @@ OUT/predictions/<event>/<name>.txt, the WIDER FACE evaluation's format.
 
 import os
 
+import numpy as np
+
 from data_scripts.widerface.predictions import write_image_predictions
 from models.retinaface import postprocess
 from models.retinaface.priors import prior_box
-from zoostage import infer
+from zoostage import cli, infer
 from zoostage.errors import UserError
 
 PREDICTIONS = "predictions"
+# Faces kept for the report's figure (the evaluate stage draws them): the first images
+# with a face at or above this score, their faces with landmarks.
+FACES_FILE = "faces.json"
+FIGURE_SCORE = 0.5
+FIGURE_IMAGES = 6
 
 
 class RetinaFaceTask(infer.Task):
@@ -34,6 +41,7 @@ class RetinaFaceTask(infer.Task):
             raise UserError(str(error)) from None
         self.priors = prior_box(store.input_hw)
         self.root = None
+        self.faces = {}
 
     def check_outputs(self, outputs, model_path):
         super(RetinaFaceTask, self).check_outputs(outputs, model_path)
@@ -47,7 +55,7 @@ class RetinaFaceTask(infer.Task):
 
     def detect(self, record, outputs):
         loc, conf, landms = outputs
-        dets, _ = postprocess.detect(
+        dets, points = postprocess.detect(
             loc,
             conf,
             landms,
@@ -57,6 +65,13 @@ class RetinaFaceTask(infer.Task):
             top_k=self.args.top_k,
             keep_top_k=self.args.keep_top_k,
         )
+        confident = dets[:, 4] >= FIGURE_SCORE
+        if len(self.faces) < FIGURE_IMAGES and confident.any():
+            rows = np.concatenate([dets[confident], points[confident]], axis=1)
+            self.faces[record["id"]] = {
+                "file": record.get("file") or record["id"] + ".jpg",
+                "faces": [[round(float(v), 2) for v in row] for row in rows],
+            }
         return dets
 
     def settings(self):
@@ -75,6 +90,12 @@ class RetinaFaceTask(infer.Task):
 
     def write(self, record, detections):
         write_image_predictions(self.root, record["id"], detections)
+
+    def finish(self, out):
+        cli.write_json(
+            os.path.join(out, FACES_FILE),
+            {"score_threshold": FIGURE_SCORE, "images": self.faces},
+        )
 
 
 def build_parser():
