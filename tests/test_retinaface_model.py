@@ -542,3 +542,98 @@ def run_infer(out, model, data, *extra):
         ["--out", str(out), "--model", str(model), "--data", str(data), *extra]
     )
     return infer.run(args, infer_stage.RetinaFaceTask)
+
+
+# -- compile: the seed's precision ---------------------------------------------------------
+
+
+def test_seed_compiles_with_torch_aies_default_precision(tmp_path, monkeypatch):
+    """inference.py l.34-35 (AscendIE/TorchAIE/built-in/cv/face/retinaface) calls
+    torch_aie.compile(model, inputs=[torch_aie.Input((1, 3, 1000, 1000), ...)]) with no
+    precision_policy: the recipe's default precision passes none either."""
+    import sys
+    import types
+
+    from zoostage.backends import get_backend
+    from zoostage.recipe import load_recipe
+
+    assert load_recipe("retinaface").params["precision"] == "default"
+    calls = {}
+
+    class Compiled:
+        def save(self, path):
+            calls["saved"] = path
+
+    def compile_(model, **kwargs):
+        calls.update(kwargs)
+        return Compiled()
+
+    fake = types.ModuleType("torch_aie")
+    fake._enums = types.SimpleNamespace(
+        PrecisionPolicy=types.SimpleNamespace(FP16="fp16-policy", FP32="fp32-policy")
+    )
+    fake.Input = lambda shape: ("Input", shape)
+    fake.compile = compile_
+    fake.set_device = lambda index: None
+    monkeypatch.setitem(sys.modules, "torch_aie", fake)
+    monkeypatch.setitem(sys.modules, "torch_aie._enums", fake._enums)
+    torch.jit.trace(torch.nn.Conv2d(3, 2, 1), torch.randn(1, 3, 4, 4)).save(str(tmp_path / "m.ts"))
+    backend = get_backend("aie", device="npu:0")
+    facts = backend.compile(
+        str(tmp_path / "m.ts"), str(tmp_path / "c.ts"), [1, 3, 4, 4], precision="default"
+    )
+    assert "precision_policy" not in calls and calls["inputs"] == [("Input", (1, 3, 4, 4))]
+    assert facts["precision"] == "default (torch_aie's own)"
+    backend.compile(str(tmp_path / "m.ts"), str(tmp_path / "d.ts"), [1, 3, 4, 4], precision="fp32")
+    assert calls["precision_policy"] == "fp32-policy"
+
+
+# -- both profiles, end to end ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_both_profiles_run_end_to_end_on_generated_data(tmp_path, monkeypatch, capfd):
+    from data_scripts.widerface.sample import make_sample
+    from zoobox.core.errors import StageStopped
+    from zoobox.jobs.run import run_and_summarize
+    from zoobox.run.session import build_engine, settings_from
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = tmp_path / "wider"
+    make_sample(str(data), events=2, per_event=2)
+
+    def run(**params):
+        engine = build_engine(
+            settings_from({"zoobox": {"echo": False}}),
+            "retinaface",
+            data=str(data),
+            artifacts=str(tmp_path / "art"),
+            runner="host",
+            backend="torchscript",
+            params=dict(params, allow_random=True, input_size=SIZE),
+        )
+        return run_and_summarize(engine, show=False)
+
+    result, summary = run()
+    assert summary["profile"] == "seed"
+    infer_record = json.loads((result.stage_dir("infer") / "infer.json").read_text())
+    assert infer_record["postprocess"]["profile"] == "seed"
+    assert infer_record["postprocess"]["top_k"] == 0
+    store = json.loads((result.stage_dir("data") / "index.json").read_text())
+    assert store["interpolation"] == "INTER_NEAREST"
+
+    result, summary = run(profile="upstream", top_k=5000, keep_top_k=750)
+    assert summary["profile"] == "upstream"
+    rows = dict((r["metric"], r) for r in summary["rows"])
+    assert rows["easy"]["note"] == "published for the seed profile only"
+    infer_record = json.loads((result.stage_dir("infer") / "infer.json").read_text())
+    assert infer_record["postprocess"]["keep_top_k"] == 750
+    store = json.loads((result.stage_dir("data") / "index.json").read_text())
+    assert store["interpolation"] == "INTER_LINEAR"
+    assert result.plans[0].action == "skip"  # the weights do not depend on the profile
+
+    capfd.readouterr()
+    with pytest.raises(StageStopped):
+        run(top_k=5000)  # the seed cuts nothing: refused, one line
+    err = [line for line in capfd.readouterr().out.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "profile=upstream" in err[0]

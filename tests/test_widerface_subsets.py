@@ -150,3 +150,12 @@ def test_prepare_stage_present_subset_records_the_choice(root, tmp_path):
     assert [r["id"] for r in store.records] == [i for k, i in enumerate(dataset.ids) if k != 3]
     assert store.index["selection"]["missing"] == 1
     assert store.index["selection"]["subset"] == "present"
+
+
+def test_a_subset_report_says_it_is_not_the_full_set_number():
+    from zoostage.report import subset_note
+
+    assert subset_note(16, 3226) == (
+        "sample of 16 images: not the full-set number (published over 3226)"
+    )
+    assert subset_note(3226, 3226) is None and subset_note(5, None) is None

@@ -91,8 +91,6 @@ def run_demo(settings: dict, artifacts=None, weights=None, force=False):
         manifest = _last_weights(engine)
         if manifest:
             print(first_line(manifest, images, data))
-        # The engine's own first line (runner, backend and why) comes again just below.
-        lines = fetched.getvalue().splitlines(keepends=True)
-        print("".join(line for line in lines if not line.startswith("zoobox ")), end="")
+        print(fetched.getvalue(), end="")  # the engine's line: runner, backend and why
     engine.options.force = tuple(n for n in engine.options.force if n != "weights")
     return run_and_summarize(engine)[0]
