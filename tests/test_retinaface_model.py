@@ -301,6 +301,22 @@ def test_seed_has_no_cuts_upstream_cuts_are_options():
         check_cuts("mine", 0, 0)
 
 
+def test_result_lines_are_the_seeds(tmp_path):
+    """postprocess.py l.115-120 (the seed) writes each row `box` of its float32 dets as
+    int(box[0]), int(box[1]), int(box[2]) - int(box[0]), int(box[3]) - int(box[1]) and
+    str(box[4]): truncation toward zero, and the float32's own shortest text."""
+    dets = np.array([[10.7, 20.2, 30.9, 40.5, 0.1], [-0.5, 3.99, 7.0, 8.0, 0.30000001]], np.float32)
+    write_image_predictions(str(tmp_path), "0--Parade/img_2", dets)
+    lines = (tmp_path / "0--Parade" / "img_2.txt").read_text().splitlines()
+    seed = [
+        "%d %d %d %d %s"
+        % (int(b[0]), int(b[1]), int(b[2]) - int(b[0]), int(b[3]) - int(b[1]), str(b[4]))
+        for b in dets
+    ]
+    assert lines == ["img_2", "2", *seed]
+    assert lines[2:] == ["10 20 20 20 0.1", "0 3 7 5 0.3"]  # not repr(float): 0.10000000149...
+
+
 def test_no_detections_writes_empty_file(tmp_path):
     dets, points = _run([[0, 0, 10, 10]], [0.01])
     assert dets.shape == (0, 5) and points.shape == (0, 10)

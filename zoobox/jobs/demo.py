@@ -92,5 +92,9 @@ def run_demo(settings: dict, artifacts=None, weights=None, force=False):
         if manifest:
             print(first_line(manifest, images, data))
         print(fetched.getvalue(), end="")  # the engine's line: runner, backend and why
-    engine.options.force = tuple(n for n in engine.options.force if n != "weights")
+    # The weights just ran: forcing them again would fetch twice.
+    forced = engine.options.force
+    if "*" in forced:
+        forced = tuple(engine.recipe.stage_names)
+    engine.options.force = tuple(n for n in forced if n != "weights")
     return run_and_summarize(engine)[0]
