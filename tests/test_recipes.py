@@ -11,6 +11,7 @@ import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -79,13 +80,16 @@ def test_parameters_are_checked_before_anything_runs():
         "batch_size": (-1, "an integer >= 1"),
         "input_size": ("abc", "an integer >= 32"),
         "skip_bad": ("maybe", "true or false"),
-        "precision": ("int8", "one of fp16, fp32"),
+        "precision": ("int8", "one of default, fp16, fp32"),
         "limit": (True, "an integer >= 0"),  # YAML `true` is not a count
         "workers": (1.5, "an integer"),
     }
     for name, (value, says) in cases.items():
         with pytest.raises(UserError, match=says):
             resolve_params(recipe, {name: value})
+    # A path parameter is made absolute where the command was typed.
+    found = resolve_params(recipe, {"image_list": "lists/few.txt"})["image_list"]
+    assert found == str((Path.cwd() / "lists" / "few.txt").resolve())
     with pytest.raises(UserError, match=r"no parameter\(s\) \['batch'\]"):
         resolve_params(recipe, {"batch": 2})
 

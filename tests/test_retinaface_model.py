@@ -20,7 +20,7 @@ from models.retinaface import CFG_MNET, MEAN_BGR  # noqa: E402
 from models.retinaface import export as export_stage  # noqa: E402
 from models.retinaface import infer as infer_stage  # noqa: E402
 from models.retinaface.net import RetinaFace, build_model  # noqa: E402
-from models.retinaface.postprocess import decode_landmarks, detect  # noqa: E402
+from models.retinaface.postprocess import check_cuts, decode_landmarks, detect  # noqa: E402
 from models.retinaface.priors import prior_box, prior_count  # noqa: E402
 from tests.conftest import run_stage  # noqa: E402
 from zoostage import infer  # noqa: E402
@@ -278,13 +278,43 @@ def test_nms_suppresses_overlaps_with_inclusive_pixels():
     )
 
 
-def test_top_k_and_keep_top_k():
-    boxes = [[10 * i, 0, 10 * i + 5, 5] for i in range(8)]
-    scores = [0.1 + 0.1 * i for i in range(8)]
+def test_seed_has_no_cuts_upstream_cuts_are_options():
+    # 800 separate boxes (no overlaps): every one survives NMS in the seed profile --
+    # the seed's postprocess.py cuts nothing (its "keep top-K" comment cuts nothing).
+    boxes = [
+        [(i % 40) * 2.5, (i // 40) * 5, (i % 40) * 2.5 + 1, (i // 40) * 5 + 1] for i in range(800)
+    ]
+    scores = np.linspace(0.99, 0.03, 800)
+    dets, _ = _run(boxes, scores)
+    assert len(dets) == 800
+    # test_widerface.py's commented-out cuts, enabled as options: 5000 before NMS (here
+    # 5) and 750 after (here 3).
     dets, _ = _run(boxes, scores, top_k=5)
-    np.testing.assert_allclose(dets[:, 4], [0.8, 0.7, 0.6, 0.5, 0.4], rtol=1e-6)
+    np.testing.assert_allclose(dets[:, 4], scores[:5], rtol=1e-6)
     dets, _ = _run(boxes, scores, keep_top_k=3)
-    np.testing.assert_allclose(dets[:, 4], [0.8, 0.7, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(dets[:, 4], scores[:3], rtol=1e-6)
+    check_cuts("upstream", 5000, 750)
+    check_cuts("seed", 0, 0)
+    with pytest.raises(ValueError, match="profile=upstream"):
+        check_cuts("seed", 5000, 0)
+    with pytest.raises(ValueError, match="profile"):
+        check_cuts("mine", 0, 0)
+
+
+def test_result_lines_are_the_seeds(tmp_path):
+    """postprocess.py l.115-120 (the seed) writes each row `box` of its float32 dets as
+    int(box[0]), int(box[1]), int(box[2]) - int(box[0]), int(box[3]) - int(box[1]) and
+    str(box[4]): truncation toward zero, and the float32's own shortest text."""
+    dets = np.array([[10.7, 20.2, 30.9, 40.5, 0.1], [-0.5, 3.99, 7.0, 8.0, 0.30000001]], np.float32)
+    write_image_predictions(str(tmp_path), "0--Parade/img_2", dets)
+    lines = (tmp_path / "0--Parade" / "img_2.txt").read_text().splitlines()
+    seed = [
+        "%d %d %d %d %s"
+        % (int(b[0]), int(b[1]), int(b[2]) - int(b[0]), int(b[3]) - int(b[1]), str(b[4]))
+        for b in dets
+    ]
+    assert lines == ["img_2", "2", *seed]
+    assert lines[2:] == ["10 20 20 20 0.1", "0 3 7 5 0.3"]  # not repr(float): 0.10000000149...
 
 
 def test_no_detections_writes_empty_file(tmp_path):
@@ -296,50 +326,52 @@ def test_no_detections_writes_empty_file(tmp_path):
     assert read_image_predictions(str(path)).shape == (0, 5)
 
 
-def _reference_detect(loc, conf, priors, height, width, resize):
-    """test_widerface.py's steps transcribed (decode, threshold, sort, py_cpu_nms, top-k)."""
+def _seed_postprocess(loc, conf, landms, priors, size, resize):
+    """The seed's postprocess.py (Ascend ModelZoo-PyTorch
+    AscendIE/TorchAIE/built-in/cv/face/retinaface/postprocess.py, lines 66-99) written out
+    with numpy in its operation order (it uses torch float32 tensors):
+      decode (Pytorch_Retinaface utils/box_utils.py): c = p_c + l_c * 0.1 * p_s,
+        s = p_s * exp(l_s * 0.2), x1 = c - s / 2, x2 = x1 + s;
+      boxes * 1000 / resize (resize: float32); landmarks p_c + l * 0.1 * p_s, same scaling;
+      inds = scores > 0.02; order = scores.argsort()[::-1] (no cut);
+      dets = hstack(boxes, scores).astype(float32); keep = py_cpu_nms(dets, 0.4);
+      dets[keep], landms[keep]."""
+    from tests.test_boxes import _py_cpu_nms
+
     v = CFG_MNET["variance"]
-    boxes = np.concatenate(
-        [
-            priors[:, :2] + loc[:, :2] * v[0] * priors[:, 2:],
-            priors[:, 2:] * np.exp(loc[:, 2:] * v[1]),
-        ],
-        axis=1,
-    )
-    boxes[:, :2] -= boxes[:, 2:] / 2
-    boxes[:, 2:] += boxes[:, :2]
-    boxes = boxes * np.array([width, height, width, height], np.float32) / resize
+    resize = np.float32(resize)
+    centers = priors[:, :2] + loc[:, :2] * v[0] * priors[:, 2:]
+    sizes = priors[:, 2:] * np.exp(loc[:, 2:] * v[1])
+    corner = centers - sizes / 2
+    boxes = np.concatenate([corner, corner + sizes], axis=1)
+    boxes = boxes * np.full(4, size, np.float32) / resize
+    points = priors[:, None, :2] + landms.reshape(-1, 5, 2) * v[0] * priors[:, None, 2:]
+    points = points.reshape(-1, 10) * np.full(10, size, np.float32) / resize
     scores = conf[:, 1]
     inds = np.where(scores > 0.02)[0]
-    boxes, scores = boxes[inds], scores[inds]
-    order = np.argsort(-scores, kind="stable")[:5000]
-    dets = np.hstack((boxes[order], scores[order, None])).astype(np.float32)
-    x1, y1, x2, y2 = dets[:, 0], dets[:, 1], dets[:, 2], dets[:, 3]
-    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order, keep = np.arange(len(dets)), []
-    while order.size > 0:
-        i = order[0]
-        keep.append(i)
-        w = np.maximum(0.0, np.minimum(x2[i], x2[order[1:]]) - np.maximum(x1[i], x1[order[1:]]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[order[1:]]) - np.maximum(y1[i], y1[order[1:]]) + 1)
-        inter = w * h
-        ovr = inter / (areas[i] + areas[order[1:]] - inter)
-        order = order[np.where(ovr <= 0.4)[0] + 1]
-    return dets[keep][:750]
+    boxes, points, scores = boxes[inds], points[inds], scores[inds]
+    order = scores.argsort()[::-1]
+    boxes, points, scores = boxes[order], points[order], scores[order]
+    dets = np.hstack((boxes, scores[:, np.newaxis])).astype(np.float32, copy=False)
+    keep = _py_cpu_nms(dets, 0.4)
+    return dets[keep, :], points[keep]
 
 
-def test_detect_matches_reference_transcription():
+def test_detect_is_the_seed_postprocess_step_by_step():
     rng = np.random.RandomState(0)
     priors = prior_box((SIZE, SIZE))
     n = len(priors)
     loc = rng.normal(0, 1, (n, 4)).astype(np.float32)
+    landms = rng.normal(0, 1, (n, 10)).astype(np.float32)
     logits = rng.normal(0, 3, (n, 2)).astype(np.float32)
-    conf = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    dets, _ = detect(loc, conf, np.zeros((n, 10)), priors, (SIZE, SIZE), scale=0.64)
-    expected = _reference_detect(loc, conf.astype(np.float32), priors, SIZE, SIZE, 0.64)
-    assert 10 < len(dets) <= 750
-    assert dets.shape == expected.shape
-    np.testing.assert_allclose(dets, expected, rtol=1e-5, atol=1e-3)
+    conf = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    conf[::7, 1] = conf[0, 1]  # ties: the order must follow the seed's own sort
+    resize = SIZE / 1024.0
+    dets, points = detect(loc, conf, landms, priors, (SIZE, SIZE), scale=resize)
+    expected, expected_points = _seed_postprocess(loc, conf, landms, priors, SIZE, resize)
+    assert len(dets) > 750  # more than the old keep_top_k: nothing is cut
+    np.testing.assert_array_equal(dets, expected)  # bit for bit, in the same order
+    np.testing.assert_array_equal(points, expected_points)
 
 
 # -- stages --------------------------------------------------------------------------------
@@ -526,3 +558,98 @@ def run_infer(out, model, data, *extra):
         ["--out", str(out), "--model", str(model), "--data", str(data), *extra]
     )
     return infer.run(args, infer_stage.RetinaFaceTask)
+
+
+# -- compile: the seed's precision ---------------------------------------------------------
+
+
+def test_seed_compiles_with_torch_aies_default_precision(tmp_path, monkeypatch):
+    """inference.py l.34-35 (AscendIE/TorchAIE/built-in/cv/face/retinaface) calls
+    torch_aie.compile(model, inputs=[torch_aie.Input((1, 3, 1000, 1000), ...)]) with no
+    precision_policy: the recipe's default precision passes none either."""
+    import sys
+    import types
+
+    from zoostage.backends import get_backend
+    from zoostage.recipe import load_recipe
+
+    assert load_recipe("retinaface").params["precision"] == "default"
+    calls = {}
+
+    class Compiled:
+        def save(self, path):
+            calls["saved"] = path
+
+    def compile_(model, **kwargs):
+        calls.update(kwargs)
+        return Compiled()
+
+    fake = types.ModuleType("torch_aie")
+    fake._enums = types.SimpleNamespace(
+        PrecisionPolicy=types.SimpleNamespace(FP16="fp16-policy", FP32="fp32-policy")
+    )
+    fake.Input = lambda shape: ("Input", shape)
+    fake.compile = compile_
+    fake.set_device = lambda index: None
+    monkeypatch.setitem(sys.modules, "torch_aie", fake)
+    monkeypatch.setitem(sys.modules, "torch_aie._enums", fake._enums)
+    torch.jit.trace(torch.nn.Conv2d(3, 2, 1), torch.randn(1, 3, 4, 4)).save(str(tmp_path / "m.ts"))
+    backend = get_backend("aie", device="npu:0")
+    facts = backend.compile(
+        str(tmp_path / "m.ts"), str(tmp_path / "c.ts"), [1, 3, 4, 4], precision="default"
+    )
+    assert "precision_policy" not in calls and calls["inputs"] == [("Input", (1, 3, 4, 4))]
+    assert facts["precision"] == "default (torch_aie's own)"
+    backend.compile(str(tmp_path / "m.ts"), str(tmp_path / "d.ts"), [1, 3, 4, 4], precision="fp32")
+    assert calls["precision_policy"] == "fp32-policy"
+
+
+# -- both profiles, end to end ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_both_profiles_run_end_to_end_on_generated_data(tmp_path, monkeypatch, capfd):
+    from data_scripts.widerface.sample import make_sample
+    from zoobox.core.errors import StageStopped
+    from zoobox.jobs.run import run_and_summarize
+    from zoobox.run.session import build_engine, settings_from
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = tmp_path / "wider"
+    make_sample(str(data), events=2, per_event=2)
+
+    def run(**params):
+        engine = build_engine(
+            settings_from({"zoobox": {"echo": False}}),
+            "retinaface",
+            data=str(data),
+            artifacts=str(tmp_path / "art"),
+            runner="host",
+            backend="torchscript",
+            params=dict(params, allow_random=True, input_size=SIZE),
+        )
+        return run_and_summarize(engine, show=False)
+
+    result, summary = run()
+    assert summary["profile"] == "seed"
+    infer_record = json.loads((result.stage_dir("infer") / "infer.json").read_text())
+    assert infer_record["postprocess"]["profile"] == "seed"
+    assert infer_record["postprocess"]["top_k"] == 0
+    store = json.loads((result.stage_dir("data") / "index.json").read_text())
+    assert store["interpolation"] == "INTER_NEAREST"
+
+    result, summary = run(profile="upstream", top_k=5000, keep_top_k=750)
+    assert summary["profile"] == "upstream"
+    rows = dict((r["metric"], r) for r in summary["rows"])
+    assert rows["easy"]["note"] == "published for the seed profile only"
+    infer_record = json.loads((result.stage_dir("infer") / "infer.json").read_text())
+    assert infer_record["postprocess"]["keep_top_k"] == 750
+    store = json.loads((result.stage_dir("data") / "index.json").read_text())
+    assert store["interpolation"] == "INTER_LINEAR"
+    assert result.plans[0].action == "skip"  # the weights do not depend on the profile
+
+    capfd.readouterr()
+    with pytest.raises(StageStopped):
+        run(top_k=5000)  # the seed cuts nothing: refused, one line
+    err = [line for line in capfd.readouterr().out.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "profile=upstream" in err[0]

@@ -691,7 +691,10 @@ def test_prepare_stage_end_to_end(sample_root, tmp_path):
         image = cv2.imread(dataset.image_path(i))
         h, w = image.shape[:2]
         scale = 640.0 / max(h, w)
-        expected = cv2.resize(image, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        # The seed profile (the default): data_preprocess.py's INTER_NEAREST.
+        expected = cv2.resize(
+            image, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST
+        )
         vh, vw = expected.shape[:2]
         assert (vh, vw) == (round(h * scale), round(w * scale))
         assert max(vh, vw) == 640
@@ -722,7 +725,7 @@ def test_prepare_stage_end_to_end(sample_root, tmp_path):
                     fed[:, :, vw:].shape,
                 ),
             )
-    assert "preprocessed 12 of 12" in proc.stdout
+    assert "preprocessed 12 of 12" in proc.stdout and "INTER_NEAREST" in proc.stdout
 
     limited = str(tmp_path / "limited")
     proc = run_stage(
@@ -738,9 +741,20 @@ def test_prepare_stage_end_to_end(sample_root, tmp_path):
         5,
         "--workers",
         1,
+        "--profile",
+        "upstream",
     )
     assert proc.returncode == 0, proc.stderr
-    assert [r["id"] for r in Store(limited).records] == dataset.ids[:5]
+    store = Store(limited)
+    # 5 of 12 spread over the ground-truth order: positions 0, 2, 4, 7, 9 (k * 12 // 5),
+    # so all three events, not the first five images (two events).
+    assert [r["id"] for r in store.records] == [dataset.ids[i] for i in (0, 2, 4, 7, 9)]
+    assert store.index["interpolation"] == "INTER_LINEAR"
+    image = cv2.imread(dataset.image_path(2))
+    scale = 320.0 / max(image.shape[:2])
+    linear = cv2.resize(image, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    vh, vw = linear.shape[:2]
+    np.testing.assert_array_equal(np.asarray(store.pixels[1])[:vh, :vw], linear)
 
 
 @pytest.mark.skipif(
@@ -819,7 +833,7 @@ def test_prepare_image_is_picklable_and_matches_the_resize(sample_root):
 
     dataset = layout.load(sample_root)
     assert pickle.loads(pickle.dumps(prepare.prepare_image)) is prepare.prepare_image
-    items = prepare.items_for(dataset, 1000, limit=2)
+    items = prepare.items_for(dataset, 1000, [0, 1])
     pixels, meta = prepare.prepare_image(items[0])
     assert max(pixels.shape[:2]) == 1000 and pixels.dtype == np.uint8
     assert meta["id"] == dataset.ids[0] and meta["scale"] == 1000.0 / max(meta["orig_hw"])

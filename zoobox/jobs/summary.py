@@ -40,6 +40,8 @@ HEADER = ["recipe", "backend", "device", "metric", "measured vs published", "ima
 def render_summary(report_dir: Path) -> str:
     summary = json.loads((Path(report_dir) / "summary.json").read_text())
     text = table(summary_rows(summary), HEADER)
+    if summary.get("subset"):
+        text += f"\n{summary['subset']}"
     if summary.get("weights") == "random":
         text += (
             "\nweights: seeded random initialisation -- accuracy is not meaningful; "

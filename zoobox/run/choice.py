@@ -2,7 +2,9 @@
 
 docker when an engine answers and NPU devices exist (the containers are for the NPU
 stacks); otherwise host. The recipe's NPU backend when NPU devices exist, else its CPU
-backend. Each can be forced.
+backend; a recipe that lists several CPU backends (`cpu: [onnxruntime, torchscript]`)
+gets the fastest measured on this machine (zoobox.run.speed) when its stages run on the
+host, else the first listed. Each can be forced.
 """
 
 from __future__ import annotations
@@ -45,6 +47,22 @@ def parse_devices(text) -> list[int]:
         raise UserError(f"--devices takes NPU ids like 0 or 0,1,2,3, not {text!r}") from None
 
 
+def cpu_candidates(backends: dict) -> list[str]:
+    """The recipe's CPU backends, in order of preference (one name or a list)."""
+    cpu = backends["cpu"]
+    return list(cpu) if isinstance(cpu, (list, tuple)) else [cpu]
+
+
+def _cpu_backend(backends: dict, runner: str, pick_cpu) -> tuple[str, str]:
+    candidates = cpu_candidates(backends)
+    if len(candidates) == 1:
+        return candidates[0], "no NPU devices (/dev/davinci*)"
+    if runner != "host" or pick_cpu is None:
+        return candidates[0], f"no NPU devices; the first CPU backend ({runner} runner)"
+    name, why = pick_cpu(candidates)
+    return name, f"no NPU devices; {why}"
+
+
 def choose(
     backends: dict,
     runner: str,
@@ -53,17 +71,14 @@ def choose(
     engine: ContainerEngine,
     npu: NpuHost,
     dry: bool = False,
+    pick_cpu=None,
 ) -> Choice:
+    """`pick_cpu(candidates) -> (name, why)` chooses among several CPU backends."""
     if runner not in RUNNERS:
         raise UserError(f"unknown runner {runner!r} (choose from {', '.join(RUNNERS)})")
-    reasons = []
-    if backend == "auto":
-        backend = backends["npu"] if npu.present else backends["cpu"]
-        reasons.append(
-            f"NPU devices {npu.devices}" if npu.present else "no NPU devices (/dev/davinci*)"
-        )
-    elif backend not in BACKENDS:
+    if backend != "auto" and backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r} (choose from auto, {', '.join(BACKENDS)})")
+    reasons = []
     if runner == "auto":
         if engine.reachable and npu.present:
             runner = "docker"
@@ -75,6 +90,13 @@ def choose(
             )
     elif runner == "docker" and engine.reachable:
         reasons.append(f"Docker engine {engine.detail}")  # which engine runs the stages
+    if backend == "auto":
+        if npu.present:
+            backend = backends["npu"]
+            reasons.insert(0, f"NPU devices {npu.devices}")
+        else:
+            backend, why = _cpu_backend(backends, runner, pick_cpu)
+            reasons.insert(0, why)
     device_ids = parse_devices(devices)
     if not dry:
         if runner == "docker" and not engine.reachable:
@@ -87,7 +109,7 @@ def choose(
                 raise UserError(
                     f"backend {backend} needs an Ascend NPU, and this machine has "
                     "no /dev/davinci* devices; use --backend "
-                    f"{backends['cpu']} to run on the CPU"
+                    f"{cpu_candidates(backends)[0]} to run on the CPU"
                 )
             missing = [d for d in device_ids if d not in npu.devices]
             if missing:

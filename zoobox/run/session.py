@@ -11,7 +11,7 @@ from pathlib import Path
 
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO, default_cache
-from zoobox.core.recipe import load_recipe
+from zoobox.core.recipe import load_recipe, resolve_params
 from zoobox.hosts.probe import (
     ContainerEngine,
     NpuHost,
@@ -22,6 +22,7 @@ from zoobox.hosts.probe import (
 )
 from zoobox.run.choice import choose
 from zoobox.run.engine import Engine, Options, reads_dataset
+from zoobox.run.speed import fastest_cpu_backend
 from zoobox.runners.factory import make_runner
 
 DEFAULTS = {
@@ -82,6 +83,9 @@ def build_engine(
     probe_engine=container_engine,
 ) -> Engine:
     recipe = load_recipe(recipe_name)
+    overrides = dict(settings.get(recipe.name) or {})
+    overrides.update({k: v for k, v in (params or {}).items() if v is not None})
+    resolve_params(recipe, overrides)  # a bad value stops here, before anything is probed
     docker_settings = settings.get("docker") or {}
     npu = npu_host(
         dev_root=Path(docker_settings.get("dev_root") or "/dev"),
@@ -101,6 +105,7 @@ def build_engine(
         container,
         npu,
         dry=dry,
+        pick_cpu=lambda candidates: fastest_cpu_backend(recipe.name, candidates, dry=dry),
     )
     artifacts_dir = flag_path(artifacts) or setting_path(settings["artifacts"])
     cache = setting_path(settings.get("cache")) or default_cache() / "weights"
@@ -116,8 +121,6 @@ def build_engine(
     )
     if choice.npu and not dry:
         check_npu_access(npu, choice.devices, runner_obj)
-    overrides = dict(settings.get(recipe.name) or {})
-    overrides.update({k: v for k, v in (params or {}).items() if v is not None})
     options = Options(
         artifacts=artifacts_dir,
         cache=cache,

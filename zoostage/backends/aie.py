@@ -11,7 +11,9 @@ import numpy as np
 from zoostage.backends.base import Backend as BaseBackend
 from zoostage.errors import UserError
 
-PRECISIONS = ("fp16", "fp32")
+# "default": pass no precision_policy, leaving torch_aie's own default -- what the
+# RetinaFace seed's inference.py does (`torch_aie.compile(model, inputs=[...])`).
+PRECISIONS = ("default", "fp16", "fp32")
 
 
 def _torch_aie():
@@ -60,22 +62,25 @@ class Backend(BaseBackend):
             raise UserError(
                 "precision must be one of %s, not %r" % (", ".join(PRECISIONS), precision)
             )
-        policy = _enums.PrecisionPolicy.FP16 if precision == "fp16" else _enums.PrecisionPolicy.FP32
+        options = {}
+        if precision != "default":
+            policy = _enums.PrecisionPolicy
+            options["precision_policy"] = policy.FP16 if precision == "fp16" else policy.FP32
         torch_aie.set_device(npu_index(self.device))
         model = torch.jit.load(source).eval()
         compiled = torch_aie.compile(
             model,
             inputs=[torch_aie.Input(tuple(int(v) for v in input_shape))],
-            precision_policy=policy,
             soc_version=soc_version,
             # The seeds compile the whole graph where possible and let torch run the rest.
             require_full_compilation=False,
             truncate_long_and_double=True,
             min_block_size=3,
+            **options,
         )
         compiled.save(target)
         return {
-            "precision": precision,
+            "precision": precision if precision != "default" else "default (torch_aie's own)",
             "soc_version": soc_version,
             "torch_aie": getattr(torch_aie, "__version__", "unknown"),
             "input_shape": [int(v) for v in input_shape],

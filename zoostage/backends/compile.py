@@ -115,7 +115,8 @@ def build_parser():
     )
     parser.add_argument(
         "--precision",
-        help="aie: fp16 (default) or fp32; om: ATC's --precision_mode (default allow_fp32_to_fp16)",
+        help="aie: fp16 (when not given), fp32, or default (torch_aie's own, no "
+        "precision_policy passed); om: ATC's --precision_mode (default allow_fp32_to_fp16)",
     )
     parser.add_argument("--soc-version", default="Ascend310P3")
     parser.add_argument("--device", default="cpu")
