@@ -26,15 +26,17 @@ from data_scripts.coco.sample import make_sample  # noqa: E402
 from models.common.boxes import encode_deltas  # noqa: E402
 from models.retinanet import PIXEL_MEAN_BGR, PIXEL_STD_BGR, checkpoint, net  # noqa: E402  # noqa: E402
 from models.retinanet import anchors as anchor_lib  # noqa: E402
+from models.retinanet.train import backbone as backbone_lib  # noqa: E402
 from models.retinanet.train import (  # noqa: E402
     checkpoints,
+    evaluation,
     launch,
     losses,
     schedule,
     targets,
-    worker,
 )
 from models.retinanet.train import data as data_lib  # noqa: E402
+from models.retinanet.train import summary as summary_lib  # noqa: E402
 from tests.conftest import REPO, stage_env  # noqa: E402
 from zoostage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
 
@@ -276,12 +278,12 @@ def _caffe2_name(key):
 
 
 def test_msra_caffe2_backbone_names_load_and_torchvision_is_refused(tmp_path):
-    assert checkpoints.caffe2_to_detectron2("conv1_w") == "stem.conv1.weight"
-    assert checkpoints.caffe2_to_detectron2("res_conv1_bn_b") == "stem.conv1.norm.bias"
-    assert checkpoints.caffe2_to_detectron2("res2_0_branch2a_bn_s") == "res2.0.conv1.norm.weight"
-    assert checkpoints.caffe2_to_detectron2("res5_2_branch2c_w") == "res5.2.conv3.weight"
-    assert checkpoints.caffe2_to_detectron2("res4_0_branch1_w") == "res4.0.shortcut.weight"
-    assert checkpoints.caffe2_to_detectron2("fc1000_w") is None
+    assert backbone_lib.caffe2_to_detectron2("conv1_w") == "stem.conv1.weight"
+    assert backbone_lib.caffe2_to_detectron2("res_conv1_bn_b") == "stem.conv1.norm.bias"
+    assert backbone_lib.caffe2_to_detectron2("res2_0_branch2a_bn_s") == "res2.0.conv1.norm.weight"
+    assert backbone_lib.caffe2_to_detectron2("res5_2_branch2c_w") == "res5.2.conv3.weight"
+    assert backbone_lib.caffe2_to_detectron2("res4_0_branch1_w") == "res4.0.shortcut.weight"
+    assert backbone_lib.caffe2_to_detectron2("fc1000_w") is None
     source = net.build_model(seed=5)
     inverse = {}
     for key, value in source.backbone.bottom_up.state_dict().items():
@@ -293,19 +295,21 @@ def test_msra_caffe2_backbone_names_load_and_torchvision_is_refused(tmp_path):
     with open(str(path), "wb") as handle:
         pickle.dump(inverse, handle)  # ImageNet .pkl files are flat (detection ones: "blobs")
     target = net.build_model(seed=6)
-    notes = checkpoints.load_backbone(target, str(path))
+    notes = backbone_lib.load_backbone(target, str(path))
     assert notes["format"] == "caffe2 (MSRA)" and "fc1000_w" in notes["ignored"]
     mine, theirs = target.state_dict(), source.state_dict()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine if k.startswith("backbone.bottom_up."))
     assert not torch.equal(mine["head.cls_score.weight"], theirs["head.cls_score.weight"])
-    frozen = checkpoints.freeze(target)
+    frozen = backbone_lib.freeze(target)
     trainable = {n for n, p in target.named_parameters() if p.requires_grad}
     assert frozen > 0 and "backbone.bottom_up.res3.0.conv1.weight" in trainable
     assert not any(
         n.startswith(("backbone.bottom_up.stem", "backbone.bottom_up.res2")) for n in trainable
     )
     with pytest.raises(UserError, match="torchvision"):
-        checkpoints.backbone_state({"conv1.weight": 0, "bn1.weight": 0, "layer1.0.conv1.weight": 0})
+        backbone_lib.backbone_state(
+            {"conv1.weight": 0, "bn1.weight": 0, "layer1.0.conv1.weight": 0}
+        )
 
 
 # -- end to end on the generated sample ----------------------------------------------------
@@ -315,7 +319,7 @@ def calibrated_backbone(path, root):
     dataset = data_lib.TrainDataset(records, SIZE, SIZE)
     batch = data_lib.Collate()([dataset[(i, False)] for i in range(len(records))])
     x = data_lib.to_input(batch["pixels"], batch["valid_hw"], "cpu")
-    torch.save(checkpoints.calibrated_backbone(x), str(path))  # keys stem.*, res2.* ...
+    torch.save(backbone_lib.calibrated_backbone(x), str(path))  # keys stem.*, res2.* ...
     return path
 
 
@@ -534,21 +538,29 @@ def test_user_errors_are_one_line(tmp_path, sample):
 
 
 def test_evaluation_scores_the_trained_model(trained, sample):
+    """The training's evaluation is the inference recipe's data -> infer -> evaluate."""
     model = net.build_model(seed=0)
     checkpoint.load_weights(model, str(trained["out"] / "model_final.pth"))
-    config = {
-        "data": str(sample),
+    settings = {
+        "root": str(sample),
         "out": str(trained["out"]),
-        "eval_input_size": SIZE,
-        "eval_min_size": SIZE,
-        "eval_max_size": SIZE,
+        "input_size": SIZE,
+        "min_size": SIZE,
+        "max_size": SIZE,
+        "profile": "seed",
     }
-    result = worker.evaluate_coco(model, config, torch.device("cpu"))
+    result = evaluation.evaluate(model, settings, torch.device("cpu"))
     assert result["images"] == 2 and set(result["metrics"]) >= {"AP", "AP50"}
-    rows = launch.compare(
-        {"world_size": 1, "eval": result, "iterations": 1, "total_iterations": 1,
-         "device_type": "cpu", "device_name": "cpu", "images_per_s": 3.4},
-        launch.published_numbers(str(REPO / "models" / "retinanet" / "recipe.yaml")),
-    )  # fmt: skip
+    assert result["profile"] == "seed"
+    written = json.loads((trained["out"] / "eval" / "metrics.json").read_text())
+    assert written["metrics"] == result["metrics"]
+    published = summary_lib.published_numbers(str(REPO / "models" / "retinanet" / "recipe.yaml"))
+    run = {"world_size": 1, "eval": result, "iterations": 1, "total_iterations": 1,
+           "device_type": "cpu", "device_name": "cpu", "images_per_s": 3.4}  # fmt: skip
+    # The seed's 1-device row was measured after 1 epoch: a 1-epoch run is compared ...
+    rows = summary_lib.compare(dict(run, epochs=1), published)
     assert rows[0]["published"] == 36.6 and rows[0]["status"] == "subset (2 images)"
     assert rows[1]["published"] == 17 and rows[1]["ratio"] == pytest.approx(0.2)
+    # ... a 12-epoch run is not.
+    rows = summary_lib.compare(dict(run, epochs=12), published)
+    assert rows[0]["status"] == "published after 1 epochs, this run has 12: not compared"
