@@ -99,6 +99,22 @@ def keep_scored(boxes, scores, labels, score_thresh=SCORE_THRESH):
     return boxes[keep], scores[keep], labels[keep]
 
 
+def seed_nms(boxes, scores, classes, max_per_class=TOPK_PER_CLASS):
+    """Steps 4-5 on (row, class) candidates given in (row, class) order.
+
+    boxes (N, 4) and scores (N,) float32 are rounded to float16 (`.half()`), scores not
+    above 0.05 dropped, then BatchMultiClassNMS (IoU 0.5, 200 per class, 100 in all).
+    Returns (boxes (D, 4), scores (D,), labels (D,)): float16 values as float32.
+    """
+    boxes16 = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).astype(np.float16)
+    scores16 = np.asarray(scores, dtype=np.float32).reshape(-1).astype(np.float16)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    above = scores16.astype(np.float32) > np.float32(SCORE_THRESH)
+    boxes16, scores16, classes = boxes16[above], scores16[above], classes[above]
+    keep = multiclass_nms(boxes16, scores16, classes, NMS_THRESH, max_per_class, MAX_DETECTIONS)
+    return boxes16[keep].astype(np.float32), scores16[keep].astype(np.float32), classes[keep]
+
+
 class SeedPostprocessor(object):
     """Steps 1-5 for one network input size (anchors cached); see the module docstring."""
 
@@ -115,19 +131,6 @@ class SeedPostprocessor(object):
         # Rows of the NMS input per level: min(200, anchors of the level) (seed_graph too).
         self.level_rows = [min(self.topk, len(a)) for a in self.level_anchors]
         self.num_rows = int(sum(self.level_rows))
-
-    def _nms(self, boxes, scores, classes):
-        """Steps 4-5 on candidates in (row, class) order: (boxes, scores, labels)."""
-        boxes16 = np.asarray(boxes, dtype=np.float32).astype(np.float16)
-        scores16 = np.asarray(scores, dtype=np.float32).astype(np.float16)
-        above = scores16.astype(np.float32) > np.float32(SCORE_THRESH)
-        boxes16, scores16, classes = boxes16[above], scores16[above], classes[above]
-        keep = multiclass_nms(boxes16, scores16, classes, NMS_THRESH, self.topk, MAX_DETECTIONS)
-        return (
-            boxes16[keep].astype(np.float32),
-            scores16[keep].astype(np.float32),
-            np.asarray(classes, dtype=np.int64)[keep],
-        )
 
     def detect(self, cls_logits, box_deltas):
         """One image's detections from dense outputs: (boxes (D, 4) in input pixels,
@@ -164,8 +167,11 @@ class SeedPostprocessor(object):
         rows = np.concatenate(rows_all)
         classes = np.concatenate(classes_all)
         order = np.lexsort((classes, rows))
-        return self._nms(
-            np.concatenate(boxes_all)[order], np.concatenate(scores_all)[order], classes[order]
+        return seed_nms(
+            np.concatenate(boxes_all)[order],
+            np.concatenate(scores_all)[order],
+            classes[order],
+            self.topk,
         )
 
     def _check(self, found, want):
@@ -201,4 +207,4 @@ class SeedPostprocessor(object):
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         classes = np.tile(np.arange(self.num_classes), self.num_rows)
-        return self._nms(boxes, scores, classes)
+        return seed_nms(boxes, scores, classes, self.topk)
