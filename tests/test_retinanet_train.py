@@ -312,6 +312,32 @@ def test_msra_caffe2_backbone_names_load_and_torchvision_is_refused(tmp_path):
         )
 
 
+def test_calibrated_random_init_starts_at_the_prior(sample):
+    """A random ResNet's identity FrozenBN lets features grow through 50 layers on
+    mean-subtracted input, so the head's sigmoid starts far above its prior of 0.01;
+    calibrated on real images (what the worker does without --weights) it starts there."""
+    records, _ = data_lib.load_split(str(sample), "val2017")
+    dataset = data_lib.TrainDataset(records, SIZE, SIZE)
+    batch = data_lib.Collate()([dataset[(i, False)] for i in range(len(records))])
+    x = data_lib.to_input(batch["pixels"], batch["valid_hw"], "cpu")
+    model = net.build_model(seed=0)
+    with torch.no_grad():
+        before = torch.sigmoid(model(x)[0]).mean().item()
+        layers = backbone_lib.calibrate(model.backbone.bottom_up, x)
+        after = torch.sigmoid(model(x)[0]).mean().item()
+    assert layers == 53  # the stem's and every block's convolutions (and shortcuts)
+    assert before > 0.1 and after < 0.03, (before, after)
+
+
+def test_old_pickled_training_checkpoint_is_named_not_called_damaged(tmp_path):
+    path = tmp_path / "iter_0000010.pth"
+    model = net.build_model(seed=0)
+    torch.save({"model": model.state_dict(), "rng": np.random.get_state()}, str(path))
+    with pytest.raises(UserError, match="Python objects besides tensors") as raised:
+        checkpoint.load_weights(model, str(path))
+    assert "truncated" not in str(raised.value)
+
+
 # -- end to end on the generated sample ----------------------------------------------------
 def calibrated_backbone(path, root):
     """The sample's calibrated random backbone, saved with detectron2 backbone keys."""
@@ -412,7 +438,23 @@ def test_two_processes_loss_falls_and_ranks_agree(trained):
     assert notes["keys"] == len(model.state_dict())
 
 
+def test_iteration_checkpoints_load_as_weights(trained):
+    """work/train/iter_*.pth hold the optimizer and RNG state too: --weights takes their
+    model part (the checkpoint at the last iteration is model_final.pth's weights)."""
+    work = trained["artifacts"] / "retinanet" / "work" / "train"
+    from_iter, from_final = net.build_model(seed=1), net.build_model(seed=2)
+    checkpoint.load_weights(from_iter, str(work / "iter_0000024.pth"))
+    checkpoint.load_weights(from_final, str(trained["out"] / "model_final.pth"))
+    a, b = from_iter.state_dict(), from_final.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = torch.load(str(work / "iter_0000024.pth"), weights_only=True)  # no code run
+    assert {"optimizer", "rng", "iteration"} <= set(state) and state["iteration"] == 24
+
+
 def test_trained_checkpoint_runs_through_retinanet_all(trained, sample, tmp_path):
+    """retinanet.all on the checkpoint, the seed profile by default, then
+    --param profile=upstream: the stages whose behaviour differs rerun, and the report
+    compares with that profile's published number (38.3, then 38.6)."""
     recipe = small_input_recipe(tmp_path)
     params = {
         "weights": str(trained["out"] / "model_final.pth"),
@@ -424,9 +466,21 @@ def test_trained_checkpoint_runs_through_retinanet_all(trained, sample, tmp_path
     assert [p.name for p in result.plans] == recipe.default_stages  # train is not in all
     assert all(p.action == "run" for p in result.plans)
     export = json.loads((result.stage_dir("export") / "export.json").read_text())
-    assert export["weights"] == "given"
+    assert export["weights"] == "given" and export["output_kind"] == "class_topk"
     metrics = json.loads((result.stage_dir("evaluate") / "metrics.json").read_text())
     assert metrics["images"] == 2 and metrics["metrics"]["AP"] is not None
+    report = json.loads((result.stage_dir("report") / "summary.json").read_text())
+    assert report["profile"] == "seed" and report["rows"][0]["published"] == 38.3
+    upstream = dict(params, profile="upstream")
+    result = _engine(sample, trained["artifacts"], [0], upstream, recipe).run()
+    actions = dict((p.name, p.action) for p in result.plans)
+    for name in ("data", "export", "infer", "evaluate", "report"):
+        assert actions[name] == "run", (name, actions)
+    assert actions["weights"] != "run"
+    export = json.loads((result.stage_dir("export") / "export.json").read_text())
+    assert export["output_kind"] == "topk" and export["profile"] == "upstream"
+    report = json.loads((result.stage_dir("report") / "summary.json").read_text())
+    assert report["profile"] == "upstream" and report["rows"][0]["published"] == 38.6
 
 
 def _launch_argv(root, out, work, *extra):

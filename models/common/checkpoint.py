@@ -37,6 +37,15 @@ def read_torch_checkpoint(path):
     try:
         data = torch.load(path, map_location="cpu")
     except Exception as error:  # torch raises many types for a damaged file
+        if "weights only" in str(error).lower():
+            # torch >= 2.6 loads weights_only by default: a file holding other Python
+            # objects is not damaged, it would run code from the file to load.
+            raise UserError(
+                "checkpoint %s holds Python objects besides tensors (e.g. a training "
+                "checkpoint with optimizer or numpy RNG state from an older version), which "
+                "torch will only load by running code from the file: load it yourself if you "
+                "trust it and torch.save its model state dict" % path
+            ) from None
         raise UserError(
             "cannot read checkpoint %s (truncated or not a torch file): %s"
             % (path, str(error).splitlines()[0] if str(error) else type(error).__name__)

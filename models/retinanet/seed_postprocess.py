@@ -5,30 +5,34 @@ Retinanet/Retinanet.diff (AscendIE/TorchAIE/built-in/cv/detection/Retinanet/Reti
 runs the same graph on Torch_AIE, swapping only the NMS operator's binding), then from
 Retinanet_postprocess.py on the host. Step by step, with where each is written:
 
-  Retinanet.diff, modeling/meta_arch/retinanet.py, inference_single_image, per level:
-    1. `predicted_prob = box_cls_i.sigmoid_()`: the scores of every (anchor, class), in
-       float32, with no score threshold first;
-    2. `torch.topk(predicted_prob, max_size_perclass=200, dim=0)`: per class, the level's
-       200 best anchors ([200, 80] scores and anchor indices);
-    3. `box_reg_i[indices]`, `anchors_i[indices]`, `apply_deltas(...).reshape(-1, 80, 4)`:
-       the boxes of those (anchor, class) pairs, decoded as detectron2 does
-       (box_regression.py in the diff: weights (1, 1, 1, 1), dw / dh clamped at
+  Retinanet.diff (diff line numbers), modeling/meta_arch/retinanet.py,
+  inference_single_image, per level:
+    1. `predicted_prob = box_cls_i.sigmoid_()` (l. 227): every (anchor, class) score,
+       in float32, with no score threshold first;
+    2. `torch.topk(predicted_prob, max_size_perclass=200, dim=0)` (l. 201, 228): per
+       class, the level's 200 best anchors ([200, 80] scores and anchor indices);
+    3. `box_reg_i[indices]`, `anchors_i[indices]`, `apply_deltas(...).reshape(-1, 80, 4)`
+       (l. 229-233): the boxes of those (anchor, class) pairs, decoded as detectron2 does
+       (box_regression.py, l. 82-129: weights (1, 1, 1, 1), dw / dh clamped at
        log(1000 / 16) from above only);
-  then `cat` over P3..P7: boxes [1000, 80, 4], scores [1000, 80] (row l * 200 + rank).
+  then `cat` over P3..P7 (l. 239-241): boxes [1000, 80, 4], scores [1000, 80] (row
+  l * 200 + rank).
   Retinanet.diff, layers/nms.py, batch_nms_op:
-    4. `.half()`: boxes and scores rounded to float16;
+    4. `.half()` (l. 59-60): boxes and scores rounded to float16;
     5. BatchMultiClassNMS(score_threshold 0.05, iou_threshold 0.5, max_size_per_class 200,
-       max_total_size 100) (torch.ops.aie.batch_nms in Retina_aie.diff): per class,
-       scores above 0.05, greedy NMS at IoU 0.5, at most 200 kept; then the best 100 over
-       all classes; outputs float16, cast back with `.float()`;
-  Retinanet.diff, forward: no detector_postprocess (no clipping, no empty-box filter).
-  Retinanet_postprocess.py:
-    6. postprocess_bboxes: every coordinate divided by one scale. get_info.py writes each
-       image's "width height" and the script reads them as (old_h, old_w), so the scale
-       it computes, new_w / old_w, is the resized height over the original height
-       (`seed_rescale`), applied to x and y alike; float32 arithmetic, no clipping;
-    7. detections with a score < 0.05 skipped; boxes to x, y, w, h; label k -> the k-th
-       COCO category id (postprocess.coco_results).
+       max_total_size 100) (l. 247; torch.ops.aie.batch_nms in Retina_aie.diff l. 28):
+       per class, scores above 0.05, greedy NMS at IoU 0.5, at most 200 kept; then the
+       best 100 over all classes; outputs float16, cast back with `.float()`;
+  Retinanet.diff, forward (l. 171-179): no detector_postprocess (no clipping, no
+  empty-box filter).
+  Retinanet_postprocess.py (its line numbers):
+    6. postprocess_bboxes (l. 72-94): every coordinate divided by one scale. get_info.py
+       (l. 43-44) writes each image's "width height" and the script reads them as
+       (old_h, old_w) (l. 132-134, 73), so the scale it computes, new_w / old_w, is the
+       resized height over the original height (`seed_rescale`), applied to x and y
+       alike; float32 arithmetic, no clipping;
+    7. (l. 173-186) detections with a score < 0.05 skipped; boxes to x, y, w, h; label k
+       -> the k-th COCO category id (postprocess.coco_results).
 
 `SeedPostprocessor.detect` runs steps 1-5 from the network's dense outputs;
 `detect_nms_inputs` runs steps 4-5 from what seed_graph.ClassTopK exports (steps 1-3 in
