@@ -39,10 +39,11 @@ SMALL = 64  # levels of 576, 144, 36, 9, 9 anchors: only P3 has more than 200
 
 
 # -- the seed's steps, written out ---------------------------------------------------------
-def stable_topk(prob, k):
-    """torch.topk(prob, k, dim=0), equal scores in anchor order (the seed leaves it open)."""
-    values, indices = torch.sort(prob, dim=0, descending=True, stable=True)
-    return values[:k], indices[:k]
+def stable_topk(logits, k):
+    """torch.topk(sigmoid(logits), k, dim=0), with the order the seed leaves open fixed:
+    equal scores by logit, then by anchor index."""
+    _, indices = torch.sort(logits, dim=0, descending=True, stable=True)
+    return torch.gather(logits.sigmoid(), 0, indices[:k]), indices[:k]
 
 
 SCALE_CLAMP = float(np.log(1000.0 / 16))
@@ -106,8 +107,8 @@ def seed_graph_reference(cls_logits, box_deltas, level_anchors, num_classes):
         box_cls_i = torch.from_numpy(cls_logits[start : start + n].copy())
         box_reg_i = torch.from_numpy(box_deltas[start : start + n].copy())
         start += n
-        predicted_prob = box_cls_i.sigmoid_()
-        predicted_prob, indices = stable_topk(predicted_prob, min(200, n))  # [top, K]
+        # predicted_prob = box_cls_i.sigmoid_(); torch.topk(predicted_prob, 200, dim=0)
+        predicted_prob, indices = stable_topk(box_cls_i, min(200, n))  # [top, K]
         indices = indices.flatten()
         box_reg_i = box_reg_i[indices]
         anchors = torch.from_numpy(anchors_i)[indices]
@@ -124,13 +125,16 @@ def seed_graph_reference(cls_logits, box_deltas, level_anchors, num_classes):
 
 # -- tests ---------------------------------------------------------------------------------
 def hand_made_outputs(num_classes=3, seed=0):
-    """Dense outputs at 64 x 64 with exact ties, float16 ties and many overlapping boxes."""
+    """Dense outputs at 64 x 64 with exact ties, float16 ties, saturated scores and many
+    overlapping boxes."""
     rng = np.random.RandomState(seed)
     total = anchor_lib.num_anchors((SMALL, SMALL))
     logits = rng.normal(-2.0, 1.5, (total, num_classes)).astype(np.float32)
     logits[10:40, 0] = 1.25  # exact ties inside one class, on P3 (more than 200 rows)
     logits[40:60, 1] = np.float32(0.5) + np.arange(20, dtype=np.float32) * 1e-5  # float16 ties
     logits[600:620, 2] = 3.0  # ties on P4
+    logits[100:110, 2] = 21.0 + np.arange(10, dtype=np.float32)  # all scores 1.0: by logit
+    assert (1.0 / (1.0 + np.exp(-logits[100:110, 2])) == 1.0).all()
     deltas = rng.normal(0.0, 0.3, (total, 4)).astype(np.float32)
     return logits, deltas
 

@@ -17,10 +17,13 @@ with seed_postprocess.SeedPostprocessor.detect_nms_inputs (float16 rounding and 
 operator's NMS). What leaves the device is 1.6 MB per image at 1344 (float32), against
 114 MB of dense outputs.
 
-Differences from the seed's graph, none of which changes a detection: batched (the seed
-traces one image); float32 outputs (the seed casts to float16 in the graph; the host
-does the same rounding); ties in topk as torch leaves them (the host re-sorts nothing
-here: a row's order among equal scores is the engine's, see seed_postprocess).
+Differences from the seed's graph, none of which changes which detections a correct
+reading of the seed allows: batched (the seed traces one image); the top-k taken of the
+logits, then the sigmoid (the seed: sigmoid, then top-k), which picks the same pairs and
+orders equal float32 scores (sigmoid saturates at 1.0 from logit ~17) by logit, where the
+seed leaves their order to the engine, so that this graph and the host's dense path
+agree; float32 outputs (the seed casts to float16 in the graph; the host does the same
+rounding).
 """
 
 import torch
@@ -74,10 +77,13 @@ class ClassTopK(nn.Module):
         for level, (level_logits, level_deltas) in enumerate(zip(logits, deltas)):
             k = self.topk[level]
             anchors = getattr(self, "anchors%d" % level)
-            best, index = level_logits.sigmoid().topk(k, dim=1)  # (N, k, K) per class
+            # topk of the logits, then their sigmoid: the pairs topk of the scores picks,
+            # with equal float32 scores (sigmoid saturates at 1.0) ordered by logit.
+            best, index = level_logits.topk(k, dim=1)  # (N, k, K): per class
+
             flat = index.reshape(index.shape[0], -1)  # (N, k * K), rank-major
             picked = torch.gather(level_deltas, 1, flat.unsqueeze(-1).expand(-1, -1, 4))
             level_boxes = decode(picked, anchors[flat])  # (N, k * K, 4)
             boxes.append(level_boxes.reshape(index.shape[0], k, self.num_classes, 4))
-            scores.append(best)
+            scores.append(best.sigmoid())
         return torch.cat(boxes, 1), torch.cat(scores, 1)

@@ -40,8 +40,10 @@ the graph, as the seed has them). Both give the same detections.
 
 What the seed leaves unspecified, fixed here so runs repeat:
 - ties: torch.topk and the NPU operator do not document the order of equal scores;
-  here equal scores keep the lower anchor index in step 2, and in step 5 the lower
-  (row, class) position, row = level * 200 + rank (models.common.boxes.multiclass_nms);
+  here, in step 2, equal float32 scores (sigmoid saturates at 1.0) are ordered by logit,
+  then by the lower anchor index (seed_graph.ClassTopK ranks the same way), and in
+  step 5 equal float16 scores by the lower (row, class) position, row = level * 200 +
+  rank (models.common.boxes.multiclass_nms);
 - the operator's score test (> or >= 0.05, in float16 or float32) and IoU arithmetic:
   here float16 scores > float32 0.05, IoU in float64 on the float16 coordinates.
   Float16 has no value in (0.049988, 0.050049), so the score test only decides about
@@ -64,11 +66,12 @@ _LOGIT_FLOOR = float(np.log(SCORE_THRESH / (1.0 - SCORE_THRESH))) - 0.01
 
 
 def class_topk(scores, k):
-    """Per class, the k best rows of a level's (R, K) scores: step 2 (torch.topk, dim 0).
+    """Per class, the k best rows of a level's (R, K) values: step 2 (torch.topk, dim 0).
 
     Returns (rows, classes, ranks) of the chosen (anchor, class) pairs, in (rank, class)
-    order; equal scores keep the lower row. `scores` may be a subset of a level's
-    entries given as (rows, classes, values) instead of a dense array.
+    order; equal values keep the lower row. The values are scores or, to order equal
+    scores by logit, the logits. `scores` may be a subset of a level's entries given as
+    (rows, classes, values) instead of a dense array.
     """
     if isinstance(scores, tuple):
         rows, classes, values = scores
@@ -155,7 +158,9 @@ class SeedPostprocessor(object):
             # others are in their class's top 200 nor their rank: leave them out early.
             index = np.flatnonzero(flat > _LOGIT_FLOOR)
             anchor, cls = np.divmod(index, self.num_classes)
-            anchor, cls, rank = class_topk((anchor, cls, sigmoid(flat[index])), self.topk)
+            # Ranked by logit: the order of the scores, equal float32 scores (saturated at
+            # 1.0) by logit, as seed_graph.ClassTopK ranks them.
+            anchor, cls, rank = class_topk((anchor, cls, flat[index]), self.topk)
             scores = sigmoid(flat[anchor * self.num_classes + cls])
             boxes = decode_deltas(
                 np.asarray(box_deltas[start + anchor], dtype=np.float32),
