@@ -329,6 +329,47 @@ def test_calibrated_random_init_starts_at_the_prior(sample):
     assert before > 0.1 and after < 0.03, (before, after)
 
 
+def test_the_loop_calls_its_hooks_in_order_around_each_step():
+    """trainer.Trainer is the whole loop: hooks see each iteration before and after its
+    step, in the order registered; an epoch ends every per_epoch iterations."""
+    from models.retinanet.train.trainer import HookBase, Trainer
+
+    calls = []
+
+    class FakeStep(object):
+        def run(self):
+            calls.append("step")
+            return {"loss": 1.0}
+
+    class Recorder(HookBase):
+        def __init__(self, name):
+            self.name = name
+
+        def before_train(self):
+            calls.append(self.name + ".before_train")
+
+        def before_step(self):
+            calls.append("%s.before %d" % (self.name, self.trainer.iteration))
+
+        def after_step(self):
+            trainer = self.trainer
+            calls.append("%s.after %d %d" % (self.name, trainer.iteration, trainer.epoch_ended()))
+
+        def after_train(self):
+            calls.append(self.name + ".after_train")
+
+    trainer = Trainer(FakeStep(), start_iter=3, stop_at=5, per_epoch=2)  # resumed at 3
+    trainer.register([Recorder("a"), Recorder("b")])
+    trainer.train()
+    assert calls == [
+        "a.before_train", "b.before_train",
+        "a.before 3", "b.before 3", "step", "a.after 4 2", "b.after 4 2",
+        "a.before 4", "b.before 4", "step", "a.after 5 0", "b.after 5 0",
+        "a.after_train", "b.after_train",
+    ]  # fmt: skip
+    assert trainer.epoch == 2 and trainer.losses == {"loss": 1.0}
+
+
 def test_old_pickled_training_checkpoint_is_named_not_called_damaged(tmp_path):
     path = tmp_path / "iter_0000010.pth"
     model = net.build_model(seed=0)
