@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from data_scripts.coco.sample import make_sample  # noqa: E402
-from models.retinanet.train import checkpoints  # noqa: E402
+from models.retinanet.train import backbone as backbone_lib  # noqa: E402
 from models.retinanet.train import data as data_lib  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def backbone(root, size, path):
     dataset = data_lib.TrainDataset(records, size, size)
     batch = data_lib.Collate()([dataset[(i, False)] for i in range(min(4, len(records)))])
     x = data_lib.to_input(batch["pixels"], batch["valid_hw"], "cpu")
-    torch.save(checkpoints.calibrated_backbone(x), path)
+    torch.save(backbone_lib.calibrated_backbone(x), path)
     return path
 
 

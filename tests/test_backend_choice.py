@@ -97,7 +97,7 @@ def test_recipe_may_list_cpu_backends_but_only_real_ones():
     assert recipe.backends["cpu"] == ["onnxruntime", "torchscript"]
     broken = copy.copy(recipe)  # the loaded recipe is cached: never change it
     broken.backends = dict(recipe.backends, cpu=["onnxruntime", "tensorrt"])
-    with pytest.raises(UserError, match=r"backends\.cpu has 'tensorrt'"):
+    with pytest.raises(UserError, match=r"backends\.cpu: unknown backend 'tensorrt'"):
         check_recipe(broken)
 
 

@@ -43,6 +43,18 @@ EXPECTED_HW = {
     # = 633.17 -> 633
     549055: ((304, 640), (633, 1333)),
 }
+# The seed's rule (Retinanet_preprocess.py resize(): the long side int(np.floor(...)), then
+# the 1333 cap, then int(x + 0.5)), worked by hand on the same images:
+SEED_HW = {
+    139: (800, 1201),  # floor(1201.88) = 1201, where detectron2 rounds to 1202
+    802: (1207, 800),  # floor(1207.55) = 1207 (detectron2: 1208)
+    11813: (1201, 800),  # floor(1201.20) = 1201: the same
+    # floor(1336.81) = 1336 > 1333: x 1333 / 1336: h int(1333.5) = 1333,
+    # w 800 * 0.99775 = 798.20 -> int(798.70) = 798
+    460229: (1333, 798),
+    # floor(1684.21) = 1684 > 1333: h 800 * 1333 / 1684 = 633.25 -> 633, w 1333
+    549055: (633, 1333),
+}
 
 
 def run_module(module, *args):
@@ -221,6 +233,18 @@ def test_resize_rule_matches_detectron2_by_hand():
     assert prepare.resized_hw(1600, 1200) == (1067, 800)  # downscaling, same rule
 
 
+def test_seed_resize_rule_floors_the_long_side_by_hand():
+    for image_id, (hw, _) in EXPECTED_HW.items():
+        assert prepare.seed_resized_hw(*hw) == SEED_HW[image_id], image_id
+    assert prepare.seed_resized_hw(480, 640) == (800, 1066)  # 1066.67 floored
+    assert prepare.seed_resized_hw(640, 480) == (1066, 800)
+    assert prepare.seed_resized_hw(612, 612) == (800, 800)
+    assert prepare.size_rule("seed") is prepare.seed_resized_hw
+    assert prepare.size_rule("upstream") is prepare.resized_hw
+    with pytest.raises(UserError, match="seed or upstream"):
+        prepare.size_rule("mmdet")
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """The fixture subset prepared by the stage's command line, 2 workers."""
@@ -239,10 +263,37 @@ def prepared(tmp_path_factory):
         root,
         "--workers",
         2,
+        "--profile",
+        "upstream",
     )
     assert rc == 0, err
     assert "prepared 5 COCO val2017 images" in stdout
     return root, out, data
+
+
+def test_seed_profile_prepares_the_seed_scripts_pixels(prepared, tmp_path):
+    """--profile seed (the default): Retinanet_preprocess.py's size rule and
+    cv2.resize(INTER_LINEAR) on the uint8 image (cv2.imread's), then the same feed."""
+    root, _, _ = prepared
+    out = str(tmp_path / "seed")
+    rc, _, err = run_module(
+        "data_scripts.coco.prepare", *input_args("retinanet"), "--out", out, "--root", root,
+        "--workers", 1,
+    )  # fmt: skip
+    assert rc == 0, err
+    import cv2
+
+    data = store.Store(out)
+    assert data.index["profile"] == "seed" and data.index["resize"]["method"] == "cv2"
+    for i, record in enumerate(data.records):
+        assert record["resized_hw"] == list(SEED_HW[record["id"]]) == record["valid_hw"]
+        h, w = record["resized_hw"]
+        image = cv2.imread(os.path.join(root, record["file"]), cv2.IMREAD_COLOR)
+        expected = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_array_equal(data.pixels[i, :h, :w], expected)
+        # The seed subtracts the mean from the float32 image, then pads with 0.
+        seed_input = expected.astype(np.float32) - np.float32([103.53, 116.28, 123.675])
+        np.testing.assert_array_equal(data.batch([i])[0, :, :h, :w], seed_input.transpose(2, 0, 1))
 
 
 def test_prepare_store_shape_records_and_sizes(prepared):
@@ -346,6 +397,27 @@ def test_images_without_detections_count_with_data(prepared, tmp_path):
     assert alone["images"] == 1 and alone["metrics"]["AP"] == 100.0
 
 
+def test_no_detections_scores_ap_0_with_data(prepared, tmp_path):
+    """An under-trained model finds nothing: with the data stage's images that is AP 0
+    (every object missed), not an error; sizes without objects stay null."""
+    root, data_dir, data = prepared
+    dets = write_json(tmp_path / "dets.json", [])
+    out = str(tmp_path / "eval")
+    os.makedirs(out)
+    result = evaluate.evaluate(out, dets, root, data_dir=data_dir, figure_images=0)
+    assert result["images"] == 5 and result["detections"] == 0
+    assert result["metrics"]["AP"] == 0.0 and result["metrics"]["AP50"] == 0.0
+    written = json.loads(open(os.path.join(out, evaluate.METRICS_FILE)).read())
+    assert written["metrics"] == result["metrics"]
+    # The same through the stage's command line: exit 0.
+    rc, stdout, err = run_module(
+        "data_scripts.coco.evaluate", "--out", tmp_path / "cli", "--detections", dets,
+        "--root", root, "--data", data_dir, "--figure-images", 0,
+    )  # fmt: skip
+    assert rc == 0, err
+    assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["metrics"]["AP"] == 0.0
+
+
 def test_detections_must_match_the_data_stage(prepared, tmp_path):
     root, data_dir, _ = prepared
     other = [{"image_id": 397133, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]
@@ -362,7 +434,7 @@ def test_detections_must_match_the_data_stage(prepared, tmp_path):
 @pytest.mark.parametrize(
     "content, words",
     [
-        ("[]", ["no detections:"]),
+        ("[]", ["no detections:", "--data", "AP 0"]),  # without --data: nothing to score
         ("[{", ["not valid COCO results", "not JSON"]),
         ('{"detections": []}', ["not valid COCO results", "not a list"]),
         ('[{"image_id": 139, "category_id": 1, "score": 0.5}]', ["entry 0", "no bbox"]),
@@ -430,8 +502,11 @@ def test_sample_round_trip_prepare_and_evaluate(tmp_path):
     for record in stored.records:
         image = by_id[record["id"]]
         assert record["orig_hw"] == [image["height"], image["width"]]
-        assert tuple(record["resized_hw"]) == prepare.resized_hw(image["height"], image["width"])
-    # 360 x 640: 640 * 800 / 360 = 1422.2 > 1333 -> w 1333, h 800 * 1333 / 1422.2 = 749.8 -> 750
+        # the default profile is the seed's
+        hw = prepare.seed_resized_hw(image["height"], image["width"])
+        assert tuple(record["resized_hw"]) == hw
+    # 360 x 640: floor(640 * 800 / 360) = 1422 > 1333 -> w 1333, h 800 * 1333 / 1422 = 749.9
+    # -> 750
     assert [750, 1333] in [r["resized_hw"] for r in stored.records]
     # The grayscale JPEG (the last generated image) is stored as three equal channels.
     gray = [r["id"] for r in stored.records].index(data["images"][-1]["id"])
@@ -474,6 +549,7 @@ def test_prepare_checks_the_input_size(tmp_path):
 
 
 def test_resize_method_without_pillow(monkeypatch, capsys):
+    assert prepare.resize_method("auto", "seed") == "cv2"  # the seed's own, Pillow or not
     monkeypatch.setattr(prepare, "_have_pil", lambda: False)
     assert prepare.resize_method("auto") == "cv2"
     assert "note: Pillow is not installed" in capsys.readouterr().err

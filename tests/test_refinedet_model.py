@@ -662,3 +662,20 @@ def test_infer_arguments(tmp_path):
     )
     with pytest.raises(UserError, match="runs on an NPU"):
         infer.run(args, RefineDetTask)
+
+
+def test_both_profiles_run_the_seed_steps_and_differ_in_the_published_number():
+    """RefineDet_postprocess.py imports RefineDet.PyTorch's own Detect_RefineDet and its
+    eval code: the seed and upstream profiles are the same steps (this module's tests
+    pin them); the report compares with 79.60 (seed, 310P3 .om) or 79.81 (upstream,
+    RefineDet.PyTorch's README, GPU float32)."""
+    from zoostage import verdict
+    from zoostage.recipe import load_recipe
+
+    recipe = load_recipe("refinedet")
+    assert recipe.param_specs["profile"].default == "seed"
+    assert verdict.published_for(recipe.published["mAP"], "seed")["value"] == 79.60
+    assert verdict.published_for(recipe.published["mAP"], "upstream")["value"] == 79.81
+    # No RefineDet stage but the report takes the profile: the steps do not change.
+    takes = [stage.name for stage in recipe.stages if "profile" in stage.args]
+    assert takes == ["report"]

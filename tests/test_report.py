@@ -157,7 +157,7 @@ def test_where_measured_shows_the_lock_the_stage_ran_on(tmp_path, monkeypatch):
     assert envinfo.environment()["lock"] is None
     monkeypatch.delenv("ZOOBOX_LOCK_FILE")
     assert envinfo.installed_lock() is None  # the host env: no lock
-    recipe = SimpleNamespace(title="x")
+    recipe = SimpleNamespace(title="x", dataset={})
     text = render(recipe, [], {}, {}, {}, {"python": "3.9.18", "lock": expected}, [])
     assert f"| lock | {expected} |" in text
     assert "| lock |" not in render(recipe, [], {}, {}, {}, {"python": "3.9"}, [])

@@ -508,6 +508,8 @@ def stage_dirs(tmp_path_factory):
         SMALL,
         "--format",
         fmt,
+        "--outputs",
+        "dense",
     )
     assert result.returncode == 0, result.stderr
     return {"root": root, "weights": weights, "data": data, "export": export}
@@ -540,6 +542,8 @@ def test_export_traced_equals_eager(stage_dirs, model):
 
 
 def test_infer_stage_end_to_end_torchscript(stage_dirs):
+    """The upstream profile: detectron2's postprocess, boxes clipped to the image
+    (test_retinanet_seed.py covers the seed profile)."""
     out = stage_dirs["root"] / "infer"
     result = run_stage(
         "models.retinanet.infer",
@@ -557,6 +561,8 @@ def test_infer_stage_end_to_end_torchscript(stage_dirs):
         "cpu",
         "--warmup",
         1,
+        "--profile",
+        "upstream",
     )
     assert result.returncode == 0, result.stderr
     detections = json.loads((out / "detections.json").read_text())
@@ -611,6 +617,8 @@ def test_infer_stage_shard_and_onnxruntime(stage_dirs):
         "1/2",
         "--warmup",
         0,
+        "--profile",
+        "upstream",
     )
     assert result.returncode == 0, result.stderr
     timing = json.loads((out / "timing.json").read_text())
@@ -672,7 +680,7 @@ def test_topk_export_and_infer_in_process(stage_dirs, model, tmp_path):
     args = infer.build_parser().parse_args(
         [
             *("--out", str(tmp_path / "infer"), "--model", str(folder)),
-            *("--data", str(stage_dirs["data"]), "--warmup", "1"),
+            *("--data", str(stage_dirs["data"]), "--warmup", "1", "--profile", "upstream"),
         ]
     )
     os.makedirs(args.out)

@@ -26,15 +26,17 @@ from data_scripts.coco.sample import make_sample  # noqa: E402
 from models.common.boxes import encode_deltas  # noqa: E402
 from models.retinanet import PIXEL_MEAN_BGR, PIXEL_STD_BGR, checkpoint, net  # noqa: E402  # noqa: E402
 from models.retinanet import anchors as anchor_lib  # noqa: E402
+from models.retinanet.train import backbone as backbone_lib  # noqa: E402
 from models.retinanet.train import (  # noqa: E402
     checkpoints,
+    evaluation,
     launch,
     losses,
     schedule,
     targets,
-    worker,
 )
 from models.retinanet.train import data as data_lib  # noqa: E402
+from models.retinanet.train import summary as summary_lib  # noqa: E402
 from tests.conftest import REPO, stage_env  # noqa: E402
 from zoostage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
 
@@ -276,12 +278,12 @@ def _caffe2_name(key):
 
 
 def test_msra_caffe2_backbone_names_load_and_torchvision_is_refused(tmp_path):
-    assert checkpoints.caffe2_to_detectron2("conv1_w") == "stem.conv1.weight"
-    assert checkpoints.caffe2_to_detectron2("res_conv1_bn_b") == "stem.conv1.norm.bias"
-    assert checkpoints.caffe2_to_detectron2("res2_0_branch2a_bn_s") == "res2.0.conv1.norm.weight"
-    assert checkpoints.caffe2_to_detectron2("res5_2_branch2c_w") == "res5.2.conv3.weight"
-    assert checkpoints.caffe2_to_detectron2("res4_0_branch1_w") == "res4.0.shortcut.weight"
-    assert checkpoints.caffe2_to_detectron2("fc1000_w") is None
+    assert backbone_lib.caffe2_to_detectron2("conv1_w") == "stem.conv1.weight"
+    assert backbone_lib.caffe2_to_detectron2("res_conv1_bn_b") == "stem.conv1.norm.bias"
+    assert backbone_lib.caffe2_to_detectron2("res2_0_branch2a_bn_s") == "res2.0.conv1.norm.weight"
+    assert backbone_lib.caffe2_to_detectron2("res5_2_branch2c_w") == "res5.2.conv3.weight"
+    assert backbone_lib.caffe2_to_detectron2("res4_0_branch1_w") == "res4.0.shortcut.weight"
+    assert backbone_lib.caffe2_to_detectron2("fc1000_w") is None
     source = net.build_model(seed=5)
     inverse = {}
     for key, value in source.backbone.bottom_up.state_dict().items():
@@ -293,19 +295,92 @@ def test_msra_caffe2_backbone_names_load_and_torchvision_is_refused(tmp_path):
     with open(str(path), "wb") as handle:
         pickle.dump(inverse, handle)  # ImageNet .pkl files are flat (detection ones: "blobs")
     target = net.build_model(seed=6)
-    notes = checkpoints.load_backbone(target, str(path))
+    notes = backbone_lib.load_backbone(target, str(path))
     assert notes["format"] == "caffe2 (MSRA)" and "fc1000_w" in notes["ignored"]
     mine, theirs = target.state_dict(), source.state_dict()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine if k.startswith("backbone.bottom_up."))
     assert not torch.equal(mine["head.cls_score.weight"], theirs["head.cls_score.weight"])
-    frozen = checkpoints.freeze(target)
+    frozen = backbone_lib.freeze(target)
     trainable = {n for n, p in target.named_parameters() if p.requires_grad}
     assert frozen > 0 and "backbone.bottom_up.res3.0.conv1.weight" in trainable
     assert not any(
         n.startswith(("backbone.bottom_up.stem", "backbone.bottom_up.res2")) for n in trainable
     )
     with pytest.raises(UserError, match="torchvision"):
-        checkpoints.backbone_state({"conv1.weight": 0, "bn1.weight": 0, "layer1.0.conv1.weight": 0})
+        backbone_lib.backbone_state(
+            {"conv1.weight": 0, "bn1.weight": 0, "layer1.0.conv1.weight": 0}
+        )
+
+
+def test_calibrated_random_init_starts_at_the_prior(sample):
+    """A random ResNet's identity FrozenBN lets features grow through 50 layers on
+    mean-subtracted input, so the head's sigmoid starts far above its prior of 0.01;
+    calibrated on real images (what the worker does without --weights) it starts there."""
+    records, _ = data_lib.load_split(str(sample), "val2017")
+    dataset = data_lib.TrainDataset(records, SIZE, SIZE)
+    batch = data_lib.Collate()([dataset[(i, False)] for i in range(len(records))])
+    x = data_lib.to_input(batch["pixels"], batch["valid_hw"], "cpu")
+    model = net.build_model(seed=0)
+    with torch.no_grad():
+        before = torch.sigmoid(model(x)[0]).mean().item()
+        layers = backbone_lib.calibrate(model.backbone.bottom_up, x)
+        after = torch.sigmoid(model(x)[0]).mean().item()
+    assert layers == 53  # the stem's and every block's convolutions (and shortcuts)
+    assert before > 0.1 and after < 0.03, (before, after)
+
+
+def test_the_loop_calls_its_hooks_in_order_around_each_step():
+    """trainer.Trainer is the whole loop: hooks see each iteration before and after its
+    step, in the order registered; an epoch ends every per_epoch iterations."""
+    from models.retinanet.train.trainer import HookBase, Trainer
+
+    calls = []
+
+    class FakeStep(object):
+        def run(self):
+            calls.append("step")
+            return {"loss": 1.0}
+
+    class Recorder(HookBase):
+        def __init__(self, name):
+            self.name = name
+
+        def before_train(self):
+            calls.append(self.name + ".before_train")
+
+        def before_step(self):
+            calls.append("%s.before %d" % (self.name, self.trainer.iteration))
+
+        def after_step(self):
+            trainer = self.trainer
+            calls.append("%s.after %d %d" % (self.name, trainer.iteration, trainer.epoch_ended()))
+
+        def after_train(self):
+            calls.append(self.name + ".after_train")
+
+    trainer = Trainer(FakeStep(), start_iter=3, stop_at=5, per_epoch=2)  # resumed at 3
+    trainer.register([Recorder("a"), Recorder("b")])
+    trainer.train()
+    assert calls == [
+        "a.before_train", "b.before_train",
+        "a.before 3", "b.before 3", "step", "a.after 4 2", "b.after 4 2",
+        "a.before 4", "b.before 4", "step", "a.after 5 0", "b.after 5 0",
+        "a.after_train", "b.after_train",
+    ]  # fmt: skip
+    assert trainer.epoch == 2 and trainer.losses == {"loss": 1.0}
+
+
+def test_old_pickled_training_checkpoint_gives_its_model_without_running_code(tmp_path):
+    """An iter_*.pth of an older version (numpy RNG state pickled as numpy objects) is
+    read by the restricted unpickler (numpy arrays and plain containers are allowed) and
+    its model part taken; nothing in it is called."""
+    path = tmp_path / "iter_0000010.pth"
+    model = net.build_model(seed=0)
+    torch.save({"model": model.state_dict(), "rng": np.random.get_state()}, str(path))
+    other = net.build_model(seed=1)
+    checkpoint.load_weights(other, str(path))
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value), key
 
 
 # -- end to end on the generated sample ----------------------------------------------------
@@ -315,7 +390,7 @@ def calibrated_backbone(path, root):
     dataset = data_lib.TrainDataset(records, SIZE, SIZE)
     batch = data_lib.Collate()([dataset[(i, False)] for i in range(len(records))])
     x = data_lib.to_input(batch["pixels"], batch["valid_hw"], "cpu")
-    torch.save(checkpoints.calibrated_backbone(x), str(path))  # keys stem.*, res2.* ...
+    torch.save(backbone_lib.calibrated_backbone(x), str(path))  # keys stem.*, res2.* ...
     return path
 
 
@@ -408,7 +483,23 @@ def test_two_processes_loss_falls_and_ranks_agree(trained):
     assert notes["keys"] == len(model.state_dict())
 
 
+def test_iteration_checkpoints_load_as_weights(trained):
+    """work/train/iter_*.pth hold the optimizer and RNG state too: --weights takes their
+    model part (the checkpoint at the last iteration is model_final.pth's weights)."""
+    work = trained["artifacts"] / "retinanet" / "work" / "train"
+    from_iter, from_final = net.build_model(seed=1), net.build_model(seed=2)
+    checkpoint.load_weights(from_iter, str(work / "iter_0000024.pth"))
+    checkpoint.load_weights(from_final, str(trained["out"] / "model_final.pth"))
+    a, b = from_iter.state_dict(), from_final.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = torch.load(str(work / "iter_0000024.pth"), weights_only=True)  # no code run
+    assert {"optimizer", "rng", "iteration"} <= set(state) and state["iteration"] == 24
+
+
 def test_trained_checkpoint_runs_through_retinanet_all(trained, sample, tmp_path):
+    """retinanet.all on the checkpoint, the seed profile by default, then
+    --param profile=upstream: the stages whose behaviour differs rerun, and the report
+    compares with that profile's published number (38.3, then 38.6)."""
     recipe = small_input_recipe(tmp_path)
     params = {
         "weights": str(trained["out"] / "model_final.pth"),
@@ -420,9 +511,21 @@ def test_trained_checkpoint_runs_through_retinanet_all(trained, sample, tmp_path
     assert [p.name for p in result.plans] == recipe.default_stages  # train is not in all
     assert all(p.action == "run" for p in result.plans)
     export = json.loads((result.stage_dir("export") / "export.json").read_text())
-    assert export["weights"] == "given"
+    assert export["weights"] == "given" and export["output_kind"] == "class_topk"
     metrics = json.loads((result.stage_dir("evaluate") / "metrics.json").read_text())
     assert metrics["images"] == 2 and metrics["metrics"]["AP"] is not None
+    report = json.loads((result.stage_dir("report") / "summary.json").read_text())
+    assert report["profile"] == "seed" and report["rows"][0]["published"] == 38.3
+    upstream = dict(params, profile="upstream")
+    result = _engine(sample, trained["artifacts"], [0], upstream, recipe).run()
+    actions = dict((p.name, p.action) for p in result.plans)
+    for name in ("data", "export", "infer", "evaluate", "report"):
+        assert actions[name] == "run", (name, actions)
+    assert actions["weights"] != "run"
+    export = json.loads((result.stage_dir("export") / "export.json").read_text())
+    assert export["output_kind"] == "topk" and export["profile"] == "upstream"
+    report = json.loads((result.stage_dir("report") / "summary.json").read_text())
+    assert report["profile"] == "upstream" and report["rows"][0]["published"] == 38.6
 
 
 def _launch_argv(root, out, work, *extra):
@@ -534,21 +637,29 @@ def test_user_errors_are_one_line(tmp_path, sample):
 
 
 def test_evaluation_scores_the_trained_model(trained, sample):
+    """The training's evaluation is the inference recipe's data -> infer -> evaluate."""
     model = net.build_model(seed=0)
     checkpoint.load_weights(model, str(trained["out"] / "model_final.pth"))
-    config = {
-        "data": str(sample),
+    settings = {
+        "root": str(sample),
         "out": str(trained["out"]),
-        "eval_input_size": SIZE,
-        "eval_min_size": SIZE,
-        "eval_max_size": SIZE,
+        "input_size": SIZE,
+        "min_size": SIZE,
+        "max_size": SIZE,
+        "profile": "seed",
     }
-    result = worker.evaluate_coco(model, config, torch.device("cpu"))
+    result = evaluation.evaluate(model, settings, torch.device("cpu"))
     assert result["images"] == 2 and set(result["metrics"]) >= {"AP", "AP50"}
-    rows = launch.compare(
-        {"world_size": 1, "eval": result, "iterations": 1, "total_iterations": 1,
-         "device_type": "cpu", "device_name": "cpu", "images_per_s": 3.4},
-        launch.published_numbers(str(REPO / "models" / "retinanet" / "recipe.yaml")),
-    )  # fmt: skip
+    assert result["profile"] == "seed"
+    written = json.loads((trained["out"] / "eval" / "metrics.json").read_text())
+    assert written["metrics"] == result["metrics"]
+    published = summary_lib.published_numbers(str(REPO / "models" / "retinanet" / "recipe.yaml"))
+    run = {"world_size": 1, "eval": result, "iterations": 1, "total_iterations": 1,
+           "device_type": "cpu", "device_name": "cpu", "images_per_s": 3.4}  # fmt: skip
+    # The seed's 1-device row was measured after 1 epoch: a 1-epoch run is compared ...
+    rows = summary_lib.compare(dict(run, epochs=1), published)
     assert rows[0]["published"] == 36.6 and rows[0]["status"] == "subset (2 images)"
     assert rows[1]["published"] == 17 and rows[1]["ratio"] == pytest.approx(0.2)
+    # ... a 12-epoch run is not.
+    rows = summary_lib.compare(dict(run, epochs=12), published)
+    assert rows[0]["status"] == "published after 1 epochs, this run has 12: not compared"

@@ -224,7 +224,9 @@ def test_the_report_sets_the_seed_beside_compute_and_shows_both():
     }
     rows = compare(published, {}, timing, "official", None, None, True)
     assert rows[0]["measured"] == 50.0
-    text = render(SimpleNamespace(title="x"), rows, {}, timing, {"weights": "official"}, {}, [])
+    text = render(
+        SimpleNamespace(title="x", dataset={}), rows, {}, timing, {"weights": "official"}, {}, []
+    )
     assert "| compute latency p50 / p99 (ms): forward only | 19.00 / 22.00 |" in text
     assert "| end-to-end latency p50 / p99 (ms): with copies | 33.00 / 40.00 |" in text
     assert "| throughput compute / end-to-end (images/s) | 50.00 / 30.00 |" in text

@@ -606,10 +606,13 @@ def test_every_stage_side_module_imports_in_the_oldest_envs(env_name, python):
 
 @pytest.mark.slow
 def test_export_venv_traces_retinanet_that_the_host_torch_runs_identically(tmp_path):
-    """RetinaNet's TorchScript from torch 1.10.1 (the seed's export torch) on the host torch."""
+    """RetinaNet's TorchScript from torch 1.10.1 (the seed's export torch) on the host torch:
+    the seed profile's graph (seed_graph.ClassTopK, per-class top-200 and decoding)."""
     torch = pytest.importorskip("torch")
     need_python("3.9")
-    from models.retinanet import net
+    from models.retinanet import net, seed_graph
+    from models.retinanet.export import match_detections
+    from models.retinanet.seed_postprocess import SeedPostprocessor
 
     cache = stable_cache()
     export_env = get_env("export")
@@ -620,14 +623,21 @@ def test_export_venv_traces_retinanet_that_the_host_torch_runs_identically(tmp_p
     )
     folder = result.stage_dir("export")
     facts = json.loads((folder / "export.json").read_text())
-    assert facts["torch"].startswith("1.10.1") and facts["output_kind"] == "topk"
+    assert facts["torch"].startswith("1.10.1") and facts["output_kind"] == "class_topk"
     traced = torch.jit.load(str(folder / "model.ts"), map_location="cpu")
-    eager = net.TopKCandidates(net.build_model(seed=0), (size, size)).eval()
+    eager = seed_graph.ClassTopK(net.build_model(seed=0), (size, size)).eval()
     eager.load_state_dict(traced.state_dict())
     batch = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(2)) * 255 - 117
     with torch.no_grad():
         expected, found = eager(batch), traced(batch)
-    assert len(found) == len(expected) == 3
+    assert len(found) == len(expected) == 2
     for want, got in zip(expected, found):
         assert want.shape == got.shape
-        assert torch.allclose(want.float(), got.float(), atol=1e-4, rtol=1e-5)
+    # The top-k's values do not depend on how an engine orders equal logits ...
+    assert torch.allclose(expected[1], found[1], atol=1e-6, rtol=1e-5)
+    # ... the rows' boxes may swap there: compare what the host makes of them.
+    post = SeedPostprocessor((size, size))
+    want = post.detect_nms_inputs(expected[0][0].numpy(), expected[1][0].numpy())
+    got = post.detect_nms_inputs(found[0][0].numpy(), found[1][0].numpy())
+    matched, total = match_detections(want, got, 2.0**-11)
+    assert matched >= total - 2, (matched, total)

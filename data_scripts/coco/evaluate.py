@@ -84,11 +84,6 @@ def load_detections(path):
             "%s is not valid COCO results: a JSON %s, not a list; %s"
             % (path, type(data).__name__, _RESULTS_FORMAT)
         )
-    if not data:
-        raise UserError(
-            "no detections: %s is an empty list (the model found nothing on any image: "
-            "check the weights and the infer stage's score threshold)" % path
-        )
     result = []
     for index, entry in enumerate(data):
         if not isinstance(entry, dict):
@@ -177,7 +172,18 @@ def coco_evaluate(annotations, detections, image_ids):
         gt = COCO()
         gt.dataset = annotations
         gt.createIndex()
-        dt = gt.loadRes([dict(d) for d in detections])
+        if detections:
+            dt = gt.loadRes([dict(d) for d in detections])
+        else:
+            # loadRes cannot take an empty list; no detections is a valid result: every
+            # object is missed (AP 0 where there are objects).
+            dt = COCO()
+            dt.dataset = {
+                "images": list(annotations["images"]),
+                "categories": list(annotations.get("categories") or []),
+                "annotations": [],
+            }
+            dt.createIndex()
         evaluator = COCOeval(gt, dt, "bbox")
         evaluator.params.imgIds = sorted(image_ids)
         evaluator.evaluate()
@@ -233,17 +239,38 @@ def make_figure(out, root, image_ids, annotations, detections, score, count):
     return [FIGURE_FILE]
 
 
-def evaluate(out, detections_path, root, data_dir=None, figure_score=0.5, figure_images=4):
-    """Evaluate, write metrics.json, cocoeval.txt and the figure; return the metrics dict."""
+def evaluate(
+    out,
+    detections_path,
+    root,
+    data_dir=None,
+    figure_score=0.5,
+    figure_images=4,
+    image_ids=None,
+):
+    """Evaluate, write metrics.json, cocoeval.txt and the figure; return the metrics dict.
+
+    The images scored: `image_ids` when given (a caller that ran them itself), else the
+    data stage's (`data_dir`), else those with detections (module docstring).
+    """
     annotations = layout.load_annotations(root)
     detections = load_detections(detections_path)
     gt_ids = set(int(image["id"]) for image in annotations["images"])
-    if data_dir is not None:
+    if image_ids is not None:
+        image_ids = [int(i) for i in image_ids]
+        data_dir, source = "the images run", "caller"
+    elif data_dir is not None:
         image_ids = run_image_ids(data_dir)
         source = "data stage"
     else:
         image_ids = sorted(set(d["image_id"] for d in detections))
         source = "detections"
+        if not detections:
+            raise UserError(
+                "no detections: %s is an empty list and no --data says which images ran, so "
+                "there is nothing to score; pass the data stage folder as --data (the images "
+                "then count with all their objects missed: AP 0)" % detections_path
+            )
     check_ids(detections, gt_ids, image_ids, detections_path, data_dir)
     if data_dir is None:
         sys.stderr.write(

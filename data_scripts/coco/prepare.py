@@ -1,40 +1,45 @@
-"""COCO val2017 -> the RetinaNet input store: detectron2's test-time preprocessing.
+"""COCO val2017 -> the RetinaNet input store, as the profile's reference preprocesses it.
 
     python -m data_scripts.coco.prepare --out OUT --root DATA \
         --mean-bgr 103.53,116.28,123.675 --pad after_norm [--input-size 1344]
-        [--limit N] [--workers N] [--skip-bad] [--resize auto|pil|cv2]
+        [--profile seed|upstream] [--limit N] [--workers N] [--skip-bad]
+        [--resize auto|pil|cv2]
 
-What detectron2 does at test time for `retinanet_R_50_FPN_3x` (INPUT.FORMAT BGR,
-MIN_SIZE_TEST 800, MAX_SIZE_TEST 1333, PIXEL_MEAN 103.53 116.28 123.675, PIXEL_STD 1):
+Both profiles (INPUT.FORMAT BGR, shorter side 800, longer at most 1333, PIXEL_MEAN
+103.53 116.28 123.675, PIXEL_STD 1):
 
 1. read the image as BGR (a grayscale JPEG becomes three equal channels);
-2. `ResizeShortestEdge(800, 1333)`: the short side to 800, the long side scaled alike,
-   both scaled down again if the long side passes 1333, each rounded with int(x + 0.5)
-   (`resized_hw`, the rule of `ResizeShortestEdge.get_transform`);
-3. `ResizeTransform`: PIL bilinear on the uint8 image;
-4. subtract the mean, then pad right / bottom with zeros to the fixed input size
-   (detectron2 pads the normalized tensor, so padding is 0 after normalization).
+2. the resized size (`resized_hw`):
+   - seed (ACL_PyTorch/contrib/cv/detection/Retinanet/Retinanet_preprocess.py, resize()):
+     the short side to 800, the long side to int(np.floor(800 / short * long)); if the
+     long side then passes 1333 both are scaled by 1333 / long; each rounded with
+     int(x + 0.5) (`seed_resized_hw`; 640 x 480 -> 1066 x 800);
+   - upstream (detectron2 ResizeShortestEdge.get_transform): the same without the floor
+     (`resized_hw`; 640 x 480 -> 1067 x 800);
+3. the resize itself, on the uint8 image:
+   - seed: `cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)`
+     (Retinanet_preprocess.py resize(); gen_input_bin reads with cv2.imread, uint8);
+   - upstream: detectron2's ResizeTransform, Pillow's bilinear;
+4. subtract the mean (std 1), then pad right / bottom with zeros to the fixed input size
+   (the seed: cv2.subtract, then cv2.copyMakeBorder(..., value=0) on the float image;
+   detectron2 pads the normalized tensor: padding is 0 after normalization either way).
 
-Steps 1-3 are stored as uint8 pixels (`data_scripts.store`); step 4 is the store's feed
-recipe (mean, std, pad after normalization), applied when batches are read; those are the
-model's facts, passed by the recipe from its `input` block.
+Steps 1-3 are stored as uint8 pixels (`data_scripts.store`): the seed converts to float32
+only after the resize, so its float values are these uint8 ones exactly; step 4 is the
+store's feed recipe (mean, std, pad after normalization), applied when batches are read;
+those are the model's facts, passed by the recipe from its `input` block.
 
-Resize method (`--resize`): `pil` is detectron2's own (Pillow's bilinear), exact.
-`cv2` is `cv2.resize(INTER_LINEAR)`, what the ModelZoo seed script uses: on COCO (every
-image is upscaled) it differs from Pillow by one grey level on about 19% of the values,
-never more (measured on the 79-image fixture, opencv 4.x vs Pillow 10-11); for
-downscaling the two differ more (Pillow's bilinear filters, OpenCV's samples).
-`auto` (the default) takes `pil` when Pillow is importable, else `cv2` with a note; the
-method used is recorded in index.json.
-
-The seed's own script differs from detectron2 in one more place: it floors the long side
-(640 x 480 -> 800 x 1066, detectron2 1067). This stage follows detectron2.
+Resize method (`--resize`): `auto` (the default) is the profile's own (cv2 for seed; pil
+for upstream when Pillow is importable, else cv2 with a note); `pil` or `cv2` force one.
+On COCO (every image is upscaled) cv2 differs from Pillow by one grey level on about 19%
+of the values, never more (measured on the 79-image fixture, opencv 4.x vs Pillow 10-11);
+for downscaling the two differ more. The rule and method used are recorded in index.json.
 
 Records (index.json, in image id order, `--limit N` keeps the first N):
     {"id": image id, "file": "val2017/<name>.jpg", "orig_hw": [h, w],
      "resized_hw": [newh, neww], "valid_hw": [newh, neww]}
-A box predicted on the input maps back to the original image by x * w / neww,
-y * h / newh (detectron2's `detector_postprocess`).
+A box predicted on the input maps back to the original image by the profile's rule
+(models/retinanet/infer.py).
 """
 
 import os
@@ -53,6 +58,7 @@ INPUT_SIZE = 1344
 # The largest FPN stride: detectron2 pads every input to a multiple of it.
 SIZE_DIVISIBILITY = 32
 RESIZE_METHODS = ("auto", "pil", "cv2")
+PROFILES = ("seed", "upstream")
 
 
 def resized_hw(height, width, min_size=MIN_SIZE, max_size=MAX_SIZE):
@@ -70,6 +76,33 @@ def resized_hw(height, width, min_size=MIN_SIZE, max_size=MAX_SIZE):
     return int(newh + 0.5), int(neww + 0.5)
 
 
+def seed_resized_hw(height, width, min_size=MIN_SIZE, max_size=MAX_SIZE):
+    """(newh, neww) of the seed's Retinanet_preprocess.py resize(): the long side floored.
+
+    The seed computes in float64 (np.floor of a Python float), then scales both sides
+    when the long one passes max_size, and rounds each with int(x + 0.5).
+    """
+    import math
+
+    scale = min_size * 1.0 / min(height, width)
+    if height < width:
+        newh, neww = float(min_size), float(math.floor(scale * width))
+    else:
+        newh, neww = float(math.floor(scale * height)), float(min_size)
+    if max(newh, neww) > max_size:
+        scale = max_size * 1.0 / max(newh, neww)
+        newh = newh * scale
+        neww = neww * scale
+    return int(newh + 0.5), int(neww + 0.5)
+
+
+def size_rule(profile):
+    """The resized-size function of a profile."""
+    if profile not in PROFILES:
+        raise UserError("--profile must be seed or upstream, not %r" % (profile,))
+    return seed_resized_hw if profile == "seed" else resized_hw
+
+
 def _have_pil():
     try:
         import PIL.Image  # noqa: F401
@@ -78,13 +111,13 @@ def _have_pil():
     return True
 
 
-def resize_method(requested):
-    """The resize method to use for `requested` (auto / pil / cv2)."""
+def resize_method(requested, profile="upstream"):
+    """The resize method to use for `requested` (auto / pil / cv2) under `profile`."""
     if requested not in RESIZE_METHODS:
         raise UserError(
             "--resize must be one of %s, not %r" % ("/".join(RESIZE_METHODS), requested)
         )
-    if requested == "cv2":
+    if requested == "cv2" or (requested == "auto" and profile == "seed"):
         return "cv2"
     if _have_pil():
         return "pil"
@@ -115,8 +148,9 @@ def resize(image, hw, method):
 
 def prepare_image(item):
     """Read, check and resize one image: (uint8 pixels, record). Runs in the workers."""
-    path, rel, image_id, expected_hw, min_size, max_size, method = item
-    image = store.read_image(path, reference="pil")  # detectron2 reads with PIL
+    path, rel, image_id, expected_hw, min_size, max_size, method, profile = item
+    # The seed's Retinanet_preprocess.py reads with cv2.imread, detectron2 with PIL.
+    image = store.read_image(path, reference="cv2" if profile == "seed" else "pil")
     height, width = image.shape[:2]
     if [height, width] != list(expected_hw):
         raise UserError(
@@ -124,7 +158,7 @@ def prepare_image(item):
             "restore the original val2017 image"
             % (path, height, width, layout.ANNOTATION_FILE, expected_hw[0], expected_hw[1])
         )
-    newh, neww = resized_hw(height, width, min_size, max_size)
+    newh, neww = size_rule(profile)(height, width, min_size, max_size)
     pixels = resize(image, (newh, neww), method)
     record = {
         "id": image_id,
@@ -146,11 +180,14 @@ def prepare(
     resize_with="auto",
     min_size=MIN_SIZE,
     max_size=MAX_SIZE,
+    profile="seed",
 ):
     """Preprocess COCO val2017 at `root` into a store at `out`; return (images, skipped).
 
-    `feed` is the model's input recipe (data_scripts.store.feed_spec).
+    `feed` is the model's input recipe (data_scripts.store.feed_spec); `profile` picks the
+    size rule and the default resize method (module docstring).
     """
+    size_rule(profile)  # a UserError for an unknown profile, before any work
     if min_size < 1 or max_size < min_size:
         raise UserError("need 1 <= --min-size <= --max-size, not %d, %d" % (min_size, max_size))
     if input_size < max_size:
@@ -168,7 +205,7 @@ def prepare(
                 -(-input_size // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY,
             )
         )
-    method = resize_method(resize_with)
+    method = resize_method(resize_with, profile)
     images = layout.list_images(root, limit=limit)
     folder = os.path.join(root, layout.IMAGES_DIR)
     items = [
@@ -180,13 +217,19 @@ def prepare(
             int(min_size),
             int(max_size),
             method,
+            profile,
         )
         for image in images
     ]
     extra = {
         "dataset": "coco-val2017",
+        "profile": profile,
         "resize": {
-            "rule": "detectron2 ResizeShortestEdge",
+            "rule": (
+                "seed Retinanet_preprocess.py (long side floored)"
+                if profile == "seed"
+                else "detectron2 ResizeShortestEdge"
+            ),
             "min_size": int(min_size),
             "max_size": int(max_size),
             "method": method,
@@ -221,6 +264,7 @@ def main(args):
         resize_with=args.resize,
         min_size=args.min_size,
         max_size=args.max_size,
+        profile=args.profile,
     )
     print(
         "prepared %d COCO val2017 images%s into %s"
@@ -237,7 +281,14 @@ def build_parser():
         "--resize",
         default="auto",
         choices=RESIZE_METHODS,
-        help="pil: detectron2's exact method; cv2: within one grey level; auto: pil if installed",
+        help="auto: the profile's (seed: cv2; upstream: pil if installed); pil: detectron2's "
+        "exact method; cv2: the seed's",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="seed",
+        help="seed: the ModelZoo script's resize; upstream: detectron2's",
     )
     parser.add_argument("--min-size", type=int, default=MIN_SIZE, help="short side (800)")
     parser.add_argument("--max-size", type=int, default=MAX_SIZE, help="long side cap (1333)")

@@ -219,3 +219,31 @@ def encode_deltas(boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
         [wx * (bx - ax) / aw, wy * (by - ay) / ah, ww * np.log(bw / aw), wh * np.log(bh / ah)],
         axis=1,
     )
+
+
+def multiclass_nms(boxes, scores, labels, iou_threshold, max_per_class, max_total):
+    """NMS per label, then the best `max_total` over all labels: BatchMultiClassNMS's shape.
+
+    The Ascend op (CANN BatchMultiClassNMS, torch_npu.npu_batch_nms) the RetinaNet seed
+    ends its graph with: for each class on its own, greedy NMS (a box is dropped when its
+    IoU with a kept one is > iou_threshold), at most `max_per_class` kept; then the kept
+    boxes of all classes ranked by score and the first `max_total` returned. Score
+    filtering is the caller's (the seed's threshold sits before this step).
+
+    boxes (N, 4), scores (N,), labels (N,): one row per (candidate, class) pair, in the
+    order that breaks ties: equal scores keep input order, within a class and in the
+    final ranking (the op does not document its tie order). Arithmetic is float64 on the
+    given values, so float16 inputs enter exactly. Returns the indices kept, best first.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    kept = []
+    for label in np.unique(labels):
+        mine = np.flatnonzero(labels == label)
+        kept.append(mine[nms(boxes[mine], scores[mine], iou_threshold, limit=max_per_class)])
+    if not kept:
+        return np.zeros((0,), dtype=np.int64)
+    kept = np.sort(np.concatenate(kept))  # input order, so the stable sort keeps it on ties
+    order = np.argsort(-scores[kept], kind="stable")[:max_total]
+    return kept[order].astype(np.int64)

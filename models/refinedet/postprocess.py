@@ -1,15 +1,23 @@
 """RefineDet test-time postprocessing in numpy, with the reference Detect_RefineDet semantics.
 
-Per image (reference: layers/functions/detection_refinedet.py, Detect_RefineDet(21, 320, 0,
-1000, 0.01, 0.45, 0.01, 500)):
+The seed (ACL_PyTorch/contrib/cv/detection/RefineDet/RefineDet_postprocess.py) and the
+upstream repository (RefineDet.PyTorch eval_refinedet.py) run the same steps: the seed
+imports RefineDet.PyTorch's own Detect_RefineDet (RefineDet_postprocess.py l. 18, built
+at l. 91 as Detect_RefineDet(21, 320, 0, 1000, 0.01, 0.45, 0.01, 500); RefineDet.PyTorch
+layers/functions/detection_refinedet.py forward), with the priors of get_prior_data.py
+read back at l. 35. Per image:
 
 1. objectness filter: where the ARM object probability arm_conf[:, 1] <= 0.01, every ODM
-   class score of that prior is zeroed;
+   class score of that prior is zeroed (forward: `no_object_index`);
 2. two-stage decode: the ARM deltas decode the priors into refined anchors, the ODM deltas
-   decode those refined anchors into boxes (variances 0.1, 0.2; normalized x1, y1, x2, y2);
+   decode those refined anchors into boxes (variances 0.1, 0.2; normalized x1, y1, x2, y2)
+   (forward: decode, center_size, decode);
 3. per foreground class: scores > 0.01, the 1000 highest into greedy NMS at IoU 0.45
-   (a box is dropped when its IoU with a kept one is > 0.45);
-4. boxes scaled to the original image: x * w, y * h (not clipped, as the reference).
+   (a box is dropped when its IoU with a kept one is > 0.45) (forward: the class loop,
+   box_utils.nms(boxes, scores, 0.45, 1000)); equal scores: the lower index first here,
+   where the reference leaves the order to torch's sort;
+4. boxes scaled to the original image: x * w, y * h, not clipped (RefineDet_postprocess.py
+   l. 60-66: positive scores only, `boxes[:, 0] *= w` ...).
 
 keep_top_k: the reference declares 500 but never applies it. Its code,
 `flt[(rank < keep_top_k)...].fill_(0)`, fills a copy that boolean indexing returns, so it

@@ -1,7 +1,8 @@
 """The RetinaNet export stage: TorchScript (and ONNX) of net.RetinaNet at a fixed input size.
 
     python -m models.retinanet.export --out OUT --weights WEIGHTS_STAGE_DIR \
-        --input-size 1344 [--format torchscript|onnx] [--outputs dense|topk]
+        --input-size 1344 [--format torchscript|onnx] [--profile seed|upstream]
+        [--outputs auto|dense|topk|class_topk]
 
 The weights stage's folder gives the checkpoint (or says to start from a seeded random
 init). The network is traced at 1 x 3 x S x S; the traced module is saved, loaded back and
@@ -13,12 +14,19 @@ mismatch stops the stage). Writes OUT/model.ts, with --format onnx also OUT/mode
      "outputs": {"cls_logits": [1, R, 80], "box_deltas": [1, R, 4]}, "anchors_per_level": [...],
      "traced_vs_eager_max_abs_diff": ..., "onnx_vs_eager_max_abs_diff": ..., ...}
 
---outputs picks the model's outputs (postprocess.py handles both; NMS is on the host):
-  dense  cls_logits (N, R, 80), box_deltas (N, R, 4): the network as detectron2 has it;
-  topk   logits (N, C), indices (N, C), box_deltas (N, R, 4): net.TopKCandidates, the best
-         1000 (anchor, class) pairs per level picked in the graph, 20x less to copy off the
-         device (5.5 MB instead of 114 MB per image at 1344). Checked here: the host gives
-         the same detections from both.
+--outputs picks the model's outputs (the infer stage's postprocess handles each; NMS is
+on the host); auto: class_topk for the seed profile, topk for upstream:
+  dense       cls_logits (N, R, 80), box_deltas (N, R, 4): the network as detectron2 has
+              it; either profile's postprocess works from it;
+  topk        logits (N, C), indices (N, C), box_deltas (N, R, 4): net.TopKCandidates,
+              the best 1000 (anchor, class) pairs per level picked in the graph, what
+              detectron2's postprocess (upstream profile) starts from; 5.5 MB per image
+              to copy off the device instead of 114 MB at 1344;
+  class_topk  boxes (N, M, 80, 4), scores (N, M, 80): seed_graph.ClassTopK, the seed's
+              graph up to its NMS operator (per level, each class's 200 best anchors,
+              decoded), for the seed profile; 1.6 MB per image.
+Checked here: the host gives the same detections from the kind exported as from the
+dense network.
 
 Runs on torch 1.10.1 (the export env) and newer: only APIs that 1.10 has.
 """
@@ -36,6 +44,16 @@ INPUT_NAMES = ["image"]
 OUTPUT_NAMES = {
     "dense": ["cls_logits", "box_deltas"],
     "topk": ["logits", "indices", "box_deltas"],
+    "class_topk": ["boxes", "scores"],
+}
+PROFILES = ("seed", "upstream")
+# What --outputs auto exports for each profile: what its postprocess starts from.
+AUTO_OUTPUTS = {"seed": "class_topk", "upstream": "topk"}
+# The profiles whose postprocess can run from each kind of outputs.
+PROFILES_OF_OUTPUTS = {
+    "dense": PROFILES,
+    "topk": ("upstream",),
+    "class_topk": ("seed",),
 }
 # Relative difference above which a traced / exported model is not the eager one.
 MAX_RELATIVE_DIFF = 1e-4
@@ -102,10 +120,12 @@ def _numpy(outputs):
 class Checker(object):
     """Compares an exported model's outputs with the eager module's on one check input.
 
-    dense: every output, numerically. topk: box_deltas numerically, and the candidates by
-    what the host makes of them: detections from the exported outputs must match those
-    from the eager *dense* network. Equal logits may be picked or ordered differently by
-    another engine's top-k (either way is right), so a detection or two may differ.
+    dense: every output, numerically. topk and class_topk: the outputs whose values do not
+    depend on how an engine orders equal scores (box_deltas; the sorted top-200 scores)
+    numerically, and the rest by what the host makes of them: detections from the
+    exported outputs must match those the profile's postprocess finds from the eager
+    *dense* network. Equal scores may be picked or ordered differently by another
+    engine's top-k (either way is right), so a detection or two may differ.
     """
 
     def __init__(self, model, module, kind, size):
@@ -116,36 +136,59 @@ class Checker(object):
         with torch.no_grad():
             self.eager = _numpy(module(self.input))
         self.post = None
-        if kind == "topk":
-            from models.retinanet.postprocess import Postprocessor
-
-            self.post = Postprocessor((size, size))
+        if kind != "dense":
             with torch.no_grad():
                 cls_logits, box_deltas = _numpy(model(self.input))
+            self.post = host_postprocess(kind, (size, size))
             self.dense = self.post.detect(cls_logits[0], box_deltas[0])
 
+    def _numeric(self, outputs):
+        """(eager, exported) outputs that must agree value for value."""
+        if self.kind == "dense":
+            return self.eager, outputs
+        if self.kind == "topk":
+            return self.eager[2:], outputs[2:]
+        return self.eager[1:], outputs[1:]  # class_topk: the scores
+
+    def _detections(self, outputs):
+        if self.kind == "topk":
+            return self.post.detect_candidates(outputs[0][0], outputs[1][0], outputs[2][0])
+        return self.post.detect_nms_inputs(outputs[0][0], outputs[1][0])
+
     def compare(self, outputs, what):
-        numeric = (self.eager, outputs) if self.kind == "dense" else (self.eager[2:], outputs[2:])
-        diff, rel = max_diffs(*numeric)
+        diff, rel = max_diffs(*self._numeric(outputs))
         if rel > MAX_RELATIVE_DIFF:
             raise RuntimeError(
                 "%s model differs from the eager one: max abs diff %g (relative %g)"
                 % (what, diff, rel)
             )
         facts = {what + "_vs_eager_max_abs_diff": diff, what + "_vs_eager_max_rel_diff": rel}
-        if self.kind == "topk":
-            found = self.post.detect_candidates(outputs[0][0], outputs[1][0], outputs[2][0])
-            matched, total = match_detections(self.dense, found)
+        if self.kind != "dense":
+            found = self._detections(outputs)
+            # Seed scores are float16: one step apart (2**-11 below 1) is the same score.
+            score_tol = 1e-4 if self.kind == "topk" else 2.0**-11
+            matched, total = match_detections(self.dense, found, score_tol)
             if matched < total - max(2, total // 100):
                 raise RuntimeError(
-                    "%s top-k outputs give other detections than the dense network: "
-                    "%d of %d match" % (what, matched, total)
+                    "%s %s outputs give other detections than the dense network: "
+                    "%d of %d match" % (what, self.kind, matched, total)
                 )
-            facts[what + "_topk_vs_dense_detections_matched"] = [matched, total]
+            facts[what + "_%s_vs_dense_detections_matched" % self.kind] = [matched, total]
         return facts
 
 
-def match_detections(reference, found):
+def host_postprocess(kind, input_hw):
+    """The host postprocess that reads `kind` outputs (and dense ones)."""
+    if kind == "class_topk":
+        from models.retinanet.seed_postprocess import SeedPostprocessor
+
+        return SeedPostprocessor(input_hw)
+    from models.retinanet.postprocess import Postprocessor
+
+    return Postprocessor(input_hw)
+
+
+def match_detections(reference, found, score_tol=1e-4):
     """(how many of `reference`'s detections `found` also has, the larger count)."""
     import numpy as np
 
@@ -153,11 +196,35 @@ def match_detections(reference, found):
     for box, score, label in zip(*reference):
         same = (
             (found[2] == label)
-            & (np.abs(found[1] - score) <= 1e-4)
+            & (np.abs(found[1] - score) <= score_tol)
             & np.all(np.abs(found[0] - box) <= 1e-3 * (1.0 + np.abs(box)), axis=1)
         )
         matched += bool(same.any())
     return matched, max(len(reference[1]), len(found[1]))
+
+
+def resolve_outputs(outputs, profile):
+    """The kind of outputs to export: --outputs, with auto taken from the profile."""
+    if profile not in PROFILES:
+        raise UserError("--profile must be seed or upstream, not %r" % (profile,))
+    kind = AUTO_OUTPUTS[profile] if outputs == "auto" else outputs
+    if profile not in PROFILES_OF_OUTPUTS[kind]:
+        raise UserError(
+            "--outputs %s cannot serve the %s profile (its postprocess starts from %s): "
+            "pass --outputs auto or dense" % (kind, profile, AUTO_OUTPUTS[profile])
+        )
+    return kind
+
+
+def export_module(model, kind, size):
+    """The module to trace for `kind` outputs."""
+    from models.retinanet import net, seed_graph
+
+    if kind == "dense":
+        return model
+    if kind == "topk":
+        return net.TopKCandidates(model, (size, size))
+    return seed_graph.ClassTopK(model, (size, size))
 
 
 def trace(module, size, out_path, checker, names):
@@ -214,19 +281,18 @@ def export_onnx(module, size, out_path, checker, names):
 def main(args):
     import torch
 
-    from models.retinanet import net
-
     size = int(args.input_size)
     if size <= 0 or size % 32:
         raise UserError(
             "--input-size must be a positive multiple of 32 (FPN strides), not %d" % size
         )
+    kind = resolve_outputs(args.outputs, args.profile)
     model, facts = build(args.weights)
-    names = OUTPUT_NAMES[args.outputs]
-    module = model if args.outputs == "dense" else net.TopKCandidates(model, (size, size))
-    checker = Checker(model, module, args.outputs, size)
+    names = OUTPUT_NAMES[kind]
+    module = export_module(model, kind, size)
+    checker = Checker(model, module, kind, size)
     facts.update(trace(module, size, os.path.join(args.out, "model.ts"), checker, names))
-    if args.outputs == "topk":
+    if kind != "dense":
         facts["topk_per_level"] = list(module.topk)
     facts.update(
         format=args.format,
@@ -235,7 +301,8 @@ def main(args):
         input_shape=[1, 3, size, size],
         input_names=INPUT_NAMES,
         output_names=names,
-        output_kind=args.outputs,
+        output_kind=kind,
+        profile=args.profile,
         anchors_per_level=anchor_lib.level_counts((size, size)),
         feature_sizes=[list(hw) for hw in anchor_lib.feature_sizes((size, size))],
         num_anchors=anchor_lib.num_anchors((size, size)),
@@ -272,10 +339,17 @@ def build_parser():
     )
     parser.add_argument(
         "--outputs",
-        choices=sorted(OUTPUT_NAMES),
-        default="dense",
-        help="dense: cls_logits + box_deltas; topk: per-level top-1000 logits + indices "
-        "+ box_deltas (less to copy off a device)",
+        choices=["auto", *sorted(OUTPUT_NAMES)],
+        default="auto",
+        help="auto: the profile's (class_topk for seed, topk for upstream); dense: "
+        "cls_logits + box_deltas; topk: per-level top-1000 logits + indices + box_deltas; "
+        "class_topk: the seed graph's NMS inputs (per level, each class's 200 best boxes)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="seed",
+        help="whose postprocess the outputs feed: seed (ModelZoo) or upstream (detectron2)",
     )
     return parser
 

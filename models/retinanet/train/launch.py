@@ -1,7 +1,7 @@
 """The RetinaNet training stage: checks the inputs, then runs one process per device.
 
     python -m models.retinanet.train.launch --out OUT --data COCO_ROOT --work-dir WORK \
-        --devices 0,1,2,3,4,5,6,7 [--epochs 12] [--batch-size 8] [--lr auto] \
+        --devices 0,1,2,3,4,5,6,7 [--epochs 12] [--batch-size 8] [--lr 0.04|auto] \
         [--weights R-50.pkl] [--resume auto|yes|no] [--max-iters N] [--amp auto|on|off] \
         [--split train2017] [--limit N] [--eval] [--nnodes 2 --node-rank 0 \
         --master-addr HOST --master-port 29500]
@@ -34,12 +34,17 @@ import sys
 
 from models.retinanet.train import data as data_lib
 from models.retinanet.train import schedule
+from models.retinanet.train import summary as summary_lib
 from models.retinanet.train import worker as worker_lib
-from zoostage import cli, verdict
+from zoostage import cli
 from zoostage.errors import UserError
 from zoostage.unpickle import load_pickle
 
 CONFIG_FILE = "train_config.json"
+# The seed's test/train_full_{1,8}p.sh: --cfg-options optimizer.lr=0.04 (8 images a device,
+# on 1 and on 8 devices); its config: optimizer_config grad_clip=dict(max_norm=10).
+SEED_LR = 0.04
+SEED_CLIP_GRAD = 10.0
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 RESUME_CHOICES = ("auto", "yes", "no")
 _TRUE = ("yes", "true", "1", "on")
@@ -187,6 +192,7 @@ def build_config(args):
         "eval_input_size": args.eval_input_size,
         "eval_min_size": args.eval_min_size or data_lib.MIN_SIZE,
         "eval_max_size": args.eval_max_size or data_lib.MAX_SIZE,
+        "eval_profile": args.eval_profile,
         "nnodes": args.nnodes,
         "node_rank": args.node_rank,
     }
@@ -254,75 +260,6 @@ def run_workers(argv, config, threads):
         sys.exit(code if code > 0 else 1)
 
 
-# -- the published numbers ------------------------------------------------------------------
-def published_numbers(recipe):
-    """The recipe's `published_train` section, or {} (no recipe file given or no section)."""
-    if not recipe:
-        return {}
-    from zoostage.recipe import load_recipe
-
-    return dict(load_recipe(recipe).get("published_train") or {})
-
-
-def compare(summary, published):
-    """Rows: AP and images/s measured vs the ModelZoo's for this number of devices."""
-    runs = published.get("runs") or {}
-    world = summary.get("world_size")
-    ref = runs.get(world) or runs.get(str(world)) or {}
-    rows = []
-    evaluation = summary.get("eval") or {}
-    measured_ap = (evaluation.get("metrics") or {}).get("AP")
-    ap_ref = ref.get("AP")
-    tolerance = float(published.get("AP_tolerance", 0.5))
-    eval_images = int(published.get("eval_images", 5000))
-    if measured_ap is None and ap_ref is not None:
-        status = "not evaluated (pass --eval)"
-    else:
-        status = verdict.accuracy_status(
-            measured_ap,
-            ap_ref,
-            tolerance,
-            images=evaluation.get("images", 0),
-            full_images=eval_images,
-            partial=summary.get("iterations") != summary.get("total_iterations"),
-        )
-    if status == "no published number":
-        status = "no published number for %s devices" % world
-    elif status == "subset":
-        status = "subset (%d images)" % evaluation.get("images", 0)
-    rows.append(
-        {
-            "metric": "AP",
-            "measured": measured_ap,
-            "published": ap_ref,
-            "tolerance": tolerance,
-            "status": status,
-        }
-    )
-    speed_ref = ref.get("images_per_s")
-    measured = summary.get("images_per_s")
-    status = verdict.speed_status(
-        measured,
-        speed_ref,
-        summary.get("device_type") == "npu",
-        device=summary.get("device_name"),
-    )
-    if status == "no published number":
-        status = "no published number for %s devices" % world
-    elif status == "info":
-        status = "measured"
-    rows.append(
-        {
-            "metric": "images_per_s",
-            "measured": measured,
-            "published": speed_ref,
-            "ratio": verdict.ratio(measured, speed_ref),
-            "status": status,
-        }
-    )
-    return rows
-
-
 def main(args):
     _check_args(args)
     config = build_config(args)
@@ -341,10 +278,10 @@ def main(args):
         raise RuntimeError("the workers ended without writing %s" % summary_path)
     with open(summary_path) as handle:
         summary = json.load(handle)
-    published = published_numbers(args.recipe)
+    published = summary_lib.published_numbers(args.recipe)
     summary["dataset"] = config["dataset"]
     summary["published"] = published or None
-    summary["comparison"] = compare(summary, published) if published else []
+    summary["comparison"] = summary_lib.compare(summary, published) if published else []
     summary["command"] = _quote(command(config_path, nproc, args))
     cli.write_json(summary_path, summary)
     final = summary.get("final_loss") or {}
@@ -371,7 +308,11 @@ def build_parser():
     add("--device-type", default="auto", help="auto, npu, cuda or cpu (auto: npu > cuda > cpu)")
     add("--epochs", type=int, default=schedule.EPOCHS, help="epochs (default 12)")
     add("--batch-size", type=int, default=8, help="images per device and step (default 8)")
-    add("--lr", default="auto", help="base lr, or auto: 0.01 x (batch x devices) / 16")
+    add(
+        "--lr",
+        default=str(SEED_LR),
+        help="base lr (the seed's 0.04, default), or auto: 0.01 x (batch x devices) / 16",
+    )
     add("--weights", help="ImageNet backbone: MSRA R-50.pkl or a detectron2 checkpoint")
     add(
         "--resume",
@@ -400,13 +341,24 @@ def build_parser():
     add("--warmup-iters", type=int, default=schedule.WARMUP_ITERS, help="linear warm-up (500)")
     add("--warmup-ratio", type=float, default=schedule.WARMUP_RATIO, help="start factor (0.001)")
     add("--steps", default="8,11", help="epochs where the lr drops x0.1 (default 8,11)")
-    add("--clip-grad", type=float, default=0.0, help="max gradient norm (0: no clipping)")
+    add(
+        "--clip-grad",
+        type=float,
+        default=SEED_CLIP_GRAD,
+        help="max gradient L2 norm (the seed's 10, default; 0: no clipping)",
+    )
     add("--eval", action="store_true", help="evaluate on COCO val2017 at the end")
     add("--eval-data", help="COCO root with val2017/ for --eval (default: --data)")
     add("--eval-limit", type=int, default=0, help="evaluate the first N val images (0 = all)")
     add("--eval-input-size", type=int, default=1344, help="padded eval input (1344)")
     add("--eval-min-size", type=int, default=0, help="eval short side (0: 800)")
     add("--eval-max-size", type=int, default=0, help="eval long side cap (0: 1333)")
+    add(
+        "--eval-profile",
+        default="seed",
+        choices=("seed", "upstream"),
+        help="the inference recipe's profile the evaluation follows (seed)",
+    )
     add("--nnodes", type=int, default=1, help="machines taking part (default 1)")
     add("--node-rank", type=int, default=0, help="this machine's index (default 0)")
     add("--master-addr", help="address of node 0 (several nodes)")
