@@ -30,6 +30,9 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+# The reference's own NMS, its steps written out once, in the tests.
+from tests.test_boxes import py_cpu_nms  # noqa: E402
+
 
 def load():
     return "load average %.1f %.1f %.1f" % os.getloadavg()
@@ -83,23 +86,6 @@ def bench_forward(iterations):
             % (name, threads, "s" if threads > 1 else " ", speed, speed / base, cores)
         )
     print("  after: %s" % load())
-
-
-def py_cpu_nms(dets, thresh):
-    """Pytorch_Retinaface utils/nms/py_cpu_nms.py, its steps written out (the reference)."""
-    x1, y1, x2, y2, scores = dets[:, 0], dets[:, 1], dets[:, 2], dets[:, 3], dets[:, 4]
-    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = scores.argsort()[::-1]
-    keep = []
-    while order.size > 0:
-        i = order[0]
-        keep.append(i)
-        w = np.maximum(0.0, np.minimum(x2[i], x2[order[1:]]) - np.maximum(x1[i], x1[order[1:]]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[order[1:]]) - np.maximum(y1[i], y1[order[1:]]) + 1)
-        inter = w * h
-        ovr = inter / (areas[i] + areas[order[1:]] - inter)
-        order = order[np.where(ovr <= thresh)[0] + 1]
-    return keep
 
 
 def bench_nms(repeats=2):

@@ -125,6 +125,23 @@ def check_prepare_arguments(args):
     )
 
 
+def write_store_for(args, items, prepare, feed, label, extra=None):
+    """write_store with the common arguments of a data stage (add_prepare_arguments):
+    its --out, square --input-size, --workers and --skip-bad."""
+    size = int(args.input_size)
+    return write_store(
+        args.out,
+        items,
+        (size, size),
+        prepare,
+        feed,
+        workers=args.workers or None,
+        skip_bad=args.skip_bad,
+        label=label,
+        extra=extra,
+    )
+
+
 class Store(object):
     """Read side of a store: `len(store)`, `store.pixels[i]`, `store.batches(n)`."""
 

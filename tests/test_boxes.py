@@ -54,7 +54,7 @@ def test_nms_pixel_offset_is_the_inclusive_pixel_convention():
     assert nms(boxes, [1, 0.5], 0.3, pixel_offset=1).tolist() == [0]
 
 
-def _py_cpu_nms(dets, thresh):
+def py_cpu_nms(dets, thresh):
     """Pytorch_Retinaface utils/nms/py_cpu_nms.py (the reference of RetinaFace's NMS and
     of its ModelZoo seed's postprocess.py), its steps written out: areas with "+1";
     order = scores.argsort()[::-1]; repeatedly keep the first, drop the rest whose
@@ -95,7 +95,7 @@ def test_nms_in_order_gives_py_cpu_nms_keep_list(count):
     rng = np.random.RandomState(count)
     for _ in range(3):
         dets = _face_like_dets(rng, count)
-        expected = _py_cpu_nms(dets, 0.4)
+        expected = py_cpu_nms(dets, 0.4)
         # The same order py_cpu_nms visits: its own argsort, reversed.
         found = nms_in_order(dets[:, :4], dets[:, 4].argsort()[::-1], 0.4, pixel_offset=1)
         assert found.tolist() == [int(i) for i in expected]

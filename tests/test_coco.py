@@ -464,7 +464,7 @@ def test_sample_is_deterministic_and_coco_shaped(tmp_path):
     data = sample.make_sample(str(tmp_path / "a"), images=6, seed=0)
     rc, stdout, err = run_module("data_scripts.coco.sample", "--out", tmp_path / "b")
     assert rc == 0, err
-    assert "wrote 6 images" in stdout
+    assert "wrote a sample (images 6)" in stdout
     for rel in [layout.ANNOTATION_FILE] + [
         layout.IMAGES_DIR + "/" + im["file_name"] for im in data["images"]
     ]:

@@ -336,7 +336,7 @@ def _seed_postprocess(loc, conf, landms, priors, size, resize):
       inds = scores > 0.02; order = scores.argsort()[::-1] (no cut);
       dets = hstack(boxes, scores).astype(float32); keep = py_cpu_nms(dets, 0.4);
       dets[keep], landms[keep]."""
-    from tests.test_boxes import _py_cpu_nms
+    from tests.test_boxes import py_cpu_nms
 
     v = CFG_MNET["variance"]
     resize = np.float32(resize)
@@ -353,7 +353,7 @@ def _seed_postprocess(loc, conf, landms, priors, size, resize):
     order = scores.argsort()[::-1]
     boxes, points, scores = boxes[order], points[order], scores[order]
     dets = np.hstack((boxes, scores[:, np.newaxis])).astype(np.float32, copy=False)
-    keep = _py_cpu_nms(dets, 0.4)
+    keep = py_cpu_nms(dets, 0.4)
     return dets[keep, :], points[keep]
 
 

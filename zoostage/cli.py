@@ -28,6 +28,27 @@ def parser(description):
     return result
 
 
+def call(function, args, **extra):
+    """`function` called with the parsed arguments its parameters name, plus `extra`.
+
+    A stage's arguments are declared once, in its parser; the function that does the work
+    names its parameters after them (`--batch-size` is `batch_size`), so main() need not
+    list them again. A parameter with no argument and no default is a programming error.
+    """
+    import inspect
+
+    values = vars(args)
+    kwargs = {}
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name in extra:
+            kwargs[name] = extra[name]
+        elif name in values:
+            kwargs[name] = values[name]
+        elif parameter.default is inspect.Parameter.empty:
+            raise TypeError("%s needs %r, which the parser does not give" % (function, name))
+    return function(**kwargs)
+
+
 def write_json(path, data):
     """Write JSON through a temporary file so a reader never sees half of it."""
     tmp = path + ".tmp"

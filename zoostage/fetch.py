@@ -199,18 +199,7 @@ def weights_from(directory):
 
 
 def main(args):
-    fetch(
-        args.out,
-        args.name,
-        url=args.url,
-        sha256=args.sha256,
-        source=args.source,
-        cache=args.cache,
-        allow_random=args.allow_random,
-        seed=args.seed,
-        package=_package(args),
-        random_fallback=args.random_fallback,
-    )
+    cli.call(fetch, args, package=_package(args))
 
 
 def _package(args):

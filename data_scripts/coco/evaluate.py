@@ -302,14 +302,7 @@ def evaluate(
 
 
 def main(args):
-    evaluate(
-        args.out,
-        args.detections,
-        args.root,
-        data_dir=args.data,
-        figure_score=args.figure_score,
-        figure_images=args.figure_images,
-    )
+    cli.call(evaluate, args, detections_path=args.detections, data_dir=args.data)
 
 
 def build_parser():

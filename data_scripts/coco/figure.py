@@ -5,13 +5,11 @@ class with "name score" labels, ground truth boxes (when given) as thin white li
 each image fitted into one cell of a grid.
 """
 
-import math
 import os
 
 import numpy as np
 
-CELL_W, CELL_H = 640, 480
-COLUMNS = 2
+from data_scripts.grid import fit_cell, px, write_grid
 
 
 def _color(category_id):
@@ -21,11 +19,6 @@ def _color(category_id):
     hue = np.random.RandomState(int(category_id) * 7919 % 65536).randint(0, 180)
     hsv = np.uint8([[[hue, 220, 255]]])
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
-
-
-def _px(x, y):
-    """A point in whole pixels, as OpenCV's drawing functions take it."""
-    return math.floor(x + 0.5), math.floor(y + 0.5)
 
 
 def pick_images(image_ids, detections_by_image, score_threshold, count):
@@ -55,30 +48,18 @@ def draw_image(cv2, image, detections, names, score_threshold, gt_boxes=()):
     """Draw ground truth and detections (COCO x, y, w, h in image pixels) on a copy."""
     canvas = image.copy()
     for x, y, w, h in gt_boxes:
-        cv2.rectangle(canvas, _px(x, y), _px(x + w, y + h), (255, 255, 255), 1)
+        cv2.rectangle(canvas, px(x, y), px(x + w, y + h), (255, 255, 255), 1)
     shown = [d for d in detections if d["score"] >= score_threshold]
     if not shown:  # nothing confident: show the best few so the picture says something
         shown = sorted(detections, key=lambda d: -d["score"])[:5]
     for det in sorted(shown, key=lambda d: d["score"]):
         x, y, w, h = det["bbox"]
         color = _color(det["category_id"])
-        p1 = _px(x, y)
-        cv2.rectangle(canvas, p1, _px(x + w, y + h), color, 2)
+        p1 = px(x, y)
+        cv2.rectangle(canvas, p1, px(x + w, y + h), color, 2)
         name = names.get(det["category_id"], str(det["category_id"]))
         _label(cv2, canvas, "%s %.2f" % (name, det["score"]), p1[0], p1[1], color)
     return canvas
-
-
-def _fit(cv2, image, title):
-    h, w = image.shape[:2]
-    scale = min(CELL_W / float(w), CELL_H / float(h))
-    size = (max(1, int(w * scale)), max(1, int(h * scale)))
-    cell = np.full((CELL_H + 20, CELL_W, 3), 32, dtype=np.uint8)
-    cell[20 : 20 + size[1], : size[0]] = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    cv2.putText(
-        cell, title, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 230, 230), 1, cv2.LINE_AA
-    )
-    return cell
 
 
 def draw_detections(
@@ -113,14 +94,6 @@ def draw_detections(
             score_threshold,
             ", white: ground truth" if gt else "",
         )
-        cells.append(_fit(cv2, canvas, title))
+        cells.append(fit_cell(cv2, canvas, title))
         drawn.append(image_id)
-    if not cells:
-        return []
-    while len(cells) % COLUMNS:
-        cells.append(np.full_like(cells[0], 32))
-    rows = [np.concatenate(cells[i : i + COLUMNS], axis=1) for i in range(0, len(cells), COLUMNS)]
-    grid = np.concatenate(rows, axis=0)
-    if not cv2.imwrite(path, grid):
-        return []
-    return drawn
+    return drawn if write_grid(cv2, path, cells) else []

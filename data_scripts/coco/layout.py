@@ -136,30 +136,27 @@ def _how_to_get(root):
     return "download %s and %s and unzip both into %s" % (IMAGES_URL, ANNOTATIONS_URL, root)
 
 
-def annotation_path(root):
-    """ROOT/annotations/instances_val2017.json; a missing root or file is a UserError."""
+def _under_root(root, relative, is_dir, what, url):
+    """ROOT/relative, or a UserError saying which is missing and what to download."""
     if not os.path.isdir(root):
         raise UserError("COCO val2017 folder %s does not exist; %s" % (root, _how_to_get(root)))
-    path = os.path.join(root, ANNOTATION_FILE)
-    if not os.path.isfile(path):
+    path = os.path.join(root, relative)
+    if not (os.path.isdir(path) if is_dir else os.path.isfile(path)):
         raise UserError(
             "COCO val2017 at %s has no %s; download %s and unzip it into %s"
-            % (root, ANNOTATION_FILE, ANNOTATIONS_URL, root)
+            % (root, what, url, root)
         )
     return path
+
+
+def annotation_path(root):
+    """ROOT/annotations/instances_val2017.json; a missing root or file is a UserError."""
+    return _under_root(root, ANNOTATION_FILE, False, ANNOTATION_FILE, ANNOTATIONS_URL)
 
 
 def images_dir(root):
     """ROOT/val2017; a missing folder is a UserError."""
-    if not os.path.isdir(root):
-        raise UserError("COCO val2017 folder %s does not exist; %s" % (root, _how_to_get(root)))
-    path = os.path.join(root, IMAGES_DIR)
-    if not os.path.isdir(path):
-        raise UserError(
-            "COCO val2017 at %s has no %s/ image folder; download %s and unzip it into %s"
-            % (root, IMAGES_DIR, IMAGES_URL, root)
-        )
-    return path
+    return _under_root(root, IMAGES_DIR, True, IMAGES_DIR + "/ image folder", IMAGES_URL)
 
 
 def load_annotations(root):

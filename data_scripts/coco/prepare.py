@@ -253,19 +253,7 @@ def prepare(
 
 def main(args):
     feed = store.check_prepare_arguments(args)
-    done, skipped = prepare(
-        args.out,
-        args.root,
-        feed,
-        input_size=args.input_size,
-        limit=args.limit,
-        workers=args.workers,
-        skip_bad=args.skip_bad,
-        resize_with=args.resize,
-        min_size=args.min_size,
-        max_size=args.max_size,
-        profile=args.profile,
-    )
+    done, skipped = cli.call(prepare, args, feed=feed, resize_with=args.resize)
     print(
         "prepared %d COCO val2017 images%s into %s"
         % (done, " (%d skipped)" % skipped if skipped else "", args.out)

@@ -11,15 +11,14 @@ gradient. The last image is a one-channel (grayscale) JPEG, and the first has on
 annotation. Everything follows from the seed.
 """
 
-import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
+from data_scripts import sample_cli
 from data_scripts.coco import layout
-from zoostage.errors import USER_ERROR_EXIT, UserError
+from zoostage.errors import UserError
 
 # Image sizes (h, w) of real val2017 images; 360 x 640 is wide enough that the
 # 1333-pixel cap of the detectron2 resize applies.
@@ -164,19 +163,11 @@ def make_sample(root, images=6, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Generate a small COCO val2017-layout sample.")
-    parser.add_argument("--out", required=True, help="dataset root to create")
-    parser.add_argument("--images", type=int, default=6, help="number of images (default 6)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = parser.parse_args(argv)
-    try:
-        data = make_sample(args.out, images=args.images, seed=args.seed)
-    except UserError as error:
-        sys.stderr.write("error: %s\n" % error)
-        sys.exit(USER_ERROR_EXIT)
-    print(
-        "wrote %d images, %d annotations to %s"
-        % (len(data["images"]), len(data["annotations"]), args.out)
+    sample_cli.main(
+        make_sample,
+        "Generate a small COCO val2017-layout sample.",
+        [("--images", 6, "number of images")],
+        argv,
     )
 
 

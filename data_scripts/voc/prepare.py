@@ -27,7 +27,7 @@ from data_scripts.store import (
     add_prepare_arguments,
     check_prepare_arguments,
     read_image,
-    write_store,
+    write_store_for,
 )
 from data_scripts.voc.layout import VOC_CLASSES, VOCLayout
 from zoostage import cli
@@ -59,14 +59,11 @@ def main(args):
     layout.annotations(ids)
     size = args.input_size
     items = [(layout.image_path(i), i, layout.image_file(i), size) for i in ids]
-    skipped = write_store(
-        args.out,
+    skipped = write_store_for(
+        args,
         items,
-        (size, size),
         prepare_image,
         feed,
-        workers=args.workers or None,
-        skip_bad=args.skip_bad,
         label="VOC2007 %s" % layout.image_set,
         extra={
             "dataset": "voc2007",

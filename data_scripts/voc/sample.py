@@ -8,12 +8,11 @@ annotation XML in the real VOC format (1-based inclusive corners, pose, truncate
 difficult). The first image always holds a difficult object. Same seed, same files.
 """
 
-import argparse
 import os
-import sys
 
 import numpy as np
 
+from data_scripts import sample_cli
 from data_scripts.voc.layout import VOC_CLASSES
 
 POSES = ("Unspecified", "Frontal", "Left", "Right", "Rear")
@@ -131,13 +130,12 @@ def make_sample(root, images=6, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write a small VOC2007-layout sample.")
-    parser.add_argument("--out", required=True, help="folder to write VOCdevkit/VOC2007 into")
-    parser.add_argument("--images", type=int, default=6, help="number of images (default 6)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = parser.parse_args(argv)
-    devkit = make_sample(args.out, images=args.images, seed=args.seed)
-    sys.stdout.write("wrote %d images to %s (pass it as --root)\n" % (args.images, devkit))
+    sample_cli.main(
+        make_sample,
+        "Write a small VOC2007-layout sample (pass its folder as --root).",
+        [("--images", 6, "number of images")],
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from data_scripts.store import (
     add_prepare_arguments,
     check_prepare_arguments,
     read_image,
-    write_store,
+    write_store_for,
 )
 from data_scripts.widerface import layout
 from data_scripts.widerface.select import SUBSETS, select
@@ -105,14 +105,11 @@ def main(args):
         "images_in_ground_truth": len(dataset),
         "selection": chosen,
     }
-    skipped = write_store(
-        args.out,
+    skipped = write_store_for(
+        args,
         items,
-        (size, size),
         prepare_image,
         feed,
-        workers=args.workers or None,
-        skip_bad=args.skip_bad,
         label="preprocess widerface",
         extra=extra,
     )

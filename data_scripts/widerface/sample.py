@@ -7,11 +7,11 @@ files through the same code. Deterministic for a given seed.
     python -m data_scripts.widerface.sample --out ROOT [--events 3] [--per-event 4]
 """
 
-import argparse
 import os
 
 import numpy as np
 
+from data_scripts import sample_cli
 from data_scripts.widerface.layout import FACE_FILE, SETTING_FILES, SETTINGS
 
 # Face height thresholds (pixels) that decide the settings of a generated face, loosely
@@ -142,14 +142,12 @@ def make_sample(root, events=3, per_event=4, seed=0, min_size=300, max_size=1200
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="generate a small WIDER FACE val sample")
-    parser.add_argument("--out", required=True, help="root folder to write")
-    parser.add_argument("--events", type=int, default=3)
-    parser.add_argument("--per-event", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    ids = make_sample(args.out, events=args.events, per_event=args.per_event, seed=args.seed)
-    print("wrote %d images and the WIDER FACE ground truth to %s" % (len(ids), args.out))
+    sample_cli.main(
+        make_sample,
+        "Generate a small WIDER FACE val sample.",
+        [("--events", 3, "events"), ("--per-event", 4, "images per event")],
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -203,15 +203,7 @@ def _device_id(text):
 
 
 def main(args):
-    run_bench(
-        args.out,
-        args.model,
-        parse_batch_sizes(args.batch_sizes),
-        args.loop,
-        device=args.device,
-        onnx=args.onnx,
-        soc_version=args.soc_version,
-    )
+    cli.call(run_bench, args, batch_sizes=parse_batch_sizes(args.batch_sizes))
 
 
 def build_parser():

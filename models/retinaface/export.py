@@ -128,13 +128,7 @@ def export(out, weights_dir, input_size=INPUT_SIZE, batch_size=1, backend="torch
 
 
 def main(args):
-    export(
-        args.out,
-        args.weights,
-        input_size=args.input_size,
-        batch_size=args.batch_size,
-        backend=args.backend,
-    )
+    cli.call(export, args, weights_dir=args.weights)
 
 
 def build_parser():

@@ -73,6 +73,8 @@ class Body(nn.Module):
     def __init__(self, width=8):
         super(Body, self).__init__()
         w = width  # 8 for x0.25 (32 * 0.25)
+        # Layer by layer, as Pytorch_Retinaface's MobileNetV1 lists them (a deliberate
+        # repetition): the Sequential indices are the checkpoint's keys (stage2.5.3.weight).
         self.stage1 = nn.Sequential(
             conv_bn(3, w, 2, leaky=LEAKY),
             conv_dw(w, 2 * w, 1),

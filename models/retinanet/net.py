@@ -129,6 +129,8 @@ class BottleneckBlock(nn.Module):
         else:
             self.shortcut = None
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        # Written out as detectron2's BottleneckBlock does (a deliberate repetition): the
+        # attribute names conv1 / conv2 / conv3 are the checkpoint's keys.
         self.conv1 = Conv2dNorm(
             in_channels,
             bottleneck_channels,

@@ -37,7 +37,11 @@ TOPK_PER_CLASS = 200
 
 def decode(deltas, anchors, scale_clamp=DEFAULT_SCALE_CLAMP):
     """Box2BoxTransform.apply_deltas (weights 1) in torch, in the order of the float32
-    operations of models.common.boxes.decode_deltas; deltas and anchors (..., 4)."""
+    operations of models.common.boxes.decode_deltas; deltas and anchors (..., 4).
+
+    A deliberate fork of that numpy function: this one runs inside the exported graph
+    (the seed decodes on the device), the numpy one on the host; tests/test_retinanet_seed.py
+    checks that the two give the same boxes."""
     widths = anchors[..., 2] - anchors[..., 0]
     heights = anchors[..., 3] - anchors[..., 1]
     ctr_x = anchors[..., 0] + 0.5 * widths

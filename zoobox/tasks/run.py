@@ -5,22 +5,11 @@ from __future__ import annotations
 from zoobox.core.errors import main_guard
 
 
-def run_recipe(
-    c,
-    recipe_name,
-    target,
-    *,
-    data=None,
-    artifacts=None,
-    runner=None,
-    backend=None,
-    devices=None,
-    params=None,
-    param_pairs=None,
-    force=False,
-    dry=False,
-):
-    """Run `target` (None: all stages) of a recipe; UserErrors end as one line, exit 2."""
+def run_recipe(c, recipe_name, target, *, params=None, param_pairs=None, force=False, **flags):
+    """Run `target` (None: all stages) of a recipe; UserErrors end as one line, exit 2.
+
+    `flags` are build_engine's (data, artifacts, runner, backend, devices, dry).
+    """
 
     def go():
         from zoobox.jobs.run import run_and_summarize
@@ -31,14 +20,9 @@ def run_recipe(
         engine = build_engine(
             settings_from(c.config),
             recipe_name,
-            data=data,
-            artifacts=artifacts,
-            runner=runner,
-            backend=backend,
-            devices=devices,
             params=merged,
             force=(target or "*",) if force else (),
-            dry=dry,
+            **flags,
         )
         return run_and_summarize(engine, target)[0]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from zoostage import cli
 from zoostage.smoke import common
-from zoostage.smoke.checks import Checks, NeedsHost, Skip
+from zoostage.smoke.checks import NeedsHost, Skip
 
 SHAPE = (1, 3, 16, 16)
 # fp16 on the device against fp32 on the CPU, for a 3x3 conv of values in [-1, 1]:
@@ -124,13 +124,8 @@ def load_elsewhere(state, out, device):
 
 
 def main(args):
-    devices = [int(d) for d in str(args.devices).split(",") if d.strip()] or [0]
-    checks = Checks(os.environ.get("ZOOBOX_IMAGE") or "aie env")
+    devices, checks = common.start(args, "aie env")
     state = {}
-    checks.run("uid, passwd entry, groups", common.identity)
-    checks.run("device nodes as the container sees them", common.device_view, args.dev_root)
-    checks.run("CANN version", common.cann)
-    checks.run("CANN toolkit set_env.sh", common.set_env, common.TOOLKIT_SET_ENV)
     checks.run("AIE runtime set_env.sh, from its own folder", common.set_env, common.AIE_SET_ENV)
     checks.run("import torch_aie", import_torch_aie, state)
     checks.run("torch_aie.Input default dtype", input_dtype, state)
@@ -169,11 +164,7 @@ def _one_device():
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--devices", default="0", help="device ids as this process sees them")
-    parser.add_argument("--dev-root", default="/dev", help="where the davinciN nodes are")
-    parser.add_argument("--soc-version", default="Ascend310P3")
-    return parser
+    return common.parser(__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 
 from zoostage import cli
 from zoostage.smoke import common
-from zoostage.smoke.checks import Checks, NeedsHost
+from zoostage.smoke.checks import NeedsHost
 
 SHAPE = (1, 3, 16, 16)
 TOLERANCE = 2e-2  # fp16 inside the .om against fp32 on the CPU (see smoke.aie)
@@ -104,13 +104,8 @@ def ais_bench_run(state, out, devices, dev_root):
 
 
 def main(args):
-    devices = [int(d) for d in str(args.devices).split(",") if d.strip()] or [0]
-    checks = Checks(os.environ.get("ZOOBOX_IMAGE") or "atc env")
+    devices, checks = common.start(args, "atc env")
     state = {}
-    checks.run("uid, passwd entry, groups", common.identity)
-    checks.run("device nodes as the container sees them", common.device_view, args.dev_root)
-    checks.run("CANN version", common.cann)
-    checks.run("CANN toolkit set_env.sh", common.set_env, common.TOOLKIT_SET_ENV)
     checks.run(
         "ATC: 1-conv ONNX to .om with --precision_mode allow_fp32_to_fp16",
         atc_conv,
@@ -130,11 +125,7 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--devices", default="0", help="device ids as this process sees them")
-    parser.add_argument("--dev-root", default="/dev", help="where the davinciN nodes are")
-    parser.add_argument("--soc-version", default="Ascend310P3")
-    return parser
+    return common.parser(__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -108,3 +108,28 @@ def _environ(path):
     with open(path) as handle:
         entries = handle.read().split("\0")
     return dict(e.split("=", 1) for e in entries if "=" in e)
+
+
+def parser(description):
+    """The arguments of every smoke check module (the devices, their nodes, the chip)."""
+    from zoostage import cli
+
+    result = cli.parser(description)
+    result.add_argument("--devices", default="0", help="device ids as this process sees them")
+    result.add_argument("--dev-root", default="/dev", help="where the davinciN nodes are")
+    result.add_argument("--soc-version", default="Ascend310P3")
+    return result
+
+
+def start(args, env):
+    """(devices, Checks) with the checks every image shares already run: who the
+    container runs as, the device nodes it sees, CANN and its set_env.sh."""
+    from zoostage.smoke.checks import Checks
+
+    devices = [int(d) for d in str(args.devices).split(",") if d.strip()] or [0]
+    checks = Checks(os.environ.get("ZOOBOX_IMAGE") or env)
+    checks.run("uid, passwd entry, groups", identity)
+    checks.run("device nodes as the container sees them", device_view, args.dev_root)
+    checks.run("CANN version", cann)
+    checks.run("CANN toolkit set_env.sh", set_env, TOOLKIT_SET_ENV)
+    return devices, checks
