@@ -606,6 +606,7 @@ def _wait_gone(*pids, seconds=30.0):
 
 def _paused_run(tmp_path):
     """An engine (subprocess) whose stage b is paused: (process, stage pid, helper pid)."""
+    import signal
     import time
 
     pause = tmp_path / "pause"
@@ -615,6 +616,10 @@ def _paused_run(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As a terminal starts it: a shell running the tests in the background (`cmd &`
+        # without job control) ignores SIGINT, the engine would inherit that, and Python
+        # then installs no KeyboardInterrupt handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not (pause.exists() and pause.read_text()) and time.monotonic() < deadline:
