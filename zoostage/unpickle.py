@@ -129,9 +129,12 @@ def load_torch_file(path, numpy=False):
             if refused is not None:
                 raise refused from None
             raise  # not a refusal: a damaged file, as the caller will say
+    # The restricted unpickler is the guard here: torch < 1.13 has no weights_only, and
+    # torch's weights_only refuses the numpy arrays a training checkpoint holds.
     unpickler = _TorchNumpyUnpickler if numpy else _TorchUnpickler
     kwargs = {"weights_only": False} if modern else {}
-    return torch.load(path, map_location="cpu", pickle_module=_pickle_module(unpickler), **kwargs)
+    module = _pickle_module(unpickler)
+    return torch.load(path, map_location="cpu", pickle_module=module, **kwargs)
 
 
 def _refused_by_torch(text):
