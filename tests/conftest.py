@@ -105,3 +105,31 @@ def published_retinaface(tmp_path_factory):
     except Unavailable as error:
         pytest.skip(f"the published RetinaFace weights are out of reach: {error}")
     return out
+
+
+@pytest.fixture
+def fake_torch_aie(monkeypatch):
+    """A stand-in torch_aie module: compile() records its arguments (and set_device its
+    index) in the dict returned, and returns a module whose save() records the path."""
+    import types
+
+    calls = {}
+
+    class Compiled:
+        def save(self, path):
+            calls["saved"] = path
+
+    def compile_(model, **kwargs):
+        calls.update(kwargs)
+        return Compiled()
+
+    fake = types.ModuleType("torch_aie")
+    fake._enums = types.SimpleNamespace(
+        PrecisionPolicy=types.SimpleNamespace(FP16="fp16-policy", FP32="fp32-policy")
+    )
+    fake.Input = lambda shape: ("Input", shape)
+    fake.compile = compile_
+    fake.set_device = lambda index: calls.setdefault("device", index)
+    monkeypatch.setitem(sys.modules, "torch_aie", fake)
+    monkeypatch.setitem(sys.modules, "torch_aie._enums", fake._enums)
+    return calls

@@ -2,7 +2,6 @@
 
 import os
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -142,27 +141,9 @@ def test_npu_backends_without_their_stack_say_what_to_do(tmp_path, monkeypatch):
         get_backend("tensorrt")
 
 
-def test_aie_compile_asks_torch_aie_for_the_seed_settings(tmp_path, monkeypatch):
+def test_aie_compile_asks_torch_aie_for_the_seed_settings(tmp_path, fake_torch_aie):
     torch = pytest.importorskip("torch")
-    calls = {}
-
-    class Compiled:
-        def save(self, path):
-            calls["saved"] = path
-
-    def compile_(model, **kwargs):
-        calls.update(kwargs)
-        return Compiled()
-
-    fake = types.ModuleType("torch_aie")
-    fake._enums = types.SimpleNamespace(
-        PrecisionPolicy=types.SimpleNamespace(FP16="fp16-policy", FP32="fp32-policy")
-    )
-    fake.Input = lambda shape: ("Input", shape)
-    fake.compile = compile_
-    fake.set_device = lambda index: calls.setdefault("device", index)
-    monkeypatch.setitem(sys.modules, "torch_aie", fake)
-    monkeypatch.setitem(sys.modules, "torch_aie._enums", fake._enums)
+    calls = fake_torch_aie
     torch.jit.trace(torch.nn.Conv2d(3, 2, 1), torch.randn(1, 3, 4, 4)).save(str(tmp_path / "m.ts"))
     facts = get_backend("aie", device="npu:1").compile(
         str(tmp_path / "m.ts"),

@@ -563,36 +563,16 @@ def run_infer(out, model, data, *extra):
 # -- compile: the seed's precision ---------------------------------------------------------
 
 
-def test_seed_compiles_with_torch_aies_default_precision(tmp_path, monkeypatch):
+def test_seed_compiles_with_torch_aies_default_precision(tmp_path, fake_torch_aie):
     """inference.py l.34-35 (AscendIE/TorchAIE/built-in/cv/face/retinaface) calls
     torch_aie.compile(model, inputs=[torch_aie.Input((1, 3, 1000, 1000), ...)]) with no
     precision_policy: the recipe's default precision passes none either."""
-    import sys
-    import types
 
     from zoostage.backends import get_backend
     from zoostage.recipe import load_recipe
 
     assert load_recipe("retinaface").params["precision"] == "default"
-    calls = {}
-
-    class Compiled:
-        def save(self, path):
-            calls["saved"] = path
-
-    def compile_(model, **kwargs):
-        calls.update(kwargs)
-        return Compiled()
-
-    fake = types.ModuleType("torch_aie")
-    fake._enums = types.SimpleNamespace(
-        PrecisionPolicy=types.SimpleNamespace(FP16="fp16-policy", FP32="fp32-policy")
-    )
-    fake.Input = lambda shape: ("Input", shape)
-    fake.compile = compile_
-    fake.set_device = lambda index: None
-    monkeypatch.setitem(sys.modules, "torch_aie", fake)
-    monkeypatch.setitem(sys.modules, "torch_aie._enums", fake._enums)
+    calls = fake_torch_aie
     torch.jit.trace(torch.nn.Conv2d(3, 2, 1), torch.randn(1, 3, 4, 4)).save(str(tmp_path / "m.ts"))
     backend = get_backend("aie", device="npu:0")
     facts = backend.compile(
