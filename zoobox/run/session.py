@@ -162,13 +162,17 @@ def check_dataset(engine: Engine, target: str | None) -> None:
 
 
 def parse_params(pairs) -> dict:
-    """--param key=value pairs to a dict, values parsed as YAML scalars (1, true, fp16)."""
-    import yaml
+    """--param key=value pairs to a dict of text values.
 
+    The text is converted by the parameter's declared type when the recipe's parameters
+    are resolved (zoobox.core.recipe.resolve_params): a string parameter takes it as it
+    is (`amp=off` stays "off", `soc_version=[1` is "[1"), never YAML's reading of it.
+    An empty value (`key=`) leaves the parameter at its default.
+    """
     result = {}
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise UserError(f"--param takes key=value, not {pair!r}")
-        result[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        result[key.strip().replace("-", "_")] = value if value != "" else None
     return result
