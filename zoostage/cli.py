@@ -6,12 +6,12 @@ DIR/env.json (the host side folds it into stage.json). A UserError ends the proc
 with one line on stderr and USER_ERROR_EXIT, never a traceback.
 """
 
-import argparse
 import json
 import os
 import signal
 import sys
 
+from zoostage.declare import StageParser
 from zoostage.envinfo import environment
 from zoostage.errors import USER_ERROR_EXIT, UserError, signal_name
 
@@ -21,11 +21,14 @@ GROUP_ENV = "ZOOBOX_STAGE_GROUP"
 ENV_FILE = "env.json"
 
 
-def parser(description):
-    """An ArgumentParser with the one argument every stage has: --out."""
-    result = argparse.ArgumentParser(description=description)
+def parser(description, params=()):
+    """The stage's ArgumentParser: --out, which every stage has, and its declared params.
+
+    `params`: the stage's declaration (zoostage.declare: its package's params.py).
+    """
+    result = StageParser(description=description)
     result.add_argument("--out", required=True, help="output folder of this stage")
-    return result
+    return result.add_params(params)
 
 
 def call(function, args, **extra):

@@ -161,6 +161,7 @@ class StageSpec(object):
         self.npu = bool(npu)  # uses the backend: needs the NPU when the backend is an NPU one
         self.shard = bool(shard)  # takes --shard I/N: several devices split its images
         self.optional = bool(optional)  # not part of `all`; runs when asked for by name
+        self.declared = ()  # the stage module's Params (the host fills it: zoostage.declare)
 
     def __repr__(self):
         return "StageSpec(%r, env=%r, module=%r)" % (self.name, self.env, self.module)

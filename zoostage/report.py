@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 
-from zoostage import cli
+from zoostage import cli, params
 from zoostage.errors import UserError
 from zoostage.recipe import load_recipe
 from zoostage.verdict import compare
@@ -191,18 +191,7 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--recipe", required=True, help="recipe.yaml path or recipe name")
-    parser.add_argument("--export", help="the export stage's folder")
-    parser.add_argument("--infer", required=True, help="the infer stage's folder")
-    parser.add_argument("--evaluate", required=True, help="the evaluate stage's folder")
-    parser.add_argument(
-        "--profile",
-        default="seed",
-        help="the pipeline that ran (seed: the ModelZoo script's; upstream: the upstream "
-        "repository's): picks the published numbers it is compared with",
-    )
-    return parser
+    return cli.parser(__doc__.splitlines()[0], params.REPORT)
 
 
 if __name__ == "__main__":
