@@ -179,6 +179,7 @@ def main(args):
         "weights": export.get("weights"),
         "backend": timing.get("backend"),
         "device": timing.get("device"),
+        "batch_size": timing.get("batch_size"),
         "throughput": timing.get("throughput"),
         "throughput_end_to_end": (timing.get("end_to_end") or {}).get("throughput"),
         "images": metrics_doc.get("images"),

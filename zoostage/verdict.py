@@ -95,15 +95,65 @@ def published_for(ref, profile=DEFAULT_PROFILE):
     return merged
 
 
+def speed_key(batch_size):
+    """The one name of a throughput metric: throughput_bs<B> (images/s at batch B)."""
+    return "throughput_bs%d" % int(batch_size)
+
+
+def _speed_row(published, timing, npu, profile):
+    """The throughput of the batch that ran, against the figure published for that batch.
+
+    Never against another batch's figure: a bs 4 run beside the bs 1 number says nothing.
+    """
+    batch = int(timing["batch_size"])
+    key = speed_key(batch)
+    measured = timing.get("throughput")
+    if key not in published:
+        units = [e.get("unit") for e in published.values() if isinstance(e, dict)]
+        return {
+            "metric": key,
+            "published": None,
+            "unit": next((u for u in units if u == "images/s"), "images/s"),
+            "tolerance": None,
+            "measured": measured,
+            "where": "",
+            "note": "",
+            "status": "none published for bs %d" % batch,
+        }
+    ref = published_for(published[key], profile)
+    return {
+        "metric": key,
+        "published": ref.get("value"),
+        "unit": ref.get("unit", ""),
+        "tolerance": ref.get("tolerance"),
+        "measured": measured,
+        "where": ref.get("where", ""),
+        "note": ref.get("note", ""),
+        "status": speed_status(measured, ref.get("value"), npu),
+    }
+
+
 def compare(published, metrics, timing, weights, images, full_images, npu, profile=None):
     """One row per published metric of an inference recipe, with its status.
 
     Each metric is compared with the number published for `profile` (default: seed).
+    When the timing record says which batch ran, the speed is one row,
+    throughput_bs<B>, compared only with the figure published for that batch ("none
+    published for bs B" when there is none); the other batches' figures belong to the
+    bench report. A record without a batch size (an old one) is read per published key.
     """
+    profile = profile or DEFAULT_PROFILE
     rows = []
+    batch_known = bool(timing.get("batch_size"))
+    speed_done = False
     for key, entry in published.items():
-        ref = published_for(entry, profile or DEFAULT_PROFILE)
+        ref = published_for(entry, profile)
         speed = bool(ref.get("speed"))
+        if speed and batch_known:
+            if not speed_done:
+                rows.append(_speed_row(published, timing, npu, profile))
+                speed_done = True
+            continue
         measured = measured_speed(key, timing) if speed else metrics.get(key)
         if speed:
             status = speed_status(measured, ref.get("value"), npu)
@@ -128,4 +178,6 @@ def compare(published, metrics, timing, weights, images, full_images, npu, profi
                 "status": status,
             }
         )
+    if batch_known and not speed_done and timing.get("throughput") is not None:
+        rows.append(_speed_row(published, timing, npu, profile))
     return rows
