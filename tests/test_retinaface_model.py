@@ -621,7 +621,9 @@ def test_both_profiles_run_end_to_end_on_generated_data(tmp_path, monkeypatch, c
     result, summary = run(profile="upstream", top_k=5000, keep_top_k=750)
     assert summary["profile"] == "upstream"
     rows = dict((r["metric"], r) for r in summary["rows"])
-    assert rows["easy"]["note"] == "published for the seed profile only"
+    assert rows["easy"]["note"].startswith("published for the seed profile only")
+    assert rows["easy"]["published"] is None
+    assert rows["easy"]["status"] == "no upstream number published"
     infer_record = json.loads((result.stage_dir("infer") / "infer.json").read_text())
     assert infer_record["postprocess"]["keep_top_k"] == 750
     store = json.loads((result.stage_dir("data") / "index.json").read_text())
