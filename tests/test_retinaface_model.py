@@ -578,7 +578,9 @@ def test_seed_compiles_with_torch_aies_default_precision(tmp_path, fake_torch_ai
     facts = backend.compile(
         str(tmp_path / "m.ts"), str(tmp_path / "c.ts"), [1, 3, 4, 4], precision="default"
     )
-    assert "precision_policy" not in calls and calls["inputs"] == [("Input", (1, 3, 4, 4))]
+    assert "precision_policy" not in calls and calls["inputs"] == [
+        ("Input", (1, 3, 4, 4), torch.float)
+    ]
     assert facts["precision"] == "default (torch_aie's own)"
     backend.compile(str(tmp_path / "m.ts"), str(tmp_path / "d.ts"), [1, 3, 4, 4], precision="fp32")
     assert calls["precision_policy"] == "fp32-policy"
