@@ -242,3 +242,46 @@ def test_the_one_device_row_is_36_6_after_12_epochs_and_17_images_per_s():
     rows = summary_lib.compare(dict(run, epochs=12, profile="upstream"), published)
     assert rows[0]["published"] is None and rows[1]["published"] is None
     assert all("seed profile only" in r["status"] for r in rows)
+
+
+# -- the stage, end to end -----------------------------------------------------------------
+def _launch(root, out, work, *extra):
+    import subprocess
+    import sys
+
+    from tests.conftest import stage_env
+
+    argv = [
+        sys.executable, "-m", "models.retinanet.train.launch", "--out", out, "--data", root,
+        "--split", "val2017", "--work-dir", work, "--device-type", "cpu", "--threads", "1",
+        "--batch-size", "1", "--max-iters", "1", "--min-size", "64", "--max-size", "96",
+        "--warmup-iters", "1", "--checkpoint-epochs", "0", "--workers", "0",
+        "--recipe", REPO / "models" / "retinanet" / "recipe.yaml", *extra,
+    ]  # fmt: skip
+    return subprocess.run(
+        [str(a) for a in argv], cwd=str(REPO), env=stage_env(), capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_train_stage_runs_each_profile_and_records_it(root, tmp_path):
+    done = _launch(root, tmp_path / "seed", tmp_path / "w1")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "seed" / "train.json").read_text())
+    assert summary["profile"] == "seed" and summary["padding"].startswith("fixed frames 96 x 64")
+    assert summary["boxes_cap"] == {"max_boxes": 40, "images_capped": 1, "boxes_left_out": 5}
+    assert math.isfinite(summary["final_loss"]["loss"])
+    assert summary["comparison"][0]["status"].startswith("not evaluated")
+    done = _launch(root, tmp_path / "up", tmp_path / "w2", "--profile", "upstream")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "up" / "train.json").read_text())
+    assert summary["profile"] == "upstream" and summary["boxes_cap"] is None
+    assert summary["padding"] == "multiple of 32"
+    assert all("seed profile only" in row["status"] for row in summary["comparison"])
+    # A checkpoint of one profile does not resume the other; --pad-size is upstream's.
+    done = _launch(root, tmp_path / "x", tmp_path / "w2", "--resume", "yes", "--max-iters", 2)
+    assert done.returncode != 0 and "profile upstream -> seed" in done.stderr
+    done = _launch(root, tmp_path / "y", tmp_path / "w3", "--pad-size", 96)
+    assert done.returncode != 0 and "--profile upstream" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -47,7 +47,7 @@ def summarize(config, run, trainer, step, hooks, seconds):
             "final": run.schedule.last_lr,
         },
         "profile": run.profile.name,
-        "max_boxes_per_image": run.profile.max_boxes or None,
+        "boxes_cap": boxes_cap(run.records, run.profile.max_boxes),
         "padding": padding(config, run.profile),
         "amp": device_lib.dtype_name(run.dtype),
         "loss_scale": float(run.scaler.get_scale()) if run.scaler is not None else None,
@@ -66,6 +66,14 @@ def summarize(config, run, trainer, step, hooks, seconds):
         "checkpoint": FINAL_FILE,
         "work_dir": os.path.abspath(config["work_dir"]),
     }
+
+
+def boxes_cap(records, max_boxes):
+    """How many images the seed profile's cap cut, and how many boxes it left out."""
+    if not max_boxes:
+        return None
+    over = [len(r["labels"]) - max_boxes for r in records if len(r["labels"]) > max_boxes]
+    return {"max_boxes": max_boxes, "images_capped": len(over), "boxes_left_out": sum(over)}
 
 
 def padding(config, profile):
