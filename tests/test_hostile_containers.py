@@ -119,3 +119,162 @@ def test_i19_item13_the_cli_refuses_before_any_stage_even_dry(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "backend torchscript" in result.stdout.splitlines()[0]
+
+
+# -- item 14: a stopped build stops what it started ------------------------------------------
+def _wait_for(predicate, timeout, step=0.2):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(step)
+    return None
+
+
+def _pids_running(pattern):
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _start(script, env=None):
+    import os
+
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env or dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_i19_item14_stopped_venv_build_leaves_no_child(tmp_path, signame):
+    """envs.build stopped while `python -m venv` runs: the child goes with it."""
+    import os
+    import signal
+    import stat
+
+    marker = f"zoobox-fake-venv-{os.getpid()}-{signame}"
+    fake = tmp_path / "python3.9"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "-I" ]; then\n'
+        f'  echo \'[[3, 9, 18], "{fake}", "CPython", "/usr", "/usr"]\'; exit 0\n'
+        "fi\n"
+        f"exec {sys.executable} -c 'import time; time.sleep(3600)' {marker}\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    script = (
+        "from pathlib import Path\n"
+        "from zoobox.core.envspec import get_env\n"
+        "from zoobox.core.errors import main_guard\n"
+        "from zoobox.envs.venvs import VenvCache\n"
+        f"cache = VenvCache(Path({str(tmp_path / 'venvs')!r}), {{'3.9': {str(fake)!r}}})\n"
+        "main_guard(lambda: cache.build(get_env('export')))\n"
+    )
+    process = _start(script)
+    try:
+        assert _wait_for(lambda: _pids_running(marker), 60), "the fake venv never started"
+        process.send_signal(getattr(signal, signame))
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + getattr(signal, signame), stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted by"), stderr
+    assert _wait_for(lambda: not _pids_running(marker), 15), "python -m venv outlived the task"
+
+
+@pytest.mark.slow
+@pytest.mark.container
+def test_i19_item14_stopped_image_build_stops_the_client_and_the_engine_side(tmp_path):
+    """SIGTERM to a build: the docker client ends, and the RUN step on the engine too
+    (podman's API goes on building when only the client goes: see zoobox.envs.build_cgroup).
+    """
+    import os
+    import signal
+
+    from zoobox.dev import podman as devengine
+    from zoobox.envs import build_cgroup
+
+    env = dict(os.environ)
+    if not env.get("DOCKER_HOST") and devengine.ping():
+        env["DOCKER_HOST"] = devengine.docker_host()
+    if not env.get("DOCKER_HOST"):
+        pytest.skip("no container engine: `.ci/engine` or `invoke dev.engine` starts one")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOCKER_HOST", env["DOCKER_HOST"])
+        if not build_cgroup.local_podman_cgroupfs():
+            pytest.skip("the engine is not a local podman with cgroupfs (Docker cancels itself)")
+    base = "localhost/zoobox/debian:bookworm"
+    if subprocess.run(
+        ["docker", "image", "inspect", base], env=env, capture_output=True
+    ).returncode:
+        pytest.skip(f"{base} is not in the engine (`invoke dev.engine` makes it)")
+    marker = f"{os.getpid()}4242"
+    (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN sleep {marker}\n")
+    script = (
+        "from zoobox.core.errors import main_guard\n"
+        "from zoobox.envs.images import run_build\n"
+        f"argv = ['docker', 'build', '--no-cache', '-t', 'zoobox-test/stopped:{marker}', "
+        f"{str(tmp_path)!r}]\n"
+        "main_guard(lambda: run_build(argv))\n"
+    )
+    process = _start(script, env)
+    try:
+        assert _wait_for(lambda: _pids_running(f"^sleep {marker}"), 120), "the RUN never began"
+        client = _pids_running(f"docker build --cgroup-parent .*{marker}")
+        assert client, "the build did not get a cgroup of its own"
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for pid in _pids_running(f"^sleep {marker}"):
+            os.kill(pid, signal.SIGKILL)  # never leave the build running on failure
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped the build on the engine" in stdout
+    assert _wait_for(lambda: not _pids_running(f"docker build --cgroup-parent .*{marker}"), 15)
+    assert _wait_for(lambda: not _pids_running(f"^sleep {marker}"), 15), "the RUN step goes on"
+    inspect = subprocess.run(
+        ["docker", "image", "inspect", f"zoobox-test/stopped:{marker}"],
+        env=env,
+        capture_output=True,
+    )
+    assert inspect.returncode != 0, "a stopped build still produced its image"
+
+
+def test_i19_item14_cgroup_parent_goes_right_after_build():
+    from zoobox.envs.build_cgroup import with_cgroup_parent
+
+    argv = ["docker", "build", "-f", "x", "-t", "y", "ctx"]
+    assert with_cgroup_parent(argv, "/z") == [
+        "docker",
+        "build",
+        "--cgroup-parent",
+        "/z",
+        "-f",
+        "x",
+        "-t",
+        "y",
+        "ctx",
+    ]
+
+
+def test_i19_item14_kill_cgroup_reads_every_hierarchy(tmp_path):
+    """v1 (one folder per controller) and v2 (one tree) layouts, children cgroups included."""
+    from zoobox.envs.build_cgroup import cgroup_pids
+
+    (tmp_path / "pids" / "zb" / "sub").mkdir(parents=True)
+    (tmp_path / "pids" / "zb" / "cgroup.procs").write_text("11\n12\n")
+    (tmp_path / "pids" / "zb" / "sub" / "cgroup.procs").write_text("13\n")
+    (tmp_path / "zb").mkdir()
+    (tmp_path / "zb" / "cgroup.procs").write_text("14\n")
+    assert cgroup_pids("/zb", tmp_path) == {11, 12, 13, 14}
+    assert cgroup_pids("/other", tmp_path) == set()
