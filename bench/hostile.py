@@ -55,8 +55,9 @@ def summary(cases):
     by_item = collections.OrderedDict()
     for item, _, outcome, _ in sorted(cases):
         row = by_item.setdefault(item, collections.Counter())
-        row["tried" if outcome != "skipped" else "skipped"] += 1
-        row[outcome] += 1
+        row[outcome] += 1  # passed, failed or skipped
+        if outcome != "skipped":
+            row["tried"] += 1
     lines = ["issue  item  tried  passed  skipped"]
     for (issue, item), row in by_item.items():
         lines.append(
