@@ -43,6 +43,7 @@ def test_a_speed_is_compared_with_the_figure_of_the_batch_that_ran():
             "measured": 400.0,
             "where": "310P3 ATC bs 16",
             "note": "",
+            "own_number": True,
             "status": "info",
         }
     ]

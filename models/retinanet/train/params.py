@@ -78,7 +78,9 @@ LAUNCH = (
         "pad-size",
         "int",
         0,
-        "0: pad to a multiple of 32; N: to N x N",
+        # The seed profile pads each image to a fixed frame (1344 x 800 or 800 x 1344, as
+        # the seed's modified Pad does); the upstream profile to a multiple of 32, or N x N.
+        "upstream profile: 0 pads to a multiple of 32; N: to N x N",
         min=0,
         recipe="train_pad_size",
     ),
@@ -140,10 +142,17 @@ LAUNCH = (
     Param("eval-min-size", "int", 0, "eval short side (0: 800)"),
     Param("eval-max-size", "int", 0, "eval long side cap (0: 1333)"),
     Param(
-        "eval-profile",
+        "profile",
         default="seed",
         choices=("seed", "upstream"),
-        help="the inference recipe's profile the evaluation follows (seed)",
+        help="seed (default): the ModelZoo's executed mmdetection (first 40 boxes an image, "
+        "fixed 1344 x 800 frames, static loss scale 64); upstream: mmdetection's config",
+        recipe="profile",
+    ),
+    Param(
+        "eval-profile",
+        choices=("seed", "upstream"),
+        help="the inference recipe's profile the evaluation follows (default: --profile)",
     ),
     Param("nnodes", "int", 1, "machines taking part", min=1, recipe="nnodes"),
     Param("node-rank", "int", 0, "this machine's index", min=0, recipe="node_rank"),
