@@ -136,7 +136,7 @@ def print_postprocess(outputs, size, iterations):
 
 
 def print_store_size(size):
-    store_bytes = size * size * 3  # uint8 HWC in data_scripts.store
+    store_bytes = size * size * 3  # uint8 HWC in zoostage.store
     seed_bytes = size * size * 3 * 4  # float32 CHW .bin, as the seed writes (21.7 MB at 1344)
     print(
         "preprocessed input per image: store uint8 %.2f MB vs seed float32 .bin %.2f MB "

@@ -14,9 +14,9 @@ import sys
 import numpy as np
 import pytest
 
-from data_scripts import store
 from data_scripts.coco import evaluate, layout, prepare, sample
 from tests.conftest import input_args, recipe_feed
+from zoostage import store
 from zoostage.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

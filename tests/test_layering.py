@@ -4,7 +4,7 @@
   to Python 3.7 + torch 1.5: it must never import the host package `zoobox`, neither by an
   import statement nor by a module name handed to importlib.
 - The host package is layered: a layer imports only from itself and the layers below it,
-  so the tree reads top-down (tasks -> jobs -> run -> runners -> envs -> hosts -> core).
+  so the tree reads top-down (tasks -> jobs -> pipeline -> runners -> envs -> hosts -> core).
 """
 
 import ast
@@ -17,7 +17,7 @@ from tests.conftest import REPO
 STAGE_SIDE = ("models", "data_scripts", "zoostage")
 # Host layers, lowest first; `dev` (podman for development machines) sits beside them and
 # may use core and hosts only; nothing of the product imports it but its own task.
-HOST_LAYERS = ("core", "hosts", "envs", "runners", "run", "jobs", "tasks")
+HOST_LAYERS = ("core", "hosts", "envs", "runners", "pipeline", "jobs", "tasks")
 ALLOWED = {layer: set(HOST_LAYERS[: i + 1]) for i, layer in enumerate(HOST_LAYERS)}
 ALLOWED["dev"] = {"core", "hosts", "dev"}
 ALLOWED["tasks"].add("dev")
@@ -67,7 +67,7 @@ def test_the_checker_sees_every_kind_of_import(tmp_path, monkeypatch):
     planted = folder / "planted.py"
     planted.write_text(
         "import zoobox.core.paths\n"
-        "from zoobox.run import engine\n"
+        "from zoobox.pipeline import engine\n"
         "from .. import zoobox\n"
         "import importlib\n"
         "importlib.import_module('zoobox.jobs.ci')\n"
@@ -76,7 +76,7 @@ def test_the_checker_sees_every_kind_of_import(tmp_path, monkeypatch):
     )
     names = [name for name, _ in imported_names(planted)]
     assert "zoobox.core.paths" in names
-    assert "zoobox.run" in names
+    assert "zoobox.pipeline" in names
     assert "zoobox" in names  # `from .. import zoobox` from zoostage/ is the top level
     assert "zoobox.jobs.ci" in names and "zoobox.backends.torchscript" in names
     assert "not a module name" not in names

@@ -545,7 +545,7 @@ def _assert_same_detections(found, expected, atol=2e-3):
 def test_infer_stage_end_to_end(exported, tmp_path):
     import onnxruntime
 
-    from data_scripts.store import Store, feed_spec, write_store
+    from zoostage.store import Store, feed_spec, write_store
 
     folder, _ = exported
     data = tmp_path / "data"

@@ -11,7 +11,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from data_scripts.store import Store, feed_spec, write_store  # noqa: E402
 from data_scripts.widerface.predictions import (  # noqa: E402
     read_image_predictions,
     write_image_predictions,
@@ -27,6 +26,7 @@ from zoostage import infer  # noqa: E402
 from zoostage.cli import write_json  # noqa: E402
 from zoostage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
 from zoostage.shards import parse_shard  # noqa: E402
+from zoostage.store import Store, feed_spec, write_store  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 320
@@ -591,8 +591,8 @@ def test_seed_compiles_with_torch_aies_default_precision(tmp_path, fake_torch_ai
 def test_both_profiles_run_end_to_end_on_generated_data(tmp_path, monkeypatch, capfd):
     from data_scripts.widerface.sample import make_sample
     from zoobox.core.errors import StageStopped
-    from zoobox.jobs.run import run_and_summarize
-    from zoobox.run.session import build_engine, settings_from
+    from zoobox.jobs.recipe import run_and_summarize
+    from zoobox.pipeline.configure import build_engine, settings_from
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     data = tmp_path / "wider"

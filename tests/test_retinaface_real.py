@@ -37,8 +37,8 @@ def wider_root(folder):
 
 @pytest.mark.slow
 def test_published_weights_on_the_202_image_val_sample(published_retinaface, tmp_path, monkeypatch):
-    from zoobox.jobs.run import run_and_summarize
-    from zoobox.run.session import build_engine, settings_from
+    from zoobox.jobs.recipe import run_and_summarize
+    from zoobox.pipeline.configure import build_engine, settings_from
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two shared cores: one thread is faster
     root = wider_root(tmp_path / "root")

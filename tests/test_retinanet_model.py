@@ -12,13 +12,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from data_scripts.store import Store, feed_spec, write_store  # noqa: E402
 from models.common.checkpoint import load_strict  # noqa: E402
 from models.retinanet import PIXEL_MEAN_BGR, PIXEL_STD_BGR, checkpoint, net, postprocess  # noqa: E402
 from models.retinanet import anchors as anchor_lib  # noqa: E402
 from tests.conftest import run_stage  # noqa: E402
 from zoostage import infer as skeleton  # noqa: E402
 from zoostage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
+from zoostage.store import Store, feed_spec, write_store  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = 128

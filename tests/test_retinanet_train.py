@@ -231,7 +231,7 @@ def test_collate_pads_to_32_and_to_input_matches_the_inference_feed(sample):
     assert all(n > 0 for n in batch["num_pos"])
     x = data_lib.to_input(batch["pixels"], batch["valid_hw"], "cpu")
     h, w = batch["valid_hw"][0].tolist()
-    from data_scripts.store import feed_spec, to_input
+    from zoostage.store import feed_spec, to_input
 
     want = to_input(
         batch["pixels"][:1].numpy(),
@@ -411,8 +411,8 @@ def small_input_recipe(folder):
 
 def _engine(root, artifacts, devices, target_params, recipe=None):
     from zoobox.core.recipe import load_recipe
-    from zoobox.run.choice import Choice
-    from zoobox.run.engine import Engine, Options
+    from zoobox.pipeline.choice import Choice
+    from zoobox.pipeline.pipeline import Engine, Options
     from zoobox.runners.host import HostRunner
 
     options = Options(

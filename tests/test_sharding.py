@@ -2,7 +2,7 @@
 
 import json
 
-from zoobox.run.session import build_engine, settings_from
+from zoobox.pipeline.configure import build_engine, settings_from
 
 
 def _run(tmp_path, data, name, devices):

@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from zoobox.hosts.probe import ContainerEngine
+from zoobox.hosts.detect import ContainerEngine
 from zoobox.jobs.smoke import render, run_smoke
-from zoobox.run.session import settings_from
+from zoobox.pipeline.configure import settings_from
 from zoostage.smoke import common
 from zoostage.smoke.checks import Checks
 

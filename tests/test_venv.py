@@ -34,8 +34,8 @@ from zoobox.envs.venvs import (
     find_interpreter,
     venv_hash,
 )
-from zoobox.run.choice import Choice
-from zoobox.run.engine import Engine, Options
+from zoobox.pipeline.choice import Choice
+from zoobox.pipeline.pipeline import Engine, Options
 from zoobox.runners.base import StageCall
 from zoobox.runners.host import HostRunner
 from zoobox.runners.venv import VenvRunner
@@ -397,7 +397,7 @@ def test_npu_env_sources_the_hosts_set_env_scripts_or_says_what_is_missing(tmp_p
 
 # -- settings and tasks ------------------------------------------------------------------
 def test_runner_venv_from_settings_and_a_dry_plan(tmp_path, capsys):
-    from zoobox.run.session import build_engine, settings_from
+    from zoobox.pipeline.configure import build_engine, settings_from
 
     settings = settings_from(
         {

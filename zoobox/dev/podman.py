@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from zoobox.core.errors import UserError
-from zoobox.hosts.probe import dev_engine_dir, dev_engine_host
+from zoobox.hosts.detect import dev_engine_dir, dev_engine_host
 
 PACKAGES = ("podman", "runc", "debootstrap")
 

@@ -18,9 +18,9 @@ from zoobox.core.errors import UserError
 from zoobox.core.recipe import load_recipe, recipe_names
 from zoobox.core.text import table
 from zoobox.jobs.datasets import make_sample
-from zoobox.jobs.run import run_and_summarize
+from zoobox.jobs.recipe import run_and_summarize
 from zoobox.jobs.summary import HEADER, summary_rows
-from zoobox.run.session import build_engine, flag_path, setting_path
+from zoobox.pipeline.configure import build_engine, flag_path, setting_path
 
 
 def _recipes(names: str | None) -> list[str]:

@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 
 from zoobox.core.paths import REPO
-from zoobox.jobs.run import run_and_summarize
-from zoobox.run.session import build_engine, flag_path, setting_path
+from zoobox.jobs.recipe import run_and_summarize
+from zoobox.pipeline.configure import build_engine, flag_path, setting_path
 
 SAMPLE = REPO / "samples" / "widerface"
 

@@ -12,8 +12,8 @@ def run_recipe(c, recipe_name, target, *, params=None, param_pairs=None, force=F
     """
 
     def go():
-        from zoobox.jobs.run import run_and_summarize
-        from zoobox.run.session import build_engine, parse_params, settings_from
+        from zoobox.jobs.recipe import run_and_summarize
+        from zoobox.pipeline.configure import build_engine, parse_params, settings_from
 
         merged = parse_params(param_pairs)
         merged.update({k: v for k, v in (params or {}).items() if v is not None})

@@ -15,8 +15,8 @@ from zoobox.core.artifacts import RecipeLock
 from zoobox.core.errors import UserError
 from zoobox.core.fingerprint import code_fingerprint
 from zoobox.core.recipe import load_recipe_file
-from zoobox.run.choice import Choice
-from zoobox.run.engine import Engine, Options
+from zoobox.pipeline.choice import Choice
+from zoobox.pipeline.pipeline import Engine, Options
 from zoobox.runners.host import HostRunner
 
 TOY = REPO / "tests" / "toy" / "recipe.yaml"
@@ -150,7 +150,7 @@ def test_concurrent_run_is_refused_naming_the_holder(tmp_path):
 
 _RUNNER = """
 import sys
-from tests.test_engine import make_engine
+from tests.test_pipeline import make_engine
 from pathlib import Path
 from zoobox.core.errors import main_guard
 main_guard(lambda: make_engine(Path(sys.argv[1]), pause=sys.argv[2]).run())

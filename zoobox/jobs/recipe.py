@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from zoobox.jobs.summary import render_summary
-from zoobox.run.engine import Engine, RunResult
-from zoobox.run.session import check_dataset
+from zoobox.pipeline.configure import check_dataset
+from zoobox.pipeline.pipeline import Engine, RunResult
 
 
 def run_and_summarize(

@@ -12,7 +12,7 @@ from pathlib import Path
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO, default_cache
 from zoobox.core.recipe import load_recipe, resolve_params
-from zoobox.hosts.probe import (
+from zoobox.hosts.detect import (
     ContainerEngine,
     NpuHost,
     container_engine,
@@ -20,9 +20,9 @@ from zoobox.hosts.probe import (
     npu_host,
     use_engine,
 )
-from zoobox.run.choice import choose
-from zoobox.run.engine import Engine, Options, reads_dataset
-from zoobox.run.speed import fastest_cpu_backend
+from zoobox.pipeline.choice import choose
+from zoobox.pipeline.pipeline import Engine, Options, reads_dataset
+from zoobox.pipeline.speed import fastest_cpu_backend
 from zoobox.runners.factory import make_runner
 
 DEFAULTS = {

@@ -22,9 +22,9 @@ from zoobox.core.fingerprint import content_digest, sha256_json
 from zoobox.core.paths import REPO, git_revision
 from zoobox.core.recipe import Recipe, context_for, load_recipe, render_args, resolve_params
 from zoobox.hosts.npucompat import diagnose
-from zoobox.run.choice import Choice
-from zoobox.run.inputs import external_inputs, parts_for, what_changed
-from zoobox.run.shards import run_shards, shard_calls
+from zoobox.pipeline.choice import Choice
+from zoobox.pipeline.inputs import external_inputs, parts_for, what_changed
+from zoobox.pipeline.shards import run_shards, shard_calls
 from zoobox.runners.base import Runner, StageCall, quote, signals_as_interrupts
 from zoostage.backends import NPU_BACKENDS
 
@@ -151,7 +151,7 @@ class Engine:
         )
 
     def fingerprint_parts(self, call: StageCall, upstream: dict) -> dict:
-        """What the stage's result depends on (zoobox.run.inputs says what each part is)."""
+        """What the stage's result depends on (zoobox.pipeline.inputs says what each part is)."""
         env = self.runner.env_identity(call.env, self.options.dry)
         return parts_for(call, upstream, self._external_inputs(call), env, self.portable)
 
