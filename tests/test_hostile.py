@@ -323,7 +323,7 @@ def test_item03_every_backend_module_counts_for_every_stage_that_loads_backends(
 def _toy_engine(tmp_path, data=None, **params):
     from zoobox.core.recipe import load_recipe_file
     from zoobox.pipeline.choice import Choice
-    from zoobox.pipeline.pipeline import Engine, Options
+    from zoobox.pipeline.pipeline import Options, Pipeline
     from zoobox.runners.host import HostRunner
 
     data = data or tmp_path / "data"
@@ -334,7 +334,7 @@ def _toy_engine(tmp_path, data=None, **params):
         artifacts=tmp_path / "art", cache=tmp_path / "cache", data=data, params=params
     )
     recipe = load_recipe_file(REPO / "tests" / "toy" / "recipe.yaml")
-    return Engine(recipe, Choice("host", "torchscript", [0], "test"), HostRunner(), options)
+    return Pipeline(recipe, Choice("host", "torchscript", [0], "test"), HostRunner(), options)
 
 
 def _plan(result):
@@ -354,11 +354,11 @@ def test_item04_data_kept_inside_the_artifacts_folder_is_fingerprinted(tmp_path)
 def test_item08_a_new_file_in_the_weights_cache_reruns_nothing(tmp_path):
     """8. Any new file in the weights cache reruns every stage: fingerprint the file the
     stage uses, not the cache folder."""
-    from zoobox.pipeline.configure import build_engine, settings_from
+    from zoobox.pipeline.configure import build_pipeline, settings_from
 
     def weights_run():
         settings = settings_from({"zoobox": {"echo": False, "cache": str(tmp_path / "cache")}})
-        engine = build_engine(
+        engine = build_pipeline(
             settings,
             "retinaface",
             artifacts=str(tmp_path / "art"),

@@ -18,7 +18,7 @@ from zoobox.hosts.detect import NpuHost, container_engine, device_access_problem
 from zoobox.hosts.npucompat import diagnose
 from zoobox.pipeline.choice import Choice
 from zoobox.pipeline.configure import check_npu_access
-from zoobox.pipeline.pipeline import Engine, Options
+from zoobox.pipeline.pipeline import Options, Pipeline
 from zoobox.runners.base import Completed
 from zoobox.runners.docker import DockerRunner, DockerSettings
 from zoobox.runners.host import HostRunner
@@ -122,7 +122,7 @@ class NpuFailingRunner(HostRunner):
 def _engine(tmp_path, runner):
     options = Options(artifacts=tmp_path / "art", cache=tmp_path, data=tmp_path)
     recipe = load_recipe_file(REPO / "tests" / "toy" / "recipe.yaml")
-    return Engine(recipe, Choice("host", "aie", [2], "test"), runner, options)
+    return Pipeline(recipe, Choice("host", "aie", [2], "test"), runner, options)
 
 
 def test_a_failed_npu_stage_keeps_its_logs_and_says_where(tmp_path):

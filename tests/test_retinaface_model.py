@@ -592,14 +592,14 @@ def test_both_profiles_run_end_to_end_on_generated_data(tmp_path, monkeypatch, c
     from data_scripts.widerface.sample import make_sample
     from zoobox.core.errors import StageStopped
     from zoobox.jobs.recipe import run_and_summarize
-    from zoobox.pipeline.configure import build_engine, settings_from
+    from zoobox.pipeline.configure import build_pipeline, settings_from
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     data = tmp_path / "wider"
     make_sample(str(data), events=2, per_event=2)
 
     def run(**params):
-        engine = build_engine(
+        engine = build_pipeline(
             settings_from({"zoobox": {"echo": False}}),
             "retinaface",
             data=str(data),

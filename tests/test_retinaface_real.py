@@ -38,13 +38,13 @@ def wider_root(folder):
 @pytest.mark.slow
 def test_published_weights_on_the_202_image_val_sample(published_retinaface, tmp_path, monkeypatch):
     from zoobox.jobs.recipe import run_and_summarize
-    from zoobox.pipeline.configure import build_engine, settings_from
+    from zoobox.pipeline.configure import build_pipeline, settings_from
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two shared cores: one thread is faster
     root = wider_root(tmp_path / "root")
     listing = fixture_path("widerface-val-sample", "list.txt")
     settings = settings_from({"zoobox": {"cache": str(published_retinaface.parent / "cache")}})
-    engine = build_engine(
+    engine = build_pipeline(
         settings,
         "retinaface",
         data=str(root),

@@ -412,13 +412,13 @@ def small_input_recipe(folder):
 def _engine(root, artifacts, devices, target_params, recipe=None):
     from zoobox.core.recipe import load_recipe
     from zoobox.pipeline.choice import Choice
-    from zoobox.pipeline.pipeline import Engine, Options
+    from zoobox.pipeline.pipeline import Options, Pipeline
     from zoobox.runners.host import HostRunner
 
     options = Options(
         artifacts=artifacts, cache=artifacts / "cache", data=root, params=target_params, echo=False
     )
-    return Engine(
+    return Pipeline(
         recipe or load_recipe("retinanet"),
         Choice("host", "torchscript", list(devices), "test"),
         HostRunner(),

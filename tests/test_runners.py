@@ -529,7 +529,7 @@ def test_busy_device_is_diagnosed_naming_the_device():
 def test_npu_stage_failing_with_8005_is_reported_as_busy_device(tmp_path, monkeypatch):
     from zoobox.core.recipe import load_recipe_file
     from zoobox.pipeline.choice import Choice
-    from zoobox.pipeline.pipeline import Engine, Options
+    from zoobox.pipeline.pipeline import Options, Pipeline
     from zoobox.runners.base import Completed
 
     class BusyRunner(HostRunner):
@@ -539,7 +539,7 @@ def test_npu_stage_failing_with_8005_is_reported_as_busy_device(tmp_path, monkey
             return Completed(1, "dcmi module initialize failed. ret is -8005\n")
 
     options = Options(artifacts=tmp_path / "art", cache=tmp_path, data=tmp_path)
-    engine = Engine(
+    engine = Pipeline(
         load_recipe_file(REPO / "tests" / "toy" / "recipe.yaml"),
         Choice("host", "aie", [2], "test"),
         BusyRunner(),

@@ -2,12 +2,12 @@
 
 import json
 
-from zoobox.pipeline.configure import build_engine, settings_from
+from zoobox.pipeline.configure import build_pipeline, settings_from
 
 
 def _run(tmp_path, data, name, devices):
     settings = settings_from({"zoobox": {"echo": False}})
-    engine = build_engine(
+    pipeline = build_pipeline(
         settings,
         "retinaface",
         data=str(data),
@@ -17,7 +17,7 @@ def _run(tmp_path, data, name, devices):
         devices=devices,
         params={"allow_random": True, "input_size": 320},
     )
-    return engine.run()
+    return pipeline.run()
 
 
 def _predictions(folder):
