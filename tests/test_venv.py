@@ -219,7 +219,7 @@ def stall(python):
     open(sys.argv[2], "w").write("venv created")
     time.sleep(600)
 
-venvs._scan = stall
+venvs.scan_interpreter = stall
 venvs.VenvCache(sys.argv[1]).build(_from_dict({"name": "tiny", "python": "3.9"}))
 """
 
