@@ -591,7 +591,7 @@ def test_seed_compiles_with_torch_aies_default_precision(tmp_path, fake_torch_ai
 def test_both_profiles_run_end_to_end_on_generated_data(tmp_path, monkeypatch, capfd):
     from data_scripts.widerface.sample import make_sample
     from zoobox.core.errors import StageStopped
-    from zoobox.jobs.recipe import run_and_summarize
+    from zoobox.jobs.run_and_summarize import run_and_summarize
     from zoobox.pipeline.configure import build_pipeline, settings_from
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

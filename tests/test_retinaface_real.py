@@ -37,7 +37,7 @@ def wider_root(folder):
 
 @pytest.mark.slow
 def test_published_weights_on_the_202_image_val_sample(published_retinaface, tmp_path, monkeypatch):
-    from zoobox.jobs.recipe import run_and_summarize
+    from zoobox.jobs.run_and_summarize import run_and_summarize
     from zoobox.pipeline.configure import build_pipeline, settings_from
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two shared cores: one thread is faster

@@ -18,7 +18,7 @@ from zoobox.core.errors import UserError
 from zoobox.core.recipe import load_recipe, recipe_names
 from zoobox.core.text import table
 from zoobox.jobs.datasets import make_sample
-from zoobox.jobs.recipe import run_and_summarize
+from zoobox.jobs.run_and_summarize import run_and_summarize
 from zoobox.jobs.summary import HEADER, summary_rows
 from zoobox.pipeline.configure import build_pipeline, flag_path, setting_path
 

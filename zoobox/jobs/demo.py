@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from zoobox.core.paths import REPO
-from zoobox.jobs.recipe import run_and_summarize
+from zoobox.jobs.run_and_summarize import run_and_summarize
 from zoobox.pipeline.configure import build_pipeline, flag_path, setting_path
 
 SAMPLE = REPO / "samples" / "widerface"

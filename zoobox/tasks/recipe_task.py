@@ -12,7 +12,7 @@ def run_recipe(c, recipe_name, target, *, params=None, param_pairs=None, force=F
     """
 
     def go():
-        from zoobox.jobs.recipe import run_and_summarize
+        from zoobox.jobs.run_and_summarize import run_and_summarize
         from zoobox.pipeline.configure import build_pipeline, parse_params, settings_from
 
         merged = parse_params(param_pairs)
