@@ -101,6 +101,7 @@ def test_recipe_may_list_cpu_backends_but_only_real_ones():
         check_recipe(broken)
 
 
+@pytest.mark.slow
 def test_probe_times_each_backend_on_the_recipes_network(monkeypatch, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")

@@ -271,6 +271,7 @@ def prepared(tmp_path_factory):
     return root, out, data
 
 
+@pytest.mark.slow
 def test_seed_profile_prepares_the_seed_scripts_pixels(prepared, tmp_path):
     """--profile seed (the default): Retinanet_preprocess.py's size rule and
     cv2.resize(INTER_LINEAR) on the uint8 image (cv2.imread's), then the same feed."""

@@ -164,6 +164,7 @@ def test_item01_names_read_from_manifests_stay_inside_their_folder(tmp_path):
         fetch(str(tmp_path), "../w.pth", url="http://127.0.0.1:9/w.pth", cache=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_item10_wider_mat_with_an_empty_event_name_is_one_error_line(tmp_path):
     """10. `.mat` with an empty event name: IndexError."""
     root = _wider_sample(tmp_path / "wider", lambda ids: ["/" + ids[0].split("/")[1], *ids[1:]])
@@ -390,6 +391,7 @@ def test_item08_an_upstream_rerun_with_identical_output_reruns_nothing_below(tmp
     }
 
 
+@pytest.mark.slow
 def test_item17_the_reason_line_names_what_changed(tmp_path, monkeypatch):
     """17. The reason line says "changed: parameters" when code or an upstream changed."""
     import zoobox.pipeline.inputs as inputs

@@ -400,6 +400,7 @@ def exported(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_export_stage_end_to_end(exported):
     with open(os.path.join(exported, "export.json")) as handle:
         info = json.load(handle)
@@ -489,6 +490,7 @@ def store_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_infer_stage_end_to_end(exported, store_dir, tmp_path):
     out = tmp_path / "infer"
     result = run_stage(
@@ -539,6 +541,7 @@ def test_infer_stage_end_to_end(exported, store_dir, tmp_path):
             np.testing.assert_allclose(found[:, :2], np.trunc(dets[:, :2]), atol=1)
 
 
+@pytest.mark.slow
 def test_infer_shard_and_model_lookup(exported, store_dir, tmp_path):
     out = tmp_path / "shard"
     out.mkdir()

@@ -559,6 +559,7 @@ def test_named_volume_replaces_the_bind_mount(tmp_path):
     assert not any(f"{tmp_path}/vol" in a for a in argv)
 
 
+@pytest.mark.slow
 def test_npu_containers_join_the_group_owning_the_device_nodes(fake_310p, tmp_path):
     import dataclasses
 

@@ -47,6 +47,7 @@ def fake_dev(tmp_path):
     return dev
 
 
+@pytest.mark.slow
 def test_aie_checks_against_the_fakes(tmp_path, fake_dev):
     found = _run_module(
         "zoostage.smoke.aie", tmp_path / "out", "--devices", "0,1", "--dev-root", str(fake_dev)
