@@ -250,6 +250,7 @@ def _env_python(name):
     return str(cache.python(get_env(name)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env", ["host", "export", "atc"])
 def test_item02_planted_checkpoint_payload_is_refused(tmp_path, env):
     """2. Checkpoints can run code: with torch 1.10.1 (the export env: venv and image) a

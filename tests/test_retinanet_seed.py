@@ -294,6 +294,7 @@ def _infer(stages, kind, profile, name):
     return result, out
 
 
+@pytest.mark.slow
 def test_seed_infer_from_the_seed_graph_equals_from_dense_outputs(stages):
     facts = json.loads((stages["exports"]["class_topk"] / "export.json").read_text())
     assert facts["output_kind"] == "class_topk" and facts["profile"] == "seed"

@@ -157,6 +157,7 @@ def test_an_unknown_uid_fails_the_identity_check(monkeypatch):
     assert "no passwd entry" in checks.results[0]["detail"]
 
 
+@pytest.mark.slow
 def test_the_host_job_with_fake_devices_runs_the_modules_on_the_host_runner(
     tmp_path, fake_dev, monkeypatch
 ):

@@ -144,6 +144,7 @@ def test_host_env_runs_with_the_current_interpreter(tmp_path):
 
 
 # -- the cache ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_second_build_reuses_and_a_changed_pin_gets_a_new_venv(tmp_path, pip_calls, lock_dir):
     need_python("3.9")
     cache = quiet_cache(tmp_path / "venvs")
@@ -282,6 +283,7 @@ def test_missing_interpreter_is_one_user_error(tmp_path):
     assert not any(p.is_dir() for p in cache.root.iterdir())
 
 
+@pytest.mark.slow
 def test_a_lock_whose_hash_does_not_match_is_one_user_error(tmp_path, capfd, lock_dir):
     need_python("3.9")
     cache = quiet_cache(tmp_path / "venvs")
