@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 
 from zoobox.jobs.summary import render_summary
-from zoobox.pipeline.configure import check_dataset
+from zoobox.pipeline.configure import check_backend, check_dataset
 from zoobox.pipeline.pipeline import Pipeline, RunResult
 
 
 def run_and_summarize(
     pipeline: Pipeline, target: str | None = None, show: bool = True
 ) -> tuple[RunResult, dict | None]:
-    """Check the dataset, run, and print the report's table when the report stage ran.
+    """Check the backend's envs and the dataset, run, and print the report's table when the
+    report stage ran.
 
     Returns the run's result and the report's summary.json (None when no report was made).
     """
+    check_backend(pipeline, target)  # --dry too: a plan that cannot run is refused
     if not pipeline.options.dry:
         check_dataset(pipeline, target)
     result = pipeline.run(target)
