@@ -1,4 +1,4 @@
-"""The parameters every data stage shares (data_scripts.store's feed, size, subset,
+"""The parameters every data stage shares (zoostage.store's feed, size, subset,
 workers): see zoostage.declare. Each dataset's params.py adds its own."""
 
 from zoostage.declare import Param

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import REPO
 from zoobox.core.recipe import load_recipe, resolve_params
 from zoobox.core.settings_file import check_settings_file
-from zoobox.run.session import parse_params
+from zoobox.pipeline.configure import parse_params
 from zoostage.errors import UserError
 
 

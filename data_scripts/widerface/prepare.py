@@ -33,14 +33,14 @@ spread over events); the store's index records the choice.
         [--image-list FILE] [--limit N] [--workers N] [--skip-bad]
 """
 
-from data_scripts.store import (
+from data_scripts.widerface import layout, params
+from data_scripts.widerface.select import select
+from zoostage import cli
+from zoostage.store import (
     check_prepare_arguments,
     read_image,
     write_store_for,
 )
-from data_scripts.widerface import layout, params
-from data_scripts.widerface.select import select
-from zoostage import cli
 
 DEFAULT_INPUT_SIZE = params.DEFAULT_INPUT_SIZE
 
