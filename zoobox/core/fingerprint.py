@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from zoobox.core.errors import UserError
+from zoobox.core.outputs import scan
 from zoobox.core.paths import REPO
 
 
@@ -142,23 +143,4 @@ def content_digest(folder: str | os.PathLike, exclude: tuple[str, ...] = ()) -> 
     What a stage produced, by content: a downstream stage fingerprints its inputs with
     this, so an upstream rerun that writes byte-identical outputs reruns nothing below it.
     """
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    buffer = bytearray(8 << 20)  # one buffer, refilled: stores run to gigabytes
-    view = memoryview(buffer)
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, folder)
-        for name in sorted(filenames):
-            if rel == "." and name in exclude:
-                continue
-            with open(os.path.join(dirpath, name), "rb") as handle:
-                # name and size first: no two different trees hash the same bytes
-                size = os.fstat(handle.fileno()).st_size
-                digest.update(f"{rel}/{name}\0{size}\0".encode())
-                while True:
-                    count = handle.readinto(buffer)
-                    if not count:
-                        break
-                    digest.update(view[:count])
-    return digest.hexdigest()
+    return scan(folder, exclude)[0]
