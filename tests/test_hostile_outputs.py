@@ -18,6 +18,7 @@ from tests.conftest import REPO, run_stage
 from zoobox.core.artifacts import RecipeLock, write_json_atomic
 from zoobox.core.envspec import EnvSpec
 from zoobox.core.errors import StageStopped, UserError, main_guard
+from zoobox.core.fingerprint import tree_fingerprint
 from zoobox.core.recipe import load_recipe, load_recipe_file
 from zoobox.run.choice import Choice
 from zoobox.run.engine import Engine, Options
@@ -396,3 +397,146 @@ def test_i19_item03_symlinked_logs_folder_is_not_emptied(tmp_path, capfd):
     assert "logs is a symbolic link" in error
     assert (elsewhere / "a" / "keep.txt").read_text() == "precious\n"
     assert leftovers(folder) == []
+
+
+# -- item 4: a symlinked image folder is not fingerprinted ----------------------------------
+def test_i19_item04_symlinked_image_folder_is_fingerprinted(tmp_path):
+    """4. A dataset whose images/ is a link to another disk: an image replaced there, or
+    the link pointed at another dataset, and the data stage said "skip: up to date"."""
+    disk = tmp_path / "disk"
+    for name in ("one", "two"):
+        (disk / name).mkdir(parents=True)
+        (disk / name / "img.jpg").write_bytes(b"jpeg " + name.encode())
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "images").symlink_to(disk / "one")
+    toy_engine(tmp_path, data=data).run()
+    (disk / "one" / "img.jpg").write_bytes(b"another image")
+    result = toy_engine(tmp_path, data=data).run()
+    assert actions(result)["a"] == "run" and reasons(result)["a"] == "changed: input files <data>"
+    (data / "images").unlink()
+    (data / "images").symlink_to(disk / "two")
+    assert actions(toy_engine(tmp_path, data=data).run())["a"] == "run"
+    assert actions(toy_engine(tmp_path, data=data).run())["a"] == "skip"
+
+
+def test_i19_item04_followed_links_keep_plain_trees_fingerprints(tmp_path):
+    """4. Following links changes nothing for a tree without them: the walk hashes the same
+    bytes as before (no rerun for existing datasets), and a link counts as its target."""
+    import hashlib
+
+    tree = tmp_path / "tree"
+    (tree / "b" / "c").mkdir(parents=True)
+    (tree / "a.txt").write_text("1")
+    (tree / "b" / "x.txt").write_text("22")
+    (tree / "b" / "c" / "y.txt").write_text("333")
+    digest = hashlib.sha256()
+    for rel, name in ((".", "a.txt"), ("b", "x.txt"), ("b/c", "y.txt")):
+        info = os.stat(tree / rel / name)
+        digest.update(f"{rel}/{name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    assert tree_fingerprint(tree) == digest.hexdigest()
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "a.txt").symlink_to(tree / "a.txt")
+    (linked / "b").symlink_to(tree / "b")
+    assert tree_fingerprint(linked) == tree_fingerprint(tree)
+    # Two names for one folder (not a loop) are both walked.
+    (linked / "b2").symlink_to(tree / "b")
+    assert tree_fingerprint(linked) != tree_fingerprint(tree)
+
+
+# -- item 5: modules named in recipe.yaml are code ------------------------------------------
+def test_i19_item05_weights_converter_named_by_the_recipe_is_the_stages_code(tmp_path, monkeypatch):
+    """5. The weights converter (`weights.convert: models.retinaface.onnx_weights`) edited
+    to write zeros, and the weights stage was skipped."""
+    engine = Engine(
+        load_recipe("retinaface"),
+        Choice("host", "onnxruntime", [0], "test"),
+        HostRunner(),
+        Options(artifacts=tmp_path / "art", cache=tmp_path / "cache", data=tmp_path, dry=True),
+    )
+    call = engine.call_for("weights", tmp_path / "out")
+    assert "models.retinaface.onnx_weights" in call.args
+    before = engine.fingerprint_parts(call, {})
+    converter = REPO / "models" / "retinaface" / "onnx_weights.py"
+    read_bytes = Path.read_bytes
+
+    def edited(path):
+        data = read_bytes(path)
+        return data + b"\nZEROS = True\n" if Path(path) == converter else data
+
+    monkeypatch.setattr(Path, "read_bytes", edited)
+    after = engine.fingerprint_parts(call, {})
+    assert after["code"] != before["code"]
+    from zoobox.run.inputs import what_changed
+
+    assert what_changed({"fingerprint_parts": before}, after) == "code"
+
+
+def test_i19_item05_any_argument_naming_a_repository_module_counts(tmp_path):
+    """5. Every module a stage imports by a name it is given counts as its code; a value
+    that only looks dotted (a file name, a version) changes nothing."""
+    from zoobox.core.fingerprint import code_fingerprint, modules_named
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "stage.py").write_text("import importlib\n")
+    (pkg / "conv.py").write_text("from pkg import helper\n")
+    (pkg / "helper.py").write_text("X = 1\n")
+    args = ["--convert", "pkg.conv", "--name", "weights.pth", "--v", "1.10", "/abs/pkg.conv"]
+    named = tuple(modules_named(args, tmp_path))
+    assert named == ("pkg.conv",)
+    before = code_fingerprint("pkg.stage", tmp_path, named=named)
+    assert code_fingerprint("pkg.stage", tmp_path) != before
+    (pkg / "helper.py").write_text("X = 0\n")  # what the named module imports counts too
+    assert code_fingerprint("pkg.stage", tmp_path, named=named) != before
+
+
+# -- item 6: loops and names that are not UTF-8 ---------------------------------------------
+def test_i19_item06_symlink_loop_in_the_dataset_is_one_error_line(tmp_path, capfd):
+    """6. A symlink loop in the dataset (`x.jpg -> x.jpg`): a traceback from
+    zoobox/core/fingerprint.py before any stage."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.jpg").symlink_to("x.jpg")
+    error, _ = one_error_line(lambda: toy_engine(tmp_path, data=data).run(), capfd)
+    assert "x.jpg is a symbolic link that loops" in error
+    (data / "x.jpg").unlink()
+    (data / "sub").mkdir()
+    (data / "sub" / "up").symlink_to(data)  # a folder loop: followed forever, unguarded
+    error, _ = one_error_line(lambda: toy_engine(tmp_path, data=data).run(), capfd)
+    assert "sub/up is a symbolic link to a folder that contains it" in error
+    assert not (tmp_path / "art" / "toy" / "a").exists()
+
+
+def test_i19_item06_non_utf8_file_name_is_fingerprinted(tmp_path):
+    """6. A file name that is not UTF-8 anywhere in the dataset: a traceback (names were
+    encoded as strict UTF-8; os.fsencode is what a file name needs)."""
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    odd = os.path.join(os.fsencode(data / "sub"), b"caf\xe9.jpg")  # Latin-1, not UTF-8
+    with open(odd, "wb") as handle:
+        handle.write(b"1")
+    first = tree_fingerprint(data)
+    with open(odd, "wb") as handle:
+        handle.write(b"22")
+    assert tree_fingerprint(data) != first
+    result = toy_engine(tmp_path, data=data).run()
+    assert actions(result) == dict.fromkeys("abcd", "run")
+    assert actions(toy_engine(tmp_path, data=data).run())["a"] == "skip"
+
+
+# -- item 11 (last part): the artifact folder inside the dataset root ------------------------
+def test_i19_item11_artifacts_inside_the_dataset_do_not_rerun_the_data_stage(tmp_path):
+    """11. The artifacts folder inside the dataset root made the data stage rerun forever."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "file.txt").write_text("data")
+    artifacts = data / "art"
+    first = toy_engine(tmp_path, data=data, artifacts=artifacts).run()
+    assert actions(first) == dict.fromkeys("abcd", "run")
+    again = toy_engine(tmp_path, data=data, artifacts=artifacts).run()
+    assert actions(again) == dict.fromkeys("abcd", "skip"), reasons(again)
+    (data / "more.txt").write_text("a real dataset change still counts")
+    assert actions(toy_engine(tmp_path, data=data, artifacts=artifacts).run())["a"] == "run"

@@ -125,6 +125,7 @@ class Engine:
             cache=str(Path(self.options.cache).resolve()),
             cache_file=self.recipe.weights.get("file"),
             portable=self.portable,
+            inside=(str(self.store.root),),
         )
 
     def call_for(self, name: str, out: Path, devices: list[int] | None = None) -> StageCall:
