@@ -384,6 +384,26 @@ def test_i19_item03_json_writes_never_go_through_a_planted_link(tmp_path):
     assert not list(host_side.glob(".*.tmp-*")) and not list(kit.glob("*.tmp"))
 
 
+def test_i19_item03_training_work_folder_writes_never_go_through_a_link(tmp_path):
+    """3. Audit: the training work folder ({work}) outlives runs; its checkpoints and
+    pointer file were written through a temporary name that a planted link redirected."""
+    pytest.importorskip("torch", reason="the checkpoint writer needs torch")
+    from models.retinanet.train import checkpoints
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    pid = os.getpid()
+    (work / f".model.pth.tmp-{pid}").symlink_to(victim)
+    (work / f".{checkpoints.POINTER}.tmp-{pid}").symlink_to(victim)
+    checkpoints.save_atomic({"step": 1}, str(work / "model.pth"))
+    checkpoints._write_pointer(str(work), "model.pth")
+    assert victim.read_text() == "precious\n"
+    assert (work / checkpoints.POINTER).read_text() == "model.pth\n"
+    assert not (work / "model.pth").is_symlink() and (work / "model.pth").stat().st_size > 0
+
+
 def test_i19_item03_symlinked_logs_folder_is_not_emptied(tmp_path, capfd):
     """3. Audit: the engine empties ARTIFACTS/<recipe>/logs/<stage> before each run; with
     logs/ a link to another disk, that removed files there."""

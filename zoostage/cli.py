@@ -56,19 +56,29 @@ def call(function, args, **extra):
     return function(**kwargs)
 
 
-def write_json(path, data):
-    """Write JSON through a temporary file so a reader never sees half of it.
+def open_new(path, mode="w"):
+    """A file created afresh at `path`, for writing; never the target of a link.
 
-    The temporary file is created afresh (O_EXCL | O_NOFOLLOW): a link planted at its
-    name is replaced, never written through; os.replace then swaps names, not targets.
+    Whatever was at `path` (a file or a link left by an earlier run, or planted) is
+    removed first; O_EXCL | O_NOFOLLOW make sure the file opened is the one created
+    here. Use it for temporary names that are then renamed over the real one.
     """
-    tmp = path + ".tmp"
     try:
-        os.unlink(tmp)
+        os.unlink(path)
     except OSError:
         pass
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    with os.fdopen(os.open(tmp, flags, 0o644), "w") as handle:
+    return os.fdopen(os.open(path, flags, 0o644), mode)
+
+
+def write_json(path, data):
+    """Write JSON through a temporary file so a reader never sees half of it.
+
+    The temporary file is made by open_new (a link planted at its name is replaced,
+    never written through); os.replace then swaps names, not targets.
+    """
+    tmp = path + ".tmp"
+    with open_new(tmp) as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
     os.replace(tmp, path)
