@@ -306,9 +306,8 @@ def test_i19_item02_retinaface_run_copied_then_damaged_reruns_what_changed(tmp_p
     """2. A complete run copied, then infer/faces.json deleted, a byte of data/images.npy
     flipped, a line appended to a prediction file, export/model.onnx deleted,
     report/report.md deleted: every stage said "skip: up to date"."""
-    from zoobox.jobs.run import run_and_summarize
-
     from data_scripts.widerface.sample import make_sample
+    from zoobox.jobs.run_and_summarize import run_and_summarize
     from zoobox.pipeline.configure import build_pipeline, settings_from
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
