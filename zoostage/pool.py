@@ -17,12 +17,18 @@ _DONE = "done"
 _POLL_SECONDS = 0.2
 
 
+# Signals that stop a stage: blocked while workers are forked (see _start).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _serve(func, initializer, initargs, tasks, results):
     # The parent handles interrupts and stops its workers with SIGTERM: a worker just
     # ends, without a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # pending ones end us now
     if initializer is not None:
         initializer(*initargs)
     while True:
@@ -51,8 +57,7 @@ def map_unordered(func, tasks, workers, initializer=None, initargs=(), label="wo
     ]
     for _ in processes:
         inbox.put(None)
-    for process in processes:
-        process.start()
+    _start(processes)
     finished = 0
     try:
         received = 0
@@ -75,6 +80,25 @@ def map_unordered(func, tasks, workers, initializer=None, initargs=(), label="wo
                 process.terminate()
         for process in processes:
             process.join()
+
+
+def _start(processes):
+    """Start the workers with the stop signals blocked.
+
+    A forked worker inherits the stage's Python handlers until _serve replaces them: a
+    SIGTERM from the parent's cleanup in that window (an error in the first task) would
+    raise in the worker and print its traceback. Blocked, it waits for SIG_DFL.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        for process in processes:
+            process.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _check_alive(processes, finished, label):
