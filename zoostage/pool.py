@@ -8,6 +8,7 @@ it died.
 """
 
 import multiprocessing
+import os
 import queue
 import signal
 
@@ -39,13 +40,33 @@ def _serve(func, initializer, initargs, tasks, results):
         results.put((None, func(task)))
 
 
+def usable_cores():
+    """The cores this process may run on (its affinity: a container's cpuset), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def pool_size(workers, tasks):
+    """How many processes serve `tasks` tasks when `workers` are asked for (0/None: all).
+
+    Never more than the tasks (an idle process is only a fork) nor than the cores (more
+    processes than cores only share them): `--workers 100000` on one image is one process.
+    """
+    wanted = int(workers or 0) or usable_cores()
+    return max(1, min(wanted, usable_cores(), int(tasks)))
+
+
 def map_unordered(func, tasks, workers, initializer=None, initargs=(), label="work"):
-    """Yield func(task) for every task, in completion order, from `workers` processes.
+    """Yield func(task) for every task, in completion order, from up to `workers`
+    processes (capped by pool_size at the tasks and the cores).
 
     `func` and `initializer` must be top-level functions. A worker that dies raises a
     UserError (the other workers are stopped); so does leaving the loop early.
     """
     tasks = list(tasks)
+    workers = pool_size(workers, len(tasks))
     inbox, outbox = multiprocessing.Queue(), multiprocessing.Queue()
     for task in tasks:
         inbox.put(task)

@@ -40,6 +40,7 @@ import numpy as np
 from models.retinanet.train import device as device_lib
 from models.retinanet.train import hooks as hook_lib
 from zoostage.errors import USER_ERROR_EXIT, UserError
+from zoostage.pool import usable_cores
 from zoostage.unpickle import load_pickle
 
 ERROR_FILE = ".error"
@@ -219,6 +220,15 @@ def build_run(config, run):
     return run
 
 
+def loader_workers(config):
+    """The loader processes of one training process: --workers, at most one per core.
+
+    More processes than cores only share them, and `--workers 100000` would fork until
+    the machine stops.
+    """
+    return max(0, min(int(config.get("workers") or 0), usable_cores()))
+
+
 def build_step(config, run):
     """The loader over this rank's batches and the Step that consumes them."""
     import torch
@@ -226,7 +236,7 @@ def build_step(config, run):
     from models.retinanet.train import data as data_lib
     from models.retinanet.train.trainer import Step
 
-    workers = int(config.get("workers") or 0)
+    workers = loader_workers(config)
     loader = torch.utils.data.DataLoader(
         run.dataset,
         batch_sampler=data_lib.RunBatches(
