@@ -5,7 +5,9 @@ value that should have been refused. One test (or a few) per item, named after i
 
 import multiprocessing
 import os
+from collections import OrderedDict
 
+import numpy as np
 import pytest
 
 from tests.conftest import run_stage
@@ -105,3 +107,78 @@ def test_i19_item08_the_data_stage_with_100000_workers_on_one_image_ends(tmp_pat
     )
     assert proc.returncode == 0, proc.stderr
     assert len(Store(str(tmp_path / "data"))) == 1
+
+
+# -- item 9: a state dict saved with pickle_protocol=4 ---------------------------------------
+def _state_dict():
+    return OrderedDict([("conv.weight", torch.ones(2, 3)), ("conv.bias", torch.zeros(2))])
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_i19_item09_a_state_dict_saved_with_a_newer_pickle_protocol_loads(
+    tmp_path, protocol, zip_format
+):
+    from models.common.checkpoint import read_torch_checkpoint
+
+    path = tmp_path / "model.pth"
+    torch.save(
+        _state_dict(),
+        str(path),
+        pickle_protocol=protocol,
+        _use_new_zipfile_serialization=zip_format,
+    )
+    loaded = read_torch_checkpoint(str(path))
+    assert sorted(loaded) == ["conv.bias", "conv.weight"]
+    assert torch.equal(loaded["conv.weight"], torch.ones(2, 3))
+    # The other torch.load paths: RetinaNet's read_checkpoint (numpy allowed), and the
+    # training checkpoints (numpy random state inside).
+    from models.retinanet.checkpoint import read_checkpoint
+    from models.retinanet.train import checkpoints
+
+    assert sorted(read_checkpoint(str(path))) == ["conv.bias", "conv.weight"]
+    work = tmp_path / "work"
+    work.mkdir()
+    saved = work / "iter_0000003.pth"
+    state = {"model": _state_dict(), "iteration": 3, "rng": np.arange(3)}
+    torch.save(
+        state, str(saved), pickle_protocol=protocol, _use_new_zipfile_serialization=zip_format
+    )
+    found, loaded = checkpoints.load_latest(str(work))
+    assert found == str(saved) and loaded["iteration"] == 3
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, ("touch %s" % self.marker,))
+
+
+def test_i19_item09_a_crafted_protocol_4_checkpoint_is_refused_naming_what_it_asked_for(
+    tmp_path,
+):
+    from models.common.checkpoint import read_torch_checkpoint
+
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"conv.weight": _Payload(marker)}, str(path), pickle_protocol=4)
+    with pytest.raises(UserError) as raised:
+        read_torch_checkpoint(str(path))
+    message = str(raised.value)
+    assert message.startswith("refusing checkpoint") and "system" in message, message
+    assert "weights_only" not in message and "trusted source" not in message, message
+    assert not marker.exists()
+
+
+def test_i19_item09_a_damaged_file_never_relays_the_advice_to_turn_the_guard_off(tmp_path):
+    from models.common.checkpoint import read_torch_checkpoint
+
+    path = tmp_path / "model.pth"
+    torch.save(_state_dict(), str(path), pickle_protocol=4, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="cannot read checkpoint") as raised:
+        read_torch_checkpoint(str(path))
+    assert "weights_only" not in str(raised.value) and "trusted" not in str(raised.value)
