@@ -5,12 +5,17 @@ value that should have been refused. One test (or a few) per item, named after i
 
 import multiprocessing
 import os
+import pickle
+import subprocess
+import sys
 from collections import OrderedDict
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from tests.conftest import run_stage
+from tests.conftest import REPO, run_stage
 from zoostage.errors import USER_ERROR_EXIT, UserError
 
 torch = pytest.importorskip("torch", reason="the checkpoint and export items need torch")
@@ -182,3 +187,206 @@ def test_i19_item09_a_damaged_file_never_relays_the_advice_to_turn_the_guard_off
     with pytest.raises(UserError, match="cannot read checkpoint") as raised:
         read_torch_checkpoint(str(path))
     assert "weights_only" not in str(raised.value) and "trusted" not in str(raised.value)
+
+
+# -- item 10: a full disk while a stage writes; a crafted records cache ----------------------
+_SMALL_FULL_DISK = """
+set -e
+mount -t tmpfs -o size=1m tmpfs "$1"
+# fill it: the stage's first write meets a full disk
+dd if=/dev/zero of="$1/filler" bs=4k 2>/dev/null || true
+shift
+exec "$@"
+"""
+
+
+def _on_a_full_disk(folder, *argv, timeout=180):
+    """Run argv with `folder` a fresh 1 MiB tmpfs already full, in a private mount
+    namespace (as tests/test_hostile.py's full-disk tests do)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", _SMALL_FULL_DISK, "sh", str(folder), "true"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (unshare -Urm): {probe.stderr.strip()}")
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", _SMALL_FULL_DISK, "sh", str(folder), *map(str, argv)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+_WRITE_JSON_STAGE = """
+import os, sys
+from zoostage import cli
+
+def main(args):
+    cli.write_json(os.path.join(args.out, "result.json"), {"values": list(range(1000))})
+
+cli.run(main, cli.parser("a stage that writes JSON"), sys.argv[1:])
+"""
+
+
+def test_i19_item10_a_full_disk_under_the_stage_kits_json_write_is_one_line(tmp_path):
+    disk = tmp_path / "disk"
+    proc = _on_a_full_disk(disk, sys.executable, "-c", _WRITE_JSON_STAGE, "--out", disk / "out")
+    line = assert_one_line_error(proc, "no space left on", "result.json", "free")
+    assert "--artifacts" in line
+
+
+_NUMPY_WRITE_STAGE = """
+import os, sys
+import numpy as np
+from zoostage import cli
+
+def main(args):
+    np.save(os.path.join(args.out, "big.npy"), np.zeros(1 << 20, np.uint8))
+
+cli.run(main, cli.parser("a stage that writes with numpy"), sys.argv[1:])
+"""
+
+
+def test_i19_item10_any_write_of_a_stage_meeting_a_full_disk_is_one_line(tmp_path):
+    """Not only write_json: every write under cli.run (numpy's here) gives the line."""
+    disk = tmp_path / "disk"
+    proc = _on_a_full_disk(disk, sys.executable, "-c", _NUMPY_WRITE_STAGE, "--out", disk / "out")
+    assert_one_line_error(proc, "no space left on", "free", "--artifacts")
+
+
+def _retinaface_weights(folder, state):
+    """A weights stage's folder holding `state` as the RetinaFace checkpoint."""
+    from zoostage.cli import write_json
+
+    folder.mkdir()
+    torch.save(state, str(folder / "mobilenet0.25_Final.pth"))
+    write_json(
+        str(folder / "weights.json"),
+        {"source": "cache", "file": "mobilenet0.25_Final.pth", "sha256": None, "seed": None},
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def retinaface_export(tmp_path_factory):
+    """A RetinaFace export at 64 x 64 from a seeded random init, and a 2-image store."""
+    from data_scripts.store import feed_spec, write_store
+    from models.retinaface import MEAN_BGR
+    from models.retinaface.net import build_model
+
+    base = tmp_path_factory.mktemp("retinaface")
+    weights = _retinaface_weights(base / "weights", build_model(None, seed=3).state_dict())
+    proc = run_stage(
+        "models.retinaface.export",
+        *("--out", base / "export", "--weights", weights, "--input-size", 64),
+    )
+    assert proc.returncode == 0, proc.stderr
+    (base / "data").mkdir()
+    write_store(
+        str(base / "data"),
+        [("0--Parade/a", 1), ("1--Handshaking/b", 2)],
+        (64, 64),
+        _random_image,
+        feed_spec(MEAN_BGR),
+        workers=1,
+    )
+    return base
+
+
+def _random_image(item):
+    image_id, seed = item
+    pixels = np.random.RandomState(seed).randint(0, 256, (64, 48, 3)).astype(np.uint8)
+    return pixels, {"id": image_id, "scale": 1.0, "orig_hw": [64, 48]}
+
+
+@pytest.mark.slow
+def test_i19_item10_infer_on_a_full_disk_is_one_no_space_line(retinaface_export, tmp_path):
+    base = retinaface_export
+    disk = tmp_path / "disk"
+    proc = _on_a_full_disk(
+        disk,
+        *(sys.executable, "-m", "models.retinaface.infer", "--out", disk / "infer"),
+        *("--model", base / "export", "--data", base / "data"),
+        *("--backend", "torchscript", "--batch-size", 1, "--device", "cpu"),
+    )
+    assert_one_line_error(proc, "no space left on", "free", "--artifacts")
+
+
+@pytest.mark.slow
+def test_i19_item10_export_on_a_full_disk_is_one_line_not_an_abort(retinaface_export, tmp_path):
+    """TorchScript's save aborts the process (SIGABRT) on a full disk: checked before."""
+    disk = tmp_path / "disk"
+    proc = _on_a_full_disk(
+        disk,
+        *(sys.executable, "-m", "models.retinaface.export", "--out", disk / "export"),
+        *("--weights", retinaface_export / "weights", "--input-size", 64),
+    )
+    assert_one_line_error(proc, "no space left on", "model.ts", "needed", "free")
+
+
+def test_i19_item10_a_full_disk_in_training_is_one_line(tmp_path, monkeypatch, capsys):
+    """The training worker is not under cli.run: a checkpoint write meeting a full disk
+    (torch.save to an open file raises ENOSPC) is its one line, for the launcher too."""
+    import errno
+    import json
+
+    from models.retinanet.train import worker
+
+    def full_disk(config):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    config = {"out": str(tmp_path / "out"), "work_dir": str(tmp_path / "work")}
+    os.makedirs(config["out"])
+    os.makedirs(config["work_dir"])
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(worker, "train", full_disk)
+    monkeypatch.delenv(worker.LAUNCHED_ENV, raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        worker.main(["--config", str(tmp_path / "config.json")])
+    assert stopped.value.code == USER_ERROR_EXIT
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: no space left on") and str(tmp_path / "work") in line
+    assert (tmp_path / "out" / worker.ERROR_FILE).read_text() == line[len("error: ") :]
+
+
+def _records_args(sample):
+    return SimpleNamespace(data=str(sample), split="val2017", limit=0)
+
+
+@pytest.mark.parametrize("content", ["payload", "garbage", "not records"])
+def test_i19_item10_a_crafted_records_cache_is_discarded_and_rebuilt(tmp_path, capsys, content):
+    from data_scripts.coco.sample import make_sample
+    from models.retinanet.train import launch
+
+    sample = tmp_path / "coco"
+    make_sample(str(sample), images=2, seed=0)
+    work = tmp_path / "work"
+    work.mkdir()
+    path, stats = launch.records_file(_records_args(sample), str(work))
+    assert Path(path).name.startswith("records-val2017-")
+    marker = tmp_path / "payload-ran"
+    crafted = {
+        "payload": pickle.dumps({"records": _Payload(marker), "stats": {}}, protocol=4),
+        "garbage": b"\x80\x04not a pickle at all",
+        "not records": pickle.dumps([1, 2, 3]),
+    }[content]
+    Path(path).write_bytes(crafted)
+    capsys.readouterr()
+    again, stats_again = launch.records_file(_records_args(sample), str(work))
+    notes = capsys.readouterr().err.splitlines()
+    assert again == path and stats_again == stats
+    assert len(notes) == 1 and notes[0].startswith("note: discarding the records cache"), notes
+    assert "rebuilding" in notes[0]
+    assert not marker.exists()
+    with open(path, "rb") as handle:  # rebuilt: the workers read it
+        from zoostage.unpickle import load_pickle
+
+        assert len(load_pickle(handle)["records"]) == 2
+    # and the next run takes it as it is, silently
+    launch.records_file(_records_args(sample), str(work))
+    assert capsys.readouterr().err == ""

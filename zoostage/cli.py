@@ -2,8 +2,9 @@
 
 A stage is `python -m some.module --out DIR ...`. `run(main, parser)` parses the
 arguments, creates DIR, runs `main(args)`, and records the environment it saw in
-DIR/env.json (the host side folds it into stage.json). A UserError ends the process
-with one line on stderr and USER_ERROR_EXIT, never a traceback.
+DIR/env.json (the host side folds it into stage.json). A UserError, or any write
+that meets a full disk, ends the process with one line on stderr and USER_ERROR_EXIT,
+never a traceback.
 """
 
 import argparse
@@ -14,6 +15,7 @@ import sys
 
 from zoostage.envinfo import environment
 from zoostage.errors import USER_ERROR_EXIT, UserError, signal_name
+from zoostage.space import disk_full, is_disk_full
 
 # Set by zoobox for the stages it starts: "1" when the stage leads its own process group.
 GROUP_ENV = "ZOOBOX_STAGE_GROUP"
@@ -50,11 +52,22 @@ def call(function, args, **extra):
 
 
 def write_json(path, data):
-    """Write JSON through a temporary file so a reader never sees half of it."""
+    """Write JSON through a temporary file so a reader never sees half of it.
+
+    A full disk is the one-line UserError of zoostage.space, the half-written
+    temporary file removed.
+    """
     tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+    except (IOError, OSError) as error:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if is_disk_full(error):
+            raise disk_full(path) from None
+        raise
     os.replace(tmp, path)
 
 
@@ -82,6 +95,13 @@ def _stop_own_group():
     os.killpg(os.getpgrp(), signal.SIGTERM)
 
 
+def _stop(error):
+    """End the stage with one `error:` line and USER_ERROR_EXIT."""
+    sys.stderr.write("error: %s\n" % error)
+    sys.stderr.flush()
+    sys.exit(USER_ERROR_EXIT)
+
+
 def run(main, argparser, argv=None):
     """Parse, run `main(args)`, record env.json; exit with one line on a UserError.
 
@@ -97,9 +117,13 @@ def run(main, argparser, argv=None):
         main(args)
         write_json(os.path.join(args.out, ENV_FILE), environment())
     except UserError as error:
-        sys.stderr.write("error: %s\n" % error)
-        sys.stderr.flush()
-        sys.exit(USER_ERROR_EXIT)
+        _stop(error)
+    except (IOError, OSError) as error:
+        # Any write of the stage (its own files, numpy's, a writer's) that meets a full
+        # disk: the line the data stage gives, not a traceback.
+        if not is_disk_full(error):
+            raise
+        _stop(disk_full(error.filename or args.out))
     except KeyboardInterrupt as interrupt:
         signum = getattr(interrupt, "signum", signal.SIGINT)
         _stop_own_group()  # first: when zoobox died, nobody reads what we write
