@@ -390,3 +390,91 @@ def test_i19_item10_a_crafted_records_cache_is_discarded_and_rebuilt(tmp_path, c
     # and the next run takes it as it is, silently
     launch.records_file(_records_args(sample), str(work))
     assert capsys.readouterr().err == ""
+
+
+# -- item 11: nan weights, a device listed twice, nan and inf parameters ---------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_i19_item11_non_finite_weights_are_one_line_at_load_naming_the_first_key(tmp_path, bad):
+    from models.retinaface.net import build_model
+
+    state = build_model(None, seed=3).state_dict()
+    keys = [k for k, v in state.items() if v.is_floating_point()]
+    first, later = keys[3], keys[7]
+    state[first].view(-1)[1] = bad
+    state[later].view(-1)[0] = bad
+    weights = _retinaface_weights(tmp_path / "weights", state)
+    proc = run_stage(
+        "models.retinaface.export",
+        *("--out", tmp_path / "export", "--weights", weights, "--input-size", 64),
+    )
+    line = assert_one_line_error(proc, first, "not finite", "1 nan or inf values")
+    assert later not in line and "trac" not in line
+
+
+def test_i19_item11_non_finite_weights_by_hand():
+    from models.common.checkpoint import check_finite
+
+    check_finite({"a": torch.zeros(2), "n": torch.tensor([1, 2]), "s": np.ones(3)})
+    with pytest.raises(UserError, match=r"b has 2 nan or inf values \(of 4\)"):
+        check_finite(
+            OrderedDict(
+                [
+                    ("a", torch.ones(2)),
+                    ("b", torch.tensor([0.0, float("nan"), float("-inf"), 1.0])),
+                    ("c", torch.tensor([float("nan")])),
+                ]
+            )
+        )
+    with pytest.raises(UserError, match=r"w has 1 nan or inf values \(of 2\)"):
+        check_finite({"w": np.array([1.0, np.inf], np.float32)})
+
+
+def test_i19_item11_a_device_listed_twice_is_refused():
+    from zoobox.run.choice import parse_devices
+
+    assert parse_devices("0,1") == [0, 1]
+    with pytest.raises(UserError, match=r"--devices lists device 0 twice \('0,0'\)"):
+        parse_devices("0,0")
+    with pytest.raises(UserError, match="lists device 1, 2 twice"):
+        parse_devices("1,2,1,2,3")
+    with pytest.raises(UserError, match="none negative"):
+        parse_devices("-1")
+
+
+def test_i19_item11_devices_0_0_is_one_line_before_any_stage(tmp_path):
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "invoke", "retinaface.all", "--runner", "host"),
+            *("--artifacts", str(tmp_path), "--devices", "0,0"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        "error: --devices lists device 0 twice ('0,0'): name each device once"
+    ]
+    assert not (tmp_path / "retinaface").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", float("nan"), float("inf")])
+def test_i19_item11_a_float_parameter_refuses_nan_and_inf(value):
+    from zoobox.core.recipe import load_recipe, resolve_params
+    from zoostage.recipe import ParamSpec
+
+    with pytest.raises(UserError, match="must be a number"):
+        ParamSpec("x", 1.0, "float").check(value, "--param x")
+    with pytest.raises(UserError, match="--param clip_grad must be a number >= 0"):
+        resolve_params(load_recipe("retinanet"), {"clip_grad": value})
+    assert ParamSpec("x", 1.0, "float").check("1e3", "--param x") == 1000.0
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf"])
+def test_i19_item11_the_training_lr_refuses_nan_and_inf(text):
+    from models.retinanet.train import launch
+
+    with pytest.raises(UserError, match="--lr must be a positive number"):
+        launch.parse_lr(text)
+    assert launch.parse_lr("0.02") == 0.02

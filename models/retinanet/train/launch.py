@@ -27,6 +27,7 @@ with --resume auto (the recipe's default) continues from the newest complete one
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -71,8 +72,8 @@ def parse_lr(text):
         value = float(text)
     except ValueError:
         raise UserError("--lr takes a number or auto, not %r" % text) from None
-    if value <= 0:
-        raise UserError("--lr must be positive, not %s" % text)
+    if not math.isfinite(value) or value <= 0:
+        raise UserError("--lr must be a positive number, not %s" % text)
     return value
 
 

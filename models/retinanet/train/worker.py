@@ -37,6 +37,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from models.common.checkpoint import check_finite
 from models.retinanet.train import device as device_lib
 from models.retinanet.train import hooks as hook_lib
 from zoostage.errors import USER_ERROR_EXIT, UserError
@@ -137,6 +138,7 @@ def resume(config, parts, current, rank, distributed):
             )
         return 0, [], None
     checkpoints.check_resumable(state.get("config", {}), current, path)
+    check_finite(state["model"], "checkpoint %s" % path, "pass --resume no to start over")
     parts["model"].load_state_dict(state["model"])
     parts["optimizer"].load_state_dict(state["optimizer"])
     parts["schedule"].load_state_dict(state["schedule"])
