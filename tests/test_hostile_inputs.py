@@ -97,8 +97,8 @@ def test_i19_item08_training_loader_processes_are_capped_at_the_cores():
 @pytest.mark.slow
 def test_i19_item08_the_data_stage_with_100000_workers_on_one_image_ends(tmp_path):
     """The whole data stage, --workers 100000 on one image: done, one process."""
-    from data_scripts.store import Store
     from tests.test_hostile import _wider_sample  # the hostile suite's WIDER sample
+    from zoostage.store import Store
 
     root = _wider_sample(tmp_path / "wider")
     from tests.conftest import input_args
@@ -275,9 +275,9 @@ def _retinaface_weights(folder, state):
 @pytest.fixture(scope="module")
 def retinaface_export(tmp_path_factory):
     """A RetinaFace export at 64 x 64 from a seeded random init, and a 2-image store."""
-    from data_scripts.store import feed_spec, write_store
     from models.retinaface import MEAN_BGR
     from models.retinaface.net import build_model
+    from zoostage.store import feed_spec, write_store
 
     base = tmp_path_factory.mktemp("retinaface")
     weights = _retinaface_weights(base / "weights", build_model(None, seed=3).state_dict())
@@ -430,7 +430,7 @@ def test_i19_item11_non_finite_weights_by_hand():
 
 
 def test_i19_item11_a_device_listed_twice_is_refused():
-    from zoobox.run.choice import parse_devices
+    from zoobox.pipeline.choice import parse_devices
 
     assert parse_devices("0,1") == [0, 1]
     with pytest.raises(UserError, match=r"--devices lists device 0 twice \('0,0'\)"):
