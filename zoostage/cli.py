@@ -5,6 +5,11 @@ arguments, creates DIR, runs `main(args)`, and records the environment it saw in
 DIR/env.json (the host side folds it into stage.json). A UserError, or any write
 that meets a full disk, ends the process with one line on stderr and USER_ERROR_EXIT,
 never a traceback.
+
+The stage's last act is DIR/status.json, {"status": "ok"}: the proof that it finished.
+The host accepts an output only when it holds that record, never on an exit code alone
+(a container engine may report 0 for a container that failed: podman's `docker run
+--rm`). A stage stopped by a UserError records {"status": "error", "exit": 3, ...}.
 """
 
 import argparse
@@ -21,6 +26,8 @@ from zoostage.space import disk_full, is_disk_full
 GROUP_ENV = "ZOOBOX_STAGE_GROUP"
 
 ENV_FILE = "env.json"
+# Written last, by the stage process itself: what the host accepts an output by.
+STATUS_FILE = "status.json"
 
 
 def parser(description):
@@ -51,24 +58,48 @@ def call(function, args, **extra):
     return function(**kwargs)
 
 
+def open_new(path, mode="w"):
+    """A file created afresh at `path`, for writing; never the target of a link.
+
+    Whatever was at `path` (a file or a link left by an earlier run, or planted) is
+    removed first; O_EXCL | O_NOFOLLOW make sure the file opened is the one created
+    here. Use it for temporary names that are then renamed over the real one.
+    """
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(path, flags, 0o644), mode)
+
+
 def write_json(path, data):
     """Write JSON through a temporary file so a reader never sees half of it.
 
-    A full disk is the one-line UserError of zoostage.space, the half-written
-    temporary file removed.
+    The temporary file is made by open_new (a link planted at its name is replaced,
+    never written through); os.replace then swaps names, not targets. A full disk is
+    the one-line UserError of zoostage.space, the half-written temporary file removed.
     """
     tmp = path + ".tmp"
     try:
-        with open(tmp, "w") as handle:
+        with open_new(tmp) as handle:
             json.dump(data, handle, indent=2, sort_keys=True)
             handle.write("\n")
     except (IOError, OSError) as error:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.remove(tmp)
         if is_disk_full(error):
             raise disk_full(path) from None
         raise
     os.replace(tmp, path)
+
+
+def _record_status(out, status):
+    """OUT/status.json; a failure to write it only means the host sees no completion."""
+    try:
+        write_json(os.path.join(out, STATUS_FILE), status)
+    except (IOError, OSError, UserError):  # UserError: a full disk (write_json)
+        pass
 
 
 class Terminated(KeyboardInterrupt):
@@ -95,10 +126,12 @@ def _stop_own_group():
     os.killpg(os.getpgrp(), signal.SIGTERM)
 
 
-def _stop(error):
-    """End the stage with one `error:` line and USER_ERROR_EXIT."""
+def _stop(error, out):
+    """End the stage with one `error:` line, its status record and USER_ERROR_EXIT."""
     sys.stderr.write("error: %s\n" % error)
     sys.stderr.flush()
+    if os.path.isdir(out):
+        _record_status(out, {"status": "error", "exit": USER_ERROR_EXIT, "error": str(error)})
     sys.exit(USER_ERROR_EXIT)
 
 
@@ -116,14 +149,16 @@ def run(main, argparser, argv=None):
             os.makedirs(args.out)
         main(args)
         write_json(os.path.join(args.out, ENV_FILE), environment())
+        # The last act: nothing after this line may fail, so "ok" means finished.
+        write_json(os.path.join(args.out, STATUS_FILE), {"status": "ok"})
     except UserError as error:
-        _stop(error)
+        _stop(error, args.out)
     except (IOError, OSError) as error:
         # Any write of the stage (its own files, numpy's, a writer's) that meets a full
         # disk: the line the data stage gives, not a traceback.
         if not is_disk_full(error):
             raise
-        _stop(disk_full(error.filename or args.out))
+        _stop(disk_full(error.filename or args.out), args.out)
     except KeyboardInterrupt as interrupt:
         signum = getattr(interrupt, "signum", signal.SIGINT)
         _stop_own_group()  # first: when zoobox died, nobody reads what we write
