@@ -29,8 +29,9 @@ def prepare(root_help, input_size=None, limit_help="only the first N images (0: 
             "workers",
             "int",
             0,
-            "preprocessing processes (0: all cores)",
+            "preprocessing processes (0: all cores; never more than the cores or the images)",
             min=0,
+            max=1024,
             recipe="workers",
         ),
         Param(

@@ -2,8 +2,9 @@
 
 A stage is `python -m some.module --out DIR ...`. `run(main, parser)` parses the
 arguments, creates DIR, runs `main(args)`, and records the environment it saw in
-DIR/env.json (the host side folds it into stage.json). A UserError ends the process
-with one line on stderr and USER_ERROR_EXIT, never a traceback.
+DIR/env.json (the host side folds it into stage.json). A UserError, or any write
+that meets a full disk, ends the process with one line on stderr and USER_ERROR_EXIT,
+never a traceback.
 
 The stage's last act is DIR/status.json, {"status": "ok"}: the proof that it finished.
 The host accepts an output only when it holds that record, never on an exit code alone
@@ -19,6 +20,7 @@ import sys
 from zoostage.declare import StageParser
 from zoostage.envinfo import environment
 from zoostage.errors import USER_ERROR_EXIT, UserError, signal_name
+from zoostage.space import disk_full, is_disk_full
 
 # Set by zoobox for the stages it starts: "1" when the stage leads its own process group.
 GROUP_ENV = "ZOOBOX_STAGE_GROUP"
@@ -78,12 +80,20 @@ def write_json(path, data):
     """Write JSON through a temporary file so a reader never sees half of it.
 
     The temporary file is made by open_new (a link planted at its name is replaced,
-    never written through); os.replace then swaps names, not targets.
+    never written through); os.replace then swaps names, not targets. A full disk is
+    the one-line UserError of zoostage.space, the half-written temporary file removed.
     """
     tmp = path + ".tmp"
-    with open_new(tmp) as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+    try:
+        with open_new(tmp) as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+    except (IOError, OSError) as error:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        if is_disk_full(error):
+            raise disk_full(path) from None
+        raise
     os.replace(tmp, path)
 
 
@@ -91,7 +101,7 @@ def _record_status(out, status):
     """OUT/status.json; a failure to write it only means the host sees no completion."""
     try:
         write_json(os.path.join(out, STATUS_FILE), status)
-    except (IOError, OSError):
+    except (IOError, OSError, UserError):  # UserError: a full disk (write_json)
         pass
 
 
@@ -119,6 +129,15 @@ def _stop_own_group():
     os.killpg(os.getpgrp(), signal.SIGTERM)
 
 
+def _stop(error, out):
+    """End the stage with one `error:` line, its status record and USER_ERROR_EXIT."""
+    sys.stderr.write("error: %s\n" % error)
+    sys.stderr.flush()
+    if os.path.isdir(out):
+        _record_status(out, {"status": "error", "exit": USER_ERROR_EXIT, "error": str(error)})
+    sys.exit(USER_ERROR_EXIT)
+
+
 def run(main, argparser, argv=None):
     """Parse, run `main(args)`, record env.json; exit with one line on a UserError.
 
@@ -136,13 +155,13 @@ def run(main, argparser, argv=None):
         # The last act: nothing after this line may fail, so "ok" means finished.
         write_json(os.path.join(args.out, STATUS_FILE), {"status": "ok"})
     except UserError as error:
-        sys.stderr.write("error: %s\n" % error)
-        sys.stderr.flush()
-        if os.path.isdir(args.out):
-            _record_status(
-                args.out, {"status": "error", "exit": USER_ERROR_EXIT, "error": str(error)}
-            )
-        sys.exit(USER_ERROR_EXIT)
+        _stop(error, args.out)
+    except (IOError, OSError) as error:
+        # Any write of the stage (its own files, numpy's, a writer's) that meets a full
+        # disk: the line the data stage gives, not a traceback.
+        if not is_disk_full(error):
+            raise
+        _stop(disk_full(error.filename or args.out), args.out)
     except KeyboardInterrupt as interrupt:
         signum = getattr(interrupt, "signum", signal.SIGINT)
         _stop_own_group()  # first: when zoobox died, nobody reads what we write

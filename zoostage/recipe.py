@@ -25,6 +25,7 @@ A recipe file holds:
 A broken file is a RecipeError naming the file and the field, never a KeyError.
 """
 
+import math
 import os
 
 from zoostage.errors import UserError
@@ -135,13 +136,16 @@ def _convert(value, type_name):
         return None
     if type_name == "float":
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                number = float(value.strip())
             except ValueError:
                 return None
-        return None
+        else:
+            return None
+        # nan and inf pass every min/max comparison and poison what they reach: not numbers.
+        return number if math.isfinite(number) else None
     if isinstance(value, (str, int, float)):
         return str(value)
     return None

@@ -53,6 +53,29 @@ def no_space(path, need, free):
     )
 
 
+def is_disk_full(error):
+    """True for the OSError a write gets from a full disk (or a full quota)."""
+    return isinstance(error, (IOError, OSError)) and error.errno in (
+        errno.ENOSPC,
+        getattr(errno, "EDQUOT", errno.ENOSPC),
+    )
+
+
+def disk_full(path):
+    """The UserError for a write to `path` (a file or its folder) that met a full disk."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    try:
+        free = human_size(free_bytes(folder))
+    except (IOError, OSError):
+        free = "unknown"
+    point, device = mount_of(folder)
+    where = "%s (%s)" % (point, device) if device and device != point else point
+    return UserError(
+        "no space left on %s for %s (%s free); free some space there, or put the "
+        "artifacts on a larger disk (--artifacts)" % (where, path, free)
+    )
+
+
 def free_bytes(folder):
     stat = os.statvfs(folder)
     return stat.f_bavail * stat.f_frsize
@@ -64,6 +87,30 @@ def ensure_space(path, need):
     free = free_bytes(folder)
     if need > free:
         raise no_space(path, need, free)
+
+
+def weights_bytes(weights):
+    """Bytes of the tensors of a module (its state dict) or of a dict of tensors."""
+    state = weights.state_dict() if hasattr(weights, "state_dict") else weights
+    return sum(
+        int(value.numel()) * int(value.element_size())
+        for value in state.values()
+        if hasattr(value, "element_size")
+    )
+
+
+# Room a saved model needs beyond its weights: its code, graph and archive headers.
+SAVE_MARGIN = 1 << 20
+
+
+def ensure_space_for(path, weights):
+    """UserError unless the disk of `path` holds `weights` (a module or tensors) saved.
+
+    torch.save to a path, TorchScript's save and the ONNX exporter write from C++: on a
+    full disk they raise an unrelated RuntimeError or abort the process (SIGABRT), so
+    the room is checked before, as the data stage does for its store.
+    """
+    ensure_space(path, weights_bytes(weights) + SAVE_MARGIN)
 
 
 def reserve(path):

@@ -22,7 +22,7 @@ import numpy as np
 
 from zoostage.errors import UserError
 from zoostage.image_decode import read_image  # noqa: F401 - the data stages import it from here
-from zoostage.pool import map_unordered
+from zoostage.pool import map_unordered, pool_size
 from zoostage.progress import Progress
 from zoostage.space import allocate_npy
 
@@ -189,7 +189,7 @@ def write_store(
     # Every block of the store is reserved now: a full disk is one error before any
     # work, never a worker killed by SIGBUS halfway through its memory map.
     allocate_npy(images_path, np.uint8, (len(items), height, width, 3))
-    workers = workers or os.cpu_count() or 1
+    workers = pool_size(workers, len(items))
     records = [None] * len(items)
     bad = []
     tasks = list(enumerate(items))

@@ -16,17 +16,23 @@ which global it wanted; callers turn it into their UserError.
 """
 
 import pickle
+import warnings
 
 # Rebuilding helpers every plain pickle may name: bytes from Python 2 / protocol 2, and
 # OrderedDict (a state dict's type).
 PLAIN = frozenset([("_codecs", "encode"), ("collections", "OrderedDict")])
 
-# numpy arrays, dtypes and scalars, under numpy 1's and numpy 2's module names.
-NUMPY = frozenset(
-    (module, name)
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for name in ("_reconstruct", "scalar")
-) | frozenset([("numpy", "ndarray"), ("numpy", "dtype")])
+# numpy arrays, dtypes and scalars, under numpy 1's and numpy 2's module names; with
+# pickle protocol 5 an array is rebuilt by numeric._frombuffer (bytes, dtype, shape).
+NUMPY = (
+    frozenset(
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    )
+    | frozenset((module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric"))
+    | frozenset([("numpy", "ndarray"), ("numpy", "dtype")])
+)
 
 # torch tensors and parameters as torch.save writes them (torch 1.5 to 2.x).
 TORCH = frozenset(
@@ -123,18 +129,27 @@ def load_torch_file(path, numpy=False):
     modern = has_weights_only(torch)
     if modern and not numpy:
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # "Detected pickle protocol 4": said again below if it matters, as a refusal.
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             refused = _refused_by_torch(str(error))
             if refused is not None:
                 raise refused from None
-            raise  # not a refusal: a damaged file, as the caller will say
+            # Not a refusal of a global: an opcode torch's weights-only reader lacks (a
+            # state dict saved with pickle_protocol=4 or 5), or a damaged file. The
+            # restricted unpickler reads every protocol with the same guard, and its error
+            # for a damaged file is not torch's advice to turn the guard off.
     # The restricted unpickler is the guard here: torch < 1.13 has no weights_only, and
     # torch's weights_only refuses the numpy arrays a training checkpoint holds.
     unpickler = _TorchNumpyUnpickler if numpy else _TorchUnpickler
     kwargs = {"weights_only": False} if modern else {}
     module = _pickle_module(unpickler)
-    return torch.load(path, map_location="cpu", pickle_module=module, **kwargs)
+    with warnings.catch_warnings():
+        # torch 2.4+ warns that weights_only=False may run code: not with this unpickler.
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.load(path, map_location="cpu", pickle_module=module, **kwargs)
 
 
 def _refused_by_torch(text):

@@ -96,8 +96,42 @@ def read_torch_checkpoint(path, numpy=False):
     return strip_prefix(data)
 
 
+def _bad_values(value):
+    """(values that are nan or inf, values) of a tensor or array; (0, n) unless float."""
+    if hasattr(value, "detach"):  # a torch tensor
+        if not value.is_floating_point():
+            return 0, int(value.numel())
+        import torch
+
+        return int((~torch.isfinite(value.detach())).sum()), int(value.numel())
+    import numpy as np
+
+    array = np.asarray(value)
+    if array.dtype.kind not in "fc":
+        return 0, int(array.size)
+    return int((~np.isfinite(array)).sum()), int(array.size)
+
+
+def check_finite(state_dict, source="checkpoint", fix="use another checkpoint"):
+    """A UserError naming the first key (in the file's order) whose weights hold nan or inf.
+
+    Such weights make every output nan: the export would then blame its own tracing, and
+    inference would find nothing. The file is damaged or comes from a training run that
+    diverged; nothing downstream can fix it.
+    """
+    for key in state_dict:
+        bad, size = _bad_values(state_dict[key])
+        if bad:
+            raise UserError(
+                "%s holds weights that are not finite numbers: %s has %d nan or inf values "
+                "(of %d); the file is damaged or comes from a training run that diverged: "
+                "%s" % (source, key, bad, size, fix)
+            )
+
+
 def load_strict(module, state_dict, source="checkpoint"):
-    """Load `state_dict` into `module`; any key or shape mismatch is a UserError."""
+    """Load `state_dict` into `module`; a key or shape mismatch, or a weight that is nan
+    or inf, is a UserError."""
     import torch
 
     expected = module.state_dict()
@@ -127,6 +161,7 @@ def load_strict(module, state_dict, source="checkpoint"):
         raise UserError(
             "%s does not fit %s: %s" % (source, type(module).__name__, "; ".join(problems))
         )
+    check_finite(state_dict, source)
     tensors = dict(
         (key, value if isinstance(value, torch.Tensor) else torch.as_tensor(value))
         for key, value in state_dict.items()

@@ -24,6 +24,7 @@ from models.refinedet import params
 from zoostage import cli
 from zoostage.errors import UserError
 from zoostage.fetch import weights_from
+from zoostage.space import ensure_space_for
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("arm_loc", "arm_conf", "odm_loc", "odm_conf")
@@ -53,6 +54,7 @@ def export_onnx(model, path, opset=11, batch_size=1, size=320):
     # gives the graph ATC was validated on. Older torch has no such parameter.
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         options["dynamo"] = False
+    ensure_space_for(path, model)
     with torch.no_grad(), warnings.catch_warnings():
         # The newest torch warns that this exporter is legacy: chosen on purpose, see above.
         warnings.simplefilter("ignore", DeprecationWarning)

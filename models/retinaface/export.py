@@ -20,6 +20,7 @@ from models.retinaface import INPUT_SIZE, params
 from zoostage import cli
 from zoostage.errors import UserError
 from zoostage.fetch import sha256_of, weights_from
+from zoostage.space import ensure_space_for
 
 MODEL_FILE = "model.ts"
 EXPORT_FILE = "export.json"
@@ -88,6 +89,7 @@ def export(out, weights_dir, input_size=INPUT_SIZE, batch_size=1, backend="torch
     example = torch.rand(shape, generator=generator) * 255.0 - 117.0
     with torch.no_grad():
         traced = torch.jit.trace(model, example, check_trace=False)
+    ensure_space_for(target, model)
     traced.save(target)
 
     check = torch.rand(shape, generator=generator) * 255.0 - 117.0

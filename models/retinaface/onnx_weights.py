@@ -28,6 +28,7 @@ import numpy as np
 from models.common.onnx_graph import Graph, load_model
 from models.retinaface.net import LEAKY, RetinaFace
 from zoostage.errors import UserError
+from zoostage.space import ensure_space_for
 
 OUTPUTS = ("loc", "conf", "landmarks")
 HEADS = {"loc": "BboxHead", "conf": "ClassHead", "landmarks": "LandmarkHead"}
@@ -264,6 +265,7 @@ def convert(data, target, what="the ONNX model"):
     except RuntimeError as error:  # shapes were checked: only a torch surprise lands here
         raise UserError("the converted weights do not load: %s" % error) from None
     tmp = target + ".tmp"
+    ensure_space_for(tmp, tensors)
     torch.save(tensors, tmp)
     os.replace(tmp, target)
     return {

@@ -39,6 +39,7 @@ from models.retinanet import anchors as anchor_lib
 from zoostage import cli, fetch
 from zoostage import params as kit
 from zoostage.errors import UserError
+from zoostage.space import ensure_space_for
 
 OPSET = 11
 INPUT_NAMES = ["image"]
@@ -230,6 +231,7 @@ def trace(module, size, out_path, checker, names):
 
     with torch.no_grad():
         traced = torch.jit.trace(module, example_input(size, seed=0), check_trace=False)
+    ensure_space_for(out_path, module)
     traced.save(out_path)
     loaded = torch.jit.load(out_path, map_location="cpu")
     with torch.no_grad():
@@ -250,6 +252,7 @@ def export_onnx(module, size, out_path, checker, names):
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # the TorchScript-based exporter, as torch 1.10 has it
     dynamic = dict((name, {0: "batch"}) for name in INPUT_NAMES + names)
+    ensure_space_for(out_path, module)
     with torch.no_grad():
         torch.onnx.export(
             module,

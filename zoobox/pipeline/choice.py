@@ -42,9 +42,19 @@ def parse_devices(text) -> list[int]:
     if isinstance(text, int):
         return [text]
     try:
-        return [int(part) for part in str(text).split(",") if part.strip() != ""]
+        ids = [int(part) for part in str(text).split(",") if part.strip() != ""]
     except ValueError:
         raise UserError(f"--devices takes NPU ids like 0 or 0,1,2,3, not {text!r}") from None
+    if any(device < 0 for device in ids):
+        raise UserError(f"--devices takes NPU ids like 0 or 0,1,2,3 (none negative), not {text!r}")
+    twice = sorted({device for device in ids if ids.count(device) > 1})
+    if twice:
+        # Two shards (or two training processes) on one device: they would fight over it.
+        raise UserError(
+            f"--devices lists device {', '.join(map(str, twice))} twice ({text!r}): "
+            "name each device once"
+        )
+    return ids
 
 
 def cpu_candidates(backends: dict) -> list[str]:

@@ -6,6 +6,8 @@ is the one torch 1.5 / 1.10 have, and it needs no extra package.
 
 import inspect
 
+from zoostage.space import ensure_space_for
+
 OPSET = 11
 
 
@@ -17,6 +19,7 @@ def export_onnx(module, example, path, input_names, output_names):
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False
     dynamic = dict((name, {0: "batch"}) for name in list(input_names) + list(output_names))
+    ensure_space_for(path, module)
     with torch.no_grad():
         torch.onnx.export(
             module,

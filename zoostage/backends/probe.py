@@ -24,6 +24,7 @@ import time
 from zoostage import cli
 from zoostage.backends import get_backend
 from zoostage.errors import UserError
+from zoostage.space import ensure_space_for
 
 FILES = {"torchscript": "model.ts", "onnxruntime": "model.onnx"}
 _NETWORK = re.compile(r"^models(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -48,6 +49,7 @@ def _write_models(module, example, folder, backends):
         with torch.no_grad():
             traced = torch.jit.trace(module, example, check_trace=False)
         paths["torchscript"] = os.path.join(folder, FILES["torchscript"])
+        ensure_space_for(paths["torchscript"], module)
         traced.save(paths["torchscript"])
     if "onnxruntime" in backends:
         paths["onnxruntime"] = os.path.join(folder, FILES["onnxruntime"])

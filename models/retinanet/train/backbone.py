@@ -146,6 +146,10 @@ def load_backbone(model, path):
         )
     import numpy as np
 
+    from models.common.checkpoint import check_finite
+
+    check_finite(dict((k, v) for k, v in mapped.items() if k in expected), "weights file %s" % path)
+
     state = {}
     for key, value in mapped.items():
         if key in expected:

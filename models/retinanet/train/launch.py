@@ -27,6 +27,7 @@ with --resume auto (the recipe's default) continues from the newest complete one
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -69,8 +70,8 @@ def parse_lr(text):
         value = float(text)
     except ValueError:
         raise UserError("--lr takes a number or auto, not %r" % text) from None
-    if value <= 0:
-        raise UserError("--lr must be positive, not %s" % text)
+    if not math.isfinite(value) or value <= 0:
+        raise UserError("--lr must be a positive number, not %s" % text)
     return value
 
 
@@ -95,6 +96,35 @@ def parse_steps(text):
     return steps
 
 
+def _cached_stats(path):
+    """The stats of a records cache we wrote, or None after discarding one we did not.
+
+    The cache is ours, but the work folder is not private: a damaged file, or one that
+    names code (the unpickler refuses it), is removed and rebuilt from the annotations,
+    with one line, so one bad file does not fail every later run.
+    """
+    try:
+        with open(path, "rb") as handle:
+            payload = load_pickle(handle)
+    except Exception as error:  # pickle raises many types for a damaged file
+        problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+    else:
+        if (
+            isinstance(payload, dict)
+            and isinstance(payload.get("records"), list)
+            and isinstance(payload.get("stats"), dict)
+        ):
+            return payload["stats"]
+        problem = "not a records file"
+    sys.stderr.write(
+        "note: discarding the records cache %s (%s); rebuilding it\n" % (path, problem)
+    )
+    sys.stderr.flush()
+    if os.path.exists(path):
+        os.remove(path)
+    return None
+
+
 def records_file(args, work_dir):
     """Parse the annotations once into WORK/records-<split>-<key>.pkl; (path, stats)."""
     annotations = data_lib.annotation_file(args.data, args.split)
@@ -105,9 +135,9 @@ def records_file(args, work_dir):
     key = hashlib.sha256(key_source.encode()).hexdigest()[:16]
     path = os.path.join(work_dir, "records-%s-%s.pkl" % (args.split, key))
     if os.path.isfile(path):
-        with open(path, "rb") as handle:
-            payload = load_pickle(handle)
-        return path, payload["stats"]
+        stats = _cached_stats(path)
+        if stats is not None:
+            return path, stats
     records, stats = data_lib.load_split(args.data, args.split, args.limit)
     tmp = "%s.tmp-%d" % (path, os.getpid())
     with open(tmp, "wb") as handle:

@@ -71,7 +71,15 @@ LAUNCH = (
         help="mixed precision: auto (on for NPU / CUDA), on, off, bf16",
         recipe="amp",
     ),
-    Param("workers", "int", 4, "loader processes per device", min=0, recipe="train_workers"),
+    Param(
+        "workers",
+        "int",
+        4,
+        "loader processes per device (never more than the cores)",
+        min=0,
+        max=32,
+        recipe="train_workers",
+    ),
     Param("min-size", "int", MIN_SIZE, "short side", min=1, recipe="train_min_size"),
     Param("max-size", "int", MAX_SIZE, "long side cap", min=1, recipe="train_max_size"),
     Param(

@@ -37,9 +37,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from models.common.checkpoint import check_finite
 from models.retinanet.train import device as device_lib
 from models.retinanet.train import hooks as hook_lib
 from zoostage.errors import USER_ERROR_EXIT, UserError
+from zoostage.pool import usable_cores
+from zoostage.space import disk_full, is_disk_full
 from zoostage.unpickle import load_pickle
 
 ERROR_FILE = ".error"
@@ -136,6 +139,7 @@ def resume(config, parts, current, rank, distributed):
             )
         return 0, [], None
     checkpoints.check_resumable(state.get("config", {}), current, path)
+    check_finite(state["model"], "checkpoint %s" % path, "pass --resume no to start over")
     parts["model"].load_state_dict(state["model"])
     parts["optimizer"].load_state_dict(state["optimizer"])
     parts["schedule"].load_state_dict(state["schedule"])
@@ -224,6 +228,15 @@ def build_run(config, run):
     return run
 
 
+def loader_workers(config):
+    """The loader processes of one training process: --workers, at most one per core.
+
+    More processes than cores only share them, and `--workers 100000` would fork until
+    the machine stops.
+    """
+    return max(0, min(int(config.get("workers") or 0), usable_cores()))
+
+
 def build_step(config, run):
     """The loader over this rank's batches and the Step that consumes them."""
     import torch
@@ -231,7 +244,7 @@ def build_step(config, run):
     from models.retinanet.train import data as data_lib
     from models.retinanet.train.trainer import Step
 
-    workers = int(config.get("workers") or 0)
+    workers = loader_workers(config)
     loader = torch.utils.data.DataLoader(
         run.dataset,
         batch_sampler=data_lib.RunBatches(
@@ -365,14 +378,19 @@ def user_message(error):
 
 
 def write_error(out, message):
-    """The first rank's UserError, for the launcher's one line."""
+    """The first rank's UserError, for the launcher's one line; False when it could not
+    be written (a full disk), so the rank prints it itself."""
     path = os.path.join(out, ERROR_FILE)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except OSError:
-        return  # another rank was first
-    with os.fdopen(fd, "w") as handle:
-        handle.write(message)
+    except OSError as error:
+        return not is_disk_full(error)  # EEXIST: another rank was first, and said it
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(message)
+    except (IOError, OSError):  # a full disk: this rank says it itself
+        return False
+    return True
 
 
 def main(argv=None):
@@ -383,16 +401,22 @@ def main(argv=None):
         config = json.load(handle)
     try:
         summary = train(config)
-    except UserError as error:
+        if summary is not None:
+            from zoostage import cli
+
+            cli.write_json(os.path.join(config["out"], SUMMARY_FILE), summary)
+    except (UserError, IOError, OSError) as error:
+        if not isinstance(error, UserError):
+            # A checkpoint (torch.save to an open file) or a log met a full disk: the
+            # one line the other stages give, not a traceback per rank.
+            if not is_disk_full(error):
+                raise
+            error = disk_full(error.filename or config["work_dir"])
         message = user_message(error)
-        write_error(config["out"], message)
-        if not os.environ.get(LAUNCHED_ENV):  # else the launcher prints it, once
+        written = write_error(config["out"], message)
+        if not written or not os.environ.get(LAUNCHED_ENV):  # else the launcher prints it
             sys.stderr.write("error: %s\n" % message)
         sys.exit(USER_ERROR_EXIT)
-    if summary is not None:
-        from zoostage import cli
-
-        cli.write_json(os.path.join(config["out"], SUMMARY_FILE), summary)
 
 
 if __name__ == "__main__":
