@@ -229,6 +229,11 @@ def run(args, task_class):
             "detections": task.detections,
             "shard": list(shard),
             "postprocess": task.settings(),
+            # where the compute time came from (the backend's own clock or the harness's),
+            # and why not the backend's when it has one but gave nothing usable
+            "compute_timing": {
+                k: v for k, v in (timing.get("compute") or {}).items() if k in ("source", "note")
+            },
         },
     )
     return timing

@@ -1,0 +1,81 @@
+"""A first run on a real Ascend host (issue 20): each place where the NPU path, read against
+the Ascend tools' documented behaviour, would stumble; checked against fakes that follow
+the tools' interfaces (every shape the releases document). docs/first-run.md lists them."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+FAKES = REPO / "tests" / "fakes"
+
+
+# -- 1. ais_bench's exec_time_list: milliseconds (older), (start, end) pairs (newer) -----------
+@pytest.fixture
+def fake_ais_bench(monkeypatch):
+    """tests/fakes' ais_bench importable in this process (and forgotten afterwards)."""
+    monkeypatch.syspath_prepend(str(FAKES))
+    for name in [m for m in sys.modules if m == "ais_bench" or m.startswith("ais_bench.")]:
+        monkeypatch.delitem(sys.modules, name)
+    yield
+    for name in [m for m in sys.modules if m == "ais_bench" or m.startswith("ais_bench.")]:
+        sys.modules.pop(name, None)
+
+
+def test_exec_time_entries_of_each_release_hand_computed():
+    from zoostage.backends.om import exec_time_seconds
+
+    assert exec_time_seconds(12.5) == pytest.approx(0.0125)  # milliseconds
+    assert exec_time_seconds(np.float32(2.0)) == pytest.approx(0.002)
+    assert exec_time_seconds((1000.0, 1012.5)) == pytest.approx(0.0125)  # (start, end)
+    assert exec_time_seconds([3, 5]) == pytest.approx(0.002)
+    for odd in ("12.5", (1, 2, 3), (5.0, 1.0), {"ms": 1}, None, float("nan"), -1.0, True):
+        assert exec_time_seconds(odd) is None, odd
+
+
+@pytest.mark.parametrize(
+    "shape, source",
+    [
+        ("ms", "backend"),
+        ("pairs", "backend"),
+        ("sumary", "backend"),
+        ("none", "harness"),
+        ("odd", "harness"),
+    ],
+)
+def test_the_om_backend_takes_every_exec_time_shape_or_falls_back_with_a_note(
+    shape, source, tmp_path, monkeypatch, fake_ais_bench
+):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from tests.fakes.ais_bench.infer.interface import EXEC_MS
+    from zoostage.backends import get_backend
+    from zoostage.backends.harness import infer_store
+    from zoostage.smoke.atc import SHAPE, conv_onnx
+
+    monkeypatch.setenv("FAKE_AIS_BENCH_SUMMARY", shape)
+    conv_onnx(str(tmp_path / "m.onnx"))
+    (tmp_path / "m.om").touch()
+    backend = get_backend("om", device=0).load(str(tmp_path / "m.om"))
+
+    class Store:  # two images of the conv's input shape
+        def __len__(self):
+            return 2
+
+        def batch(self, indices):
+            return np.zeros((len(indices), *SHAPE[1:]), np.float32)
+
+        def batches(self, size, order):
+            for start in range(0, len(order), size):
+                chosen = order[start : start + size]
+                yield chosen, self.batch(chosen)
+
+    record = infer_store(Store(), backend, 1, lambda idx, out: None, warmup=1)
+    assert record["compute"]["source"] == source
+    if source == "backend":
+        assert record["mean_ms"] == pytest.approx(EXEC_MS)
+        assert "note" not in record["compute"]
+    else:
+        assert "timed instead" in record["compute"]["note"]
