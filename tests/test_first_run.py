@@ -79,3 +79,19 @@ def test_the_om_backend_takes_every_exec_time_shape_or_falls_back_with_a_note(
         assert "note" not in record["compute"]
     else:
         assert "timed instead" in record["compute"]["note"]
+
+
+# -- 9. device nodes under another root appear at their /dev names ---------------------------
+def test_every_device_node_is_mapped_to_its_dev_name_whatever_the_host_root(tmp_path):
+    from zoobox.hosts.probe import NPU_CONTROL_NODES, NpuHost
+    from zoobox.runners.npu import device_args
+
+    root = tmp_path / "ascend-dev"  # zoobox.docker.dev_root, not /dev
+    npu = NpuHost(devices=[0, 5], dev_root=root)
+    args = device_args(npu, [5], ascend_runtime=False)
+    mapped = [args[i + 1] for i, a in enumerate(args) if a == "--device"]
+    names = ["davinci5", *NPU_CONTROL_NODES]
+    assert mapped == [f"{root}/{name}:/dev/{name}" for name in names]
+    # /dev itself maps onto itself, the same form
+    plain = device_args(NpuHost(devices=[0], dev_root=tmp_path.anchor + "dev"), [0], False)
+    assert "/dev/davinci0:/dev/davinci0" in plain

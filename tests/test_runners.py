@@ -126,13 +126,13 @@ def test_docker_npu_command_mounts_devices_and_driver_read_only(fake_310p, tmp_p
         "-e",
         f"ZOOBOX_IMAGE={image}",
         "--device",
-        f"{dev}/davinci2",
+        f"{dev}/davinci2:/dev/davinci2",
         "--device",
-        f"{dev}/davinci_manager",
+        f"{dev}/davinci_manager:/dev/davinci_manager",
         "--device",
-        f"{dev}/devmm_svm",
+        f"{dev}/devmm_svm:/dev/devmm_svm",
         "--device",
-        f"{dev}/hisi_hdc",
+        f"{dev}/hisi_hdc:/dev/hisi_hdc",
         # a driver kept elsewhere goes where the entrypoint and CANN look for it
         "--mount",
         f"type=bind,source={driver},target=/usr/local/Ascend/driver,readonly",
@@ -458,7 +458,7 @@ def test_dry_docker_plan_prints_the_310p_container_commands(fake_310p, tmp_path)
     for module in ("zoostage.backends.compile", "models.retinaface.infer"):
         line = by_module[module]
         assert get_env("aie").image in line
-        assert f"--device {fake_310p.dev_root}/davinci1" in line
+        assert f"--device {fake_310p.dev_root}/davinci1:/dev/davinci1" in line
         assert (
             f"type=bind,source={fake_310p.driver_dir},target=/usr/local/Ascend/driver,readonly"
             in line
