@@ -95,3 +95,47 @@ def test_every_device_node_is_mapped_to_its_dev_name_whatever_the_host_root(tmp_
     # /dev itself maps onto itself, the same form
     plain = device_args(NpuHost(devices=[0], dev_root=tmp_path.anchor + "dev"), [0], False)
     assert "/dev/davinci0:/dev/davinci0" in plain
+
+
+# -- 6. a compile holds one device; sharded stages one each; training all ----------------------
+def test_compile_gets_the_first_device_only_and_training_gets_every_one(tmp_path):
+    from zoobox.core.recipe import load_recipe
+    from zoobox.hosts.probe import NpuHost
+    from zoobox.run.choice import Choice
+    from zoobox.run.engine import Engine, Options
+    from zoobox.run.shards import shard_calls
+    from zoobox.runners.docker import DockerRunner, DockerSettings
+
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    npu = NpuHost(devices=[2, 3, 5], dev_root=dev)
+    runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", npu=npu, tty=False))
+    options = Options(artifacts=tmp_path / "art", cache=tmp_path, data=tmp_path, dry=True)
+    recipe = load_recipe("retinanet")
+    engine = Engine(recipe, Choice("docker", "aie", [2, 3, 5], "test"), runner, options)
+    compile_call = engine.call_for("compile", tmp_path / "out")
+    assert compile_call.devices == [2]
+    argv = runner.argv(compile_call)
+    assert f"{dev}/davinci2:/dev/davinci2" in argv
+    assert not any("davinci3" in a or "davinci5" in a for a in argv)
+    infer = engine.call_for("infer", tmp_path / "out")
+    assert [c.devices for c in shard_calls(engine, infer, tmp_path)] == [[2], [3], [5]]
+    assert engine.call_for("train", tmp_path / "out").devices == [2, 3, 5]
+
+
+# -- 4. torch_aie.compile: the seeds' min_block_size (torch_aie's default) ---------------------
+def test_aie_compile_leaves_min_block_size_at_torch_aies_default_as_the_seeds(
+    tmp_path, fake_torch_aie
+):
+    torch = pytest.importorskip("torch")
+    from zoostage.backends import get_backend
+
+    torch.jit.trace(torch.nn.Conv2d(3, 2, 1), torch.randn(1, 3, 4, 4)).save(str(tmp_path / "m.ts"))
+    for precision in ("default", "fp16"):  # the RetinaFace and the RetinaNet seed's
+        fake_torch_aie.clear()
+        facts = get_backend("aie", device="npu:0").compile(
+            str(tmp_path / "m.ts"), str(tmp_path / "c.ts"), [1, 3, 4, 4], precision=precision
+        )
+        # neither seed's inference.py passes it: torch_aie's own default (documented: 1)
+        assert "min_block_size" not in fake_torch_aie
+        assert "default" in facts["min_block_size"]
