@@ -139,3 +139,78 @@ def test_aie_compile_leaves_min_block_size_at_torch_aies_default_as_the_seeds(
         # neither seed's inference.py passes it: torch_aie's own default (documented: 1)
         assert "min_block_size" not in fake_torch_aie
         assert "default" in facts["min_block_size"]
+
+
+# -- 8. the torch_aie wheel inside its release archive, under a name pip accepts ---------------
+def test_wheel_names_as_pip_reads_them():
+    from zoobox.envs.wheelnames import parse_wheel_name
+
+    assert parse_wheel_name("torch_aie-6.3.rc2-cp39-cp39-linux_aarch64.whl")["abi"] == "cp39"
+    assert parse_wheel_name("ais_bench-0.0.2-py3-none-any.whl")["python"] == "py3"
+    assert parse_wheel_name("x-1.0-1build-py3-none-any.whl")["build"] == "1build"
+    for bad in (
+        "torch_aie-6.3.rc2-linux_aarch64.whl",  # too few parts
+        "torch-aie-6.3.rc2-cp39-cp39-linux_aarch64.whl",  # '-' in the name: too many
+        "torch_aie-6.3.RC2.B010-cp39-cp39-linux_aarch64.whl",  # not a PEP 440 version
+        "torch_aie-6.3-x1-cp39-cp39-linux_aarch64.whl",  # a build tag must start with a digit
+        "torch_aie-6.3-cp39-cp39-linux_aarch64.tar.gz",
+    ):
+        assert parse_wheel_name(bad) is None, bad
+
+
+def test_an_invalid_wheel_name_in_the_release_tar_is_renamed_to_one_pip_installs(tmp_path):
+    import subprocess
+
+    from tests.fakes.releases import INVALID_MEMBER, torch_aie_release
+    from zoobox.core.envspec import get_env
+    from zoobox.envs import installers
+
+    folder = tmp_path / "aie"
+    folder.mkdir()
+    for name in (
+        "Ascend-cann-toolkit_7.0.RC1.alpha003_linux-x86_64.run",
+        "Ascend-cann-aie_7.0.T51.B010_linux-x86_64.run",
+    ):
+        (folder / name).write_bytes(b"x")
+    tar = folder / "Ascend-cann-torch-aie-6.3.RC2-linux_x86_64.tar.gz"
+    member = torch_aie_release(tar, INVALID_MEMBER, arch="x86_64")
+    check = installers.check_installers(get_env("aie"), folder, arch="x86_64")
+    args = check.build_args()
+    assert args["TORCH_AIE_WHL_MEMBER"] == member
+    assert args["TORCH_AIE_WHL"] == "torch_aie-6.3.rc2-cp39-cp39-linux_x86_64.whl"
+
+    # pip refuses the member's own name and installs the renamed file (no index, no deps)
+    import tarfile
+
+    with tarfile.open(tar) as archive:
+        data = archive.extractfile(member).read()
+    as_shipped = tmp_path / member.rsplit("/", 1)[-1]
+    renamed = tmp_path / args["TORCH_AIE_WHL"]
+    as_shipped.write_bytes(data)
+    renamed.write_bytes(data)
+    pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet"]
+    pip += ["--ignore-requires-python", "--platform", "linux_x86_64", "--python-version", "3.9"]
+    pip += ["--only-binary=:all:", "--target"]
+    refused = subprocess.run(
+        [*pip, str(tmp_path / "a"), str(as_shipped)], capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "wheel filename" in refused.stderr.lower()
+    taken = subprocess.run(
+        [*pip, str(tmp_path / "b"), str(renamed)], capture_output=True, text=True
+    )
+    assert taken.returncode == 0, taken.stderr
+    assert (tmp_path / "b" / "torch_aie" / "__init__.py").is_file()
+
+
+def test_a_release_tar_without_the_wheel_for_this_python_is_one_error(tmp_path):
+    from tests.fakes.releases import torch_aie_release
+    from zoobox.core.errors import UserError
+    from zoobox.envs.wheelnames import wheel_in_archive
+
+    tar = tmp_path / "t.tar.gz"
+    torch_aie_release(tar)
+    with pytest.raises(UserError, match=r"holds no torch_aie wheel for Python 3.7"):
+        wheel_in_archive(tar, "torch_aie", "3.7")
+    (tmp_path / "junk.tar.gz").write_bytes(b"not a tar")
+    with pytest.raises(UserError, match="not a readable tar archive"):
+        wheel_in_archive(tmp_path / "junk.tar.gz", "torch_aie", "3.9")
