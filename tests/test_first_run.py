@@ -2,6 +2,7 @@
 the Ascend tools' documented behaviour, would stumble; checked against fakes that follow
 the tools' interfaces (every shape the releases document). docs/first-run.md lists them."""
 
+import os
 import sys
 
 import numpy as np
@@ -214,3 +215,77 @@ def test_a_release_tar_without_the_wheel_for_this_python_is_one_error(tmp_path):
     (tmp_path / "junk.tar.gz").write_bytes(b"not a tar")
     with pytest.raises(UserError, match="not a readable tar archive"):
         wheel_in_archive(tmp_path / "junk.tar.gz", "torch_aie", "3.9")
+
+
+# -- 2. dcmi's -8005: a busy device, or a container without what dcmi needs --------------------
+def test_8005_names_both_causes_and_the_check_for_each():
+    from zoobox.hosts.npucompat import diagnose
+
+    message = diagnose("dcmi module initialize failed. ret is -8005\n", [3])
+    assert "\n" not in message and "davinci3" in message and "-8005" in message
+    assert "another container or process" in message and "npu-smi info" in message
+    for needed in ("/usr/local/dcmi", "/usr/local/Ascend/driver/lib64", "HwHiAiUser"):
+        assert needed in message, needed
+    assert "invoke doctor" in message
+
+
+@pytest.fixture
+def host_parts(tmp_path):
+    """A 310P host's device nodes (group 1234, mode 660) and driver folder with lib64."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for device in (0, 1):
+        node = dev / f"davinci{device}"
+        node.touch()
+        os.chown(node, 0, 1234)
+        node.chmod(0o660)
+    driver = tmp_path / "driver"
+    (driver / "lib64").mkdir(parents=True)
+    (driver / "version.info").write_text("Version=23.0.rc1\n")
+    return dev, driver
+
+
+def test_dcmi_prerequisites_checked_one_by_one(tmp_path, host_parts):
+    from zoobox.hosts.npucompat import dcmi_prerequisites
+    from zoobox.hosts.probe import npu_host
+
+    dev, driver = host_parts
+    npu = npu_host(dev_root=dev, driver_dir=driver)
+    (tmp_path / "dcmi").mkdir()
+    groups = {"HwHiAiUser": 1234}.get
+    rows = {r[0]: r[1] for r in dcmi_prerequisites(npu, tmp_path / "dcmi", group_gid=groups)}
+    assert rows["dcmi folder (mounted into NPU containers)"] == "ok"
+    assert rows["driver libraries (mounted with the driver)"] == "ok"
+    assert rows["HwHiAiUser group"] == "ok (gid 1234)"
+    assert rows["davinci0 owner and mode"] == rows["davinci1 owner and mode"] == "ok"
+
+    (driver / "lib64").rmdir()
+    os.chown(dev / "davinci1", 0, 0)
+    (dev / "davinci1").chmod(0o600)
+    rows = {
+        r[0]: r[1] for r in dcmi_prerequisites(npu, tmp_path / "none", group_gid=lambda n: None)
+    }
+    assert rows["dcmi folder (mounted into NPU containers)"].startswith("missing")
+    assert rows["driver libraries (mounted with the driver)"].startswith("missing")
+    assert rows["HwHiAiUser group"].startswith("missing")
+    rows = {r[0]: r[1] for r in dcmi_prerequisites(npu, tmp_path / "dcmi", group_gid=groups)}
+    assert "gid 0, not HwHiAiUser's 1234" in rows["davinci1 owner and mode"]
+    assert "mode 600" in rows["davinci1 owner and mode"]
+
+
+def test_doctor_shows_what_dcmi_needs_on_an_npu_host(tmp_path, host_parts):
+    from zoobox.hosts.probe import ContainerEngine
+    from zoobox.jobs.doctor import report
+    from zoobox.run.session import settings_from
+
+    dev, driver = host_parts
+    settings = settings_from(
+        {"zoobox": {"docker": {"dev_root": str(dev), "driver_dir": str(driver)}}}
+    )
+    text = report(
+        settings, probe_engine=lambda: ContainerEngine(False, "no docker"), dcmi_dir=tmp_path / "x"
+    )
+    assert "dcmi needs (else -8005)" in text
+    for line in ("dcmi folder (mounted into NPU containers)", "HwHiAiUser group"):
+        assert line in text
+    assert "missing: install the driver's dcmi" in text and str(driver / "lib64") in text
