@@ -289,3 +289,67 @@ def test_doctor_shows_what_dcmi_needs_on_an_npu_host(tmp_path, host_parts):
     for line in ("dcmi folder (mounted into NPU containers)", "HwHiAiUser group"):
         assert line in text
     assert "missing: install the driver's dcmi" in text and str(driver / "lib64") in text
+
+
+# -- 7. stages work in a folder of their own: the checkout stays clean --------------------------
+def _porcelain():
+    import subprocess
+
+    result = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"not a git checkout: {result.stderr.strip()}")
+    return result.stdout
+
+
+def test_an_npu_run_on_the_host_runner_leaves_the_checkout_clean(tmp_path, monkeypatch, host_parts):
+    """The aie smoke checks compile with the fake torch_aie, which (as CANN) writes
+    kernel_meta/ and fusion_result.json into its working directory."""
+    pytest.importorskip("torch")
+    from zoobox.hosts.probe import ContainerEngine
+    from zoobox.jobs.smoke import run_smoke
+    from zoobox.run.session import settings_from
+
+    dev, driver = host_parts
+    monkeypatch.setenv("PYTHONPATH", f"{FAKES}{os.pathsep}{REPO}")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = _porcelain()
+    settings = settings_from(
+        {"zoobox": {"docker": {"dev_root": str(dev), "driver_dir": str(driver)}}}
+    )
+    summary = run_smoke(
+        settings,
+        artifacts=tmp_path / "smoke",
+        runner="host",
+        devices="0",
+        probe_engine=lambda: ContainerEngine(False, "no docker"),
+    )
+    compiled = [c for c in summary["checks"] if c["check"].startswith("compile a 1-conv")]
+    assert compiled and compiled[0]["status"] == "ok"  # the fake compiled (and wrote)
+    assert _porcelain() == before
+    assert not (REPO / "kernel_meta").exists() and not (REPO / "fusion_result.json").exists()
+    assert not list((tmp_path / "smoke").rglob("kernel_meta"))  # nor into the report
+
+
+def test_the_host_runner_runs_a_stage_in_its_own_folder_then_removes_it(tmp_path):
+    from zoobox.core.envspec import get_env
+    from zoobox.runners.base import StageCall
+    from zoobox.runners.host import HostRunner
+
+    out = tmp_path / ".infer.tmp-1"
+    out.mkdir()
+    script = "import os; open(os.path.join(os.environ['SEEN'], 'cwd'), 'w').write(os.getcwd())"
+    call = StageCall("toy", "infer", "zoostage.cli", [], out, get_env("host"))
+    runner = HostRunner()
+    runner.argv = lambda call: [sys.executable, "-c", script]
+    os.environ["SEEN"] = str(tmp_path)
+    try:
+        assert runner.run(call).returncode == 0
+    finally:
+        del os.environ["SEEN"]
+    assert (tmp_path / "cwd").read_text() == str(out) + ".cwd"
+    assert not (tmp_path / ".infer.tmp-1.cwd").exists()

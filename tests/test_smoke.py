@@ -27,7 +27,7 @@ def _run_module(module, out, *args, extra_env=None, path=None):
     env.update(extra_env or {})
     result = subprocess.run(
         [sys.executable, "-m", module, "--out", str(out), *args],
-        cwd=REPO,
+        cwd=out.parent,  # as the runners do: the fake compiler writes into the working dir
         env=env,
         capture_output=True,
         text=True,
