@@ -353,3 +353,82 @@ def test_the_host_runner_runs_a_stage_in_its_own_folder_then_removes_it(tmp_path
         del os.environ["SEEN"]
     assert (tmp_path / "cwd").read_text() == str(out) + ".cwd"
     assert not (tmp_path / ".infer.tmp-1.cwd").exists()
+
+
+# -- 5. a published throughput and the measured one cover the same span -----------------------
+def test_graph_span_adds_the_host_tail_per_image_hand_computed():
+    from types import SimpleNamespace
+
+    from zoostage.infer import graph_span
+
+    task = SimpleNamespace(graph_tail="NMS", images=10, graph_tail_seconds=0.050)
+    graph = graph_span({"mean_ms": 40.0, "batch_size": 2}, task)
+    # 5 ms per image on the host, 2 images per call: 40 + 10 = 50 ms per call, 40 images/s
+    assert graph["tail_ms_per_image"] == pytest.approx(5.0)
+    assert graph["mean_ms"] == pytest.approx(50.0)
+    assert graph["throughput"] == pytest.approx(40.0)
+    assert graph["span"] == "forward + NMS on the host"
+    assert graph_span({"mean_ms": 40.0, "batch_size": 2}, SimpleNamespace(graph_tail=None)) is None
+    nothing_run = SimpleNamespace(graph_tail="NMS", images=0, graph_tail_seconds=0.0)
+    assert graph_span({"mean_ms": 40.0, "batch_size": 1}, nothing_run) is None
+
+
+def test_the_report_compares_the_seeds_span_and_says_which_each_number_covers():
+    from types import SimpleNamespace
+
+    from zoostage.recipe import load_recipe
+    from zoostage.report import render
+    from zoostage.verdict import compare
+
+    published = load_recipe("retinanet").published
+    assert published["throughput"]["span"] == "graph"  # the seed's graph ends with its NMS
+    timing = {
+        "batch_size": 1,
+        "mean_ms": 40.0,
+        "throughput": 25.0,  # the forward alone
+        "graph": {
+            "span": "forward + NMS on the host",
+            "tail_ms_per_image": 10.0,
+            "mean_ms": 50.0,
+            "throughput": 20.0,
+        },
+        "backend": "aie",
+    }
+    rows = compare(published, {"AP": 38.0}, timing, "official", 5000, 5000, True)
+    speed = next(r for r in rows if r["metric"] == "throughput")
+    assert speed["measured"] == 20.0  # like with like: not the forward's 25
+    assert "forward + NMS on the host" in speed["span"] and "whole graph" in speed["span"]
+    assert "span" not in next(r for r in rows if r["metric"] == "AP")
+    text = render(
+        SimpleNamespace(title="x", dataset={}), rows, {}, timing, {"weights": "official"}, {}, []
+    )
+    assert "- throughput covers: forward + NMS on the host" in text
+    assert "| throughput (images/s): forward only | 25.00 |" in text
+    assert "| throughput (images/s): forward + NMS on the host | 20.00 (10.00 ms" in text
+    # no host part timed (another backend's record): not measured, never the forward's
+    del timing["graph"]
+    rows = compare(published, {}, timing, "official", 5000, 5000, True)
+    speed = next(r for r in rows if r["metric"] == "throughput")
+    assert speed["measured"] is None and speed["status"] == "not measured"
+    # a forward-only published number (RetinaFace) is set beside the forward
+    face = load_recipe("retinaface").published
+    rows = compare(face, {}, {"throughput": 25.0}, "official", 1, 1, True)
+    speed = next(r for r in rows if r["metric"] == "throughput")
+    assert speed["measured"] == 25.0 and speed["span"].startswith("forward only")
+
+
+def test_shards_merge_the_graph_span():
+    from zoostage.shards import merge_timing
+
+    def shard(mean, tail, calls):
+        stats = {"mean_ms": mean, "p50_ms": mean, "p99_ms": mean, "throughput": 1000 / mean}
+        graph = {"span": "s", "tail_ms_per_image": tail, "mean_ms": mean + tail}
+        graph["throughput"] = 1000 / (mean + tail)
+        return dict(stats, calls=calls, images=calls, graph=graph)
+
+    merged = merge_timing([shard(10.0, 10.0, 1), shard(30.0, 20.0, 3)])
+    assert merged["graph"]["throughput"] == pytest.approx(1000 / 20 + 1000 / 50)
+    assert merged["graph"]["mean_ms"] == pytest.approx((20 + 3 * 50) / 4)
+    assert merged["graph"]["tail_ms_per_image"] == pytest.approx((10 + 3 * 20) / 4)
+    one_without = merge_timing([shard(10.0, 10.0, 1), {**shard(30.0, 20.0, 3), "graph": None}])
+    assert "graph" not in one_without

@@ -68,8 +68,27 @@ def throughput_by_batch(by_batch, published):
     return rows
 
 
-def measured_speed(key, timing):
-    """The measured figure of a published speed metric from an infer timing record."""
+# What a published throughput's time covers (recipe `published.<metric>.span`):
+# forward: the network's forward on the device, input already there (the harness's
+#   compute; what most seeds time);
+# graph: the reference's whole compiled graph, where zoobox runs its last ops on the host
+#   (RetinaNet: the seed's graph ends with an on-device batch NMS): compute plus that
+#   host time per image (zoostage.infer.graph_span).
+SPANS = {
+    "forward": "forward only, input on the device",
+    "graph": "the whole compiled graph",
+}
+
+
+def span_of(ref):
+    return ref.get("span") or "forward"
+
+
+def measured_speed(key, timing, span="forward"):
+    """The measured figure of a published speed metric from an infer timing record,
+    over the same span as the published one (None when that span was not measured)."""
+    if span == "graph":
+        return (timing.get("graph") or {}).get("throughput") if key == "throughput" else None
     if key == "throughput":
         return timing.get("throughput")
     batch = key.replace("throughput_bs", "")
@@ -104,7 +123,7 @@ def compare(published, metrics, timing, weights, images, full_images, npu, profi
     for key, entry in published.items():
         ref = published_for(entry, profile or DEFAULT_PROFILE)
         speed = bool(ref.get("speed"))
-        measured = measured_speed(key, timing) if speed else metrics.get(key)
+        measured = measured_speed(key, timing, span_of(ref)) if speed else metrics.get(key)
         if speed:
             status = speed_status(measured, ref.get("value"), npu)
         else:
@@ -128,4 +147,19 @@ def compare(published, metrics, timing, weights, images, full_images, npu, profi
                 "status": status,
             }
         )
+        if speed:
+            rows[-1]["span"] = span_description(span_of(ref), timing)
     return rows
+
+
+def span_description(span, timing):
+    """What the measured figure of a speed row covers, in words."""
+    if span == "graph":
+        graph = timing.get("graph") or {}
+        if not graph:
+            return "the whole graph (published); not measured: no host part was timed"
+        return "%s, as the published number's whole graph (%.2f ms per image on the host)" % (
+            graph.get("span"),
+            graph.get("tail_ms_per_image", 0.0),
+        )
+    return SPANS["forward"] + ", as the published number"
