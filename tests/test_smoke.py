@@ -376,3 +376,30 @@ def test_invoke_npu_smoke_dry_shows_the_training_checks(tmp_path):
     ):
         assert f"  - {name}" in out, name
     assert "report:" not in out and not (tmp_path / "smoke").exists()  # nothing ran
+
+
+def test_a_recipe_compiles_for_the_chip_npu_smi_names(tmp_path, ascend_host):
+    """Not only the smoke check: a recipe's compile gets the host's chip as soc_version
+    unless --param soc_version says otherwise; a chip it cannot target is one line."""
+    from zoobox.core.errors import UserError
+    from zoobox.run.session import build_engine
+
+    def plan(settings, **params):
+        engine = build_engine(
+            settings,
+            "retinaface",
+            artifacts=str(tmp_path / "art"),
+            runner="host",
+            backend="aie",
+            devices="0",
+            params=dict(params, allow_random=True),
+            dry=True,
+        )
+        return engine.call_for("compile", tmp_path / "out").args
+
+    args = plan(ascend_host("310P1"))
+    assert args[args.index("--soc-version") + 1] == "Ascend310P1"
+    args = plan(ascend_host("310P1"), soc_version="Ascend310P3")  # the user's choice wins
+    assert args[args.index("--soc-version") + 1] == "Ascend310P3"
+    with pytest.raises(UserError, match=r"chip is 910B3 .*retinaface's compile \(env aie\)"):
+        plan(ascend_host("910B3"))

@@ -16,6 +16,7 @@ What zoobox's environments target:
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import dataclass, field
 
 # First cell of an NPU's first row: its id, then the chip name.
@@ -79,3 +80,16 @@ def targets(chip: str) -> str:
     inference = "/".join(ENV_CHIPS["aie"])
     training = "/".join(ENV_CHIPS["train"])
     return f"{inference} for the inference recipes, {training} for training"
+
+
+def read_npu_smi(npu_smi) -> tuple[NpuSmiInfo | None, str | None]:
+    """(what `npu-smi info` says, or None; why not, or None). `npu_smi`: its path or None."""
+    if npu_smi is None:
+        return None, "not an Ascend host: no npu-smi"
+    try:
+        result = subprocess.run([str(npu_smi), "info"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return None, f"npu-smi info did not answer: {error}"
+    if result.returncode != 0:
+        return None, f"npu-smi info exited {result.returncode}: {result.stdout[-400:]}"
+    return parse_npu_smi_info(result.stdout), None

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,17 +74,7 @@ def _devices(npu: probe.NpuHost) -> str:
 
 def read_npu_smi(npu: probe.NpuHost) -> tuple[chip_table.NpuSmiInfo | None, str | None]:
     """(what `npu-smi info` says, or None; why not, or None)."""
-    if npu.npu_smi is None:
-        return None, "not an Ascend host: no npu-smi"
-    try:
-        result = subprocess.run(
-            [str(npu.npu_smi), "info"], capture_output=True, text=True, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return None, f"npu-smi info did not answer: {error}"
-    if result.returncode != 0:
-        return None, f"npu-smi info exited {result.returncode}: {result.stdout[-400:]}"
-    return chip_table.parse_npu_smi_info(result.stdout), None
+    return chip_table.read_npu_smi(npu.npu_smi)
 
 
 def _npu_smi(info: chip_table.NpuSmiInfo | None, problem: str | None) -> str:

@@ -121,6 +121,10 @@ def build_engine(
     )
     if choice.npu and not dry:
         check_npu_access(npu, choice.devices, runner_obj)
+    if choice.npu and "soc_version" not in overrides:
+        chip = host_soc_version(recipe, npu)
+        if chip:
+            overrides["soc_version"] = chip
     options = Options(
         artifacts=artifacts_dir,
         cache=cache,
@@ -159,6 +163,34 @@ def check_dataset(engine: Engine, target: str | None) -> None:
             f"--data PATH or set zoobox.data.{recipe.dataset.get('name')}. "
             f"{how}".strip()
         )
+
+
+def host_soc_version(recipe, npu) -> str | None:
+    """The chip to compile for, from `npu-smi info` (Ascend310P1 on a 310P1 host), when
+    the recipe has a soc_version and the host answers; None leaves the recipe's default.
+    A chip the recipe's compile stages cannot target is one UserError."""
+    from zoobox.hosts import chips
+
+    if "soc_version" not in recipe.param_specs or npu.npu_smi is None:
+        return None
+    info, _ = chips.read_npu_smi(npu.npu_smi)
+    if info is None or info.chip is None:
+        return None
+    envs = sorted(
+        {
+            stage.env
+            for stage in recipe.stages
+            if any("{p.soc_version}" in str(v) for v in stage.args.values())
+        }
+    )
+    refused = [env for env in envs if not chips.env_targets(env, info.chip)]
+    if refused:
+        raise UserError(
+            f"this host's chip is {info.chip} (npu-smi info); {recipe.name}'s compile "
+            f"(env {', '.join(refused)}) targets {', '.join(chips.ENV_CHIPS[refused[0]])}: "
+            "run it on such a host, or pass --param soc_version=... to try anyway"
+        )
+    return chips.soc_version(info.chip)
 
 
 def parse_params(pairs) -> dict:
