@@ -432,3 +432,22 @@ def test_shards_merge_the_graph_span():
     assert merged["graph"]["tail_ms_per_image"] == pytest.approx((10 + 3 * 20) / 4)
     one_without = merge_timing([shard(10.0, 10.0, 1), {**shard(30.0, 20.0, 3), "graph": None}])
     assert "graph" not in one_without
+
+
+def test_the_closing_table_says_what_a_graph_span_throughput_covers(tmp_path):
+    import json
+
+    from zoobox.jobs.summary import render_summary
+
+    rows = [
+        {"metric": "throughput", "measured": 20.0, "published": 19.9, "unit": "images/s"},
+        {"metric": "AP", "measured": 38.0, "published": 38.3, "unit": "AP %"},
+    ]
+    rows[0]["span"] = "forward + NMS on the host, as the published number's whole graph"
+    summary = {"recipe": "retinanet", "rows": rows, "throughput": 25.0}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    text = render_summary(tmp_path)
+    assert "throughput covers forward + NMS on the host" in text
+    rows[0]["span"] = "forward only, input on the device, as the published number"
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert "covers" not in render_summary(tmp_path)  # the images/s column's own span
