@@ -127,7 +127,7 @@ def fake_torch_aie(monkeypatch):
     fake._enums = types.SimpleNamespace(
         PrecisionPolicy=types.SimpleNamespace(FP16="fp16-policy", FP32="fp32-policy")
     )
-    fake.Input = lambda shape: ("Input", shape)
+    fake.Input = lambda shape, dtype=None: ("Input", shape, dtype)
     fake.compile = compile_
     fake.set_device = lambda index: calls.setdefault("device", index)
     monkeypatch.setitem(sys.modules, "torch_aie", fake)

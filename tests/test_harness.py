@@ -152,7 +152,7 @@ def test_aie_compile_asks_torch_aie_for_the_seed_settings(tmp_path, fake_torch_a
         precision="fp16",
         soc_version="Ascend310P3",
     )
-    assert calls["inputs"] == [("Input", (1, 3, 4, 4))]
+    assert calls["inputs"] == [("Input", (1, 3, 4, 4), torch.float)]  # as both seeds
     assert calls["precision_policy"] == "fp16-policy"
     assert calls["soc_version"] == "Ascend310P3"
     assert calls["device"] == 1 and calls["saved"] == str(tmp_path / "c.ts")

@@ -578,7 +578,9 @@ def test_seed_compiles_with_torch_aies_default_precision(tmp_path, fake_torch_ai
     facts = backend.compile(
         str(tmp_path / "m.ts"), str(tmp_path / "c.ts"), [1, 3, 4, 4], precision="default"
     )
-    assert "precision_policy" not in calls and calls["inputs"] == [("Input", (1, 3, 4, 4))]
+    assert "precision_policy" not in calls and calls["inputs"] == [
+        ("Input", (1, 3, 4, 4), torch.float)
+    ]
     assert facts["precision"] == "default (torch_aie's own)"
     backend.compile(str(tmp_path / "m.ts"), str(tmp_path / "d.ts"), [1, 3, 4, 4], precision="fp32")
     assert calls["precision_policy"] == "fp32-policy"
@@ -621,7 +623,9 @@ def test_both_profiles_run_end_to_end_on_generated_data(tmp_path, monkeypatch, c
     result, summary = run(profile="upstream", top_k=5000, keep_top_k=750)
     assert summary["profile"] == "upstream"
     rows = dict((r["metric"], r) for r in summary["rows"])
-    assert rows["easy"]["note"] == "published for the seed profile only"
+    assert rows["easy"]["note"].startswith("published for the seed profile only")
+    assert rows["easy"]["published"] is None
+    assert rows["easy"]["status"] == "no upstream number published"
     infer_record = json.loads((result.stage_dir("infer") / "infer.json").read_text())
     assert infer_record["postprocess"]["keep_top_k"] == 750
     store = json.loads((result.stage_dir("data") / "index.json").read_text())

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoobox.core.artifacts import read_json, write_json_atomic
+from zoobox.core.children import run_child
 from zoobox.core.envspec import EnvSpec
 from zoobox.core.errors import UserError
 from zoobox.core.paths import default_cache, repo_relative
@@ -256,17 +257,20 @@ class VenvCache:
         command = [interpreter.path, "-m", "venv"]
         if lock is None:
             command.append("--without-pip")
-        result = subprocess.run(
+        output: list[str] = []
+        code = run_child(
             [*command, str(temp)],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             env=clean_environment(),
             pass_fds=(lock_fd,),
+            on_output=lambda process: output.append(process.stdout.read()),
         )
-        if result.returncode != 0:
+        if code != 0:
             raise UserError(
                 f"env {spec.name}: `{interpreter.path} -m venv` failed "
-                f"({last_line(result.stderr or result.stdout)}); install that Python's venv "
+                f"({last_line(''.join(output))}); install that Python's venv "
                 f"module (Debian: apt-get install python{spec.python}-venv) or point "
                 f"{SETTING} at another CPython {spec.python}"
             )
@@ -366,24 +370,22 @@ def _pip_install(python: Path, spec: EnvSpec, lock_file: Path, lock_fd: int) -> 
     """pip install the env's lock, hashes checked; its stderr is shown, its last error kept."""
     command = [str(python), "-m", "pip", "install", "--no-input", "--require-hashes"]
     command += [*spec.pip_args, "-r", str(lock_file)]
-    process = subprocess.Popen(
+    tail: collections.deque = collections.deque(maxlen=200)
+
+    def relay(process):
+        for line in process.stderr:
+            sys.stderr.write(line)
+            tail.append(line.rstrip())
+
+    code = run_child(
         command,
         stderr=subprocess.PIPE,
         text=True,
         errors="replace",
         env=pip_environment(clean_environment()),  # + docker/local/wheels/ when there
         pass_fds=(lock_fd,),
+        on_output=relay,
     )
-    tail: collections.deque = collections.deque(maxlen=200)
-    try:
-        for line in process.stderr:
-            sys.stderr.write(line)
-            tail.append(line.rstrip())
-        code = process.wait()
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
     if code != 0:
         errors = [line for line in tail if line.startswith("ERROR:")]
         why = errors[-1] if errors else last_line("\n".join(tail))

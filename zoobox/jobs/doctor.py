@@ -52,6 +52,8 @@ def report(settings: dict, probe_engine=container_engine, dcmi_dir=None) -> str:
         ["CANN (host)", cann_version() or "not found", "/usr/local/Ascend/ascend-toolkit"],
     ]
     text = table(rows, ["check", "found", "detail"])
+    if engine.advice():
+        text += f"\nnote: {engine.advice()}"
     plan_rows = []
     for name in recipe_names():
         try:

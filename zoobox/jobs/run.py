@@ -6,16 +6,18 @@ import json
 
 from zoobox.jobs.summary import render_summary
 from zoobox.run.engine import Engine, RunResult
-from zoobox.run.session import check_dataset
+from zoobox.run.session import check_backend, check_dataset
 
 
 def run_and_summarize(
     engine: Engine, target: str | None = None, show: bool = True
 ) -> tuple[RunResult, dict | None]:
-    """Check the dataset, run, and print the report's table when the report stage ran.
+    """Check the backend's envs and the dataset, run, and print the report's table when the
+    report stage ran.
 
     Returns the run's result and the report's summary.json (None when no report was made).
     """
+    check_backend(engine, target)  # --dry too: a plan that cannot run is refused
     if not engine.options.dry:
         check_dataset(engine, target)
     result = engine.run(target)

@@ -47,6 +47,8 @@ def render_summary(report_dir: Path) -> str:
             text += f"\n{row['metric']} covers {row['span']}"
     if summary.get("subset"):
         text += f"\n{summary['subset']}"
+    if summary.get("profile_note"):
+        text += f"\n{summary['profile_note']}"
     if summary.get("weights") == "random":
         text += (
             "\nweights: seeded random initialisation -- accuracy is not meaningful; "

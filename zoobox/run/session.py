@@ -20,6 +20,7 @@ from zoobox.hosts.probe import (
     npu_host,
     use_engine,
 )
+from zoobox.run.backend_envs import backend_problem, check_backend_in_envs
 from zoobox.run.choice import choose
 from zoobox.run.engine import Engine, Options, reads_dataset
 from zoobox.run.speed import fastest_cpu_backend
@@ -106,6 +107,9 @@ def build_engine(
         npu,
         dry=dry,
         pick_cpu=lambda candidates: fastest_cpu_backend(recipe.name, candidates, dry=dry),
+        cpu_usable=lambda runner, name: (
+            not backend_problem(recipe, recipe.stage_names, runner, name)
+        ),
     )
     artifacts_dir = flag_path(artifacts) or setting_path(settings["artifacts"])
     cache = setting_path(settings.get("cache")) or default_cache() / "weights"
@@ -148,6 +152,13 @@ def check_npu_access(npu: NpuHost, devices: list[int], runner) -> None:
             "`chgrp HwHiAiUser /dev/davinci*`), or run as a user who can open them "
             "(zoobox.docker.user for containers)"
         )
+
+
+def check_backend(engine: Engine, target: str | None) -> None:
+    """The envs of the stages that will load the backend install it (docker, venv)."""
+    recipe = engine.recipe
+    names = recipe.upstream(target) if target else recipe.default_stages
+    check_backend_in_envs(recipe, names, engine.choice.runner, engine.choice.backend)
 
 
 def check_dataset(engine: Engine, target: str | None) -> None:

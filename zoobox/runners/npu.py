@@ -28,7 +28,6 @@ from zoobox.hosts.probe import NPU_CONTROL_NODES, NpuHost
 from zoobox.runners.base import StageCall
 
 ASCEND_DRIVER = "/usr/local/Ascend/driver"  # where the entrypoint and CANN look for it
-CONTAINER_DEV = "/dev"  # where CANN opens the device nodes inside a container
 WORKDIR = "/tmp/zoobox-work"  # the tmpfs an NPU container works in
 # Envs whose stages run several ranks over HCCL (one container, several devices).
 DISTRIBUTED_ENVS = ("train",)
@@ -73,10 +72,12 @@ def device_args(npu: NpuHost, devices: list[int], ascend_runtime: bool) -> list[
     if ascend_runtime:
         visible = ",".join(str(d) for d in devices)
         return ["--runtime", "ascend", "-e", f"ASCEND_VISIBLE_DEVICES={visible}", *args]
-    # Each node appears at its /dev name, wherever the host keeps it (zoobox.docker.dev_root):
-    # a bare `--device PATH` puts it at PATH inside, where CANN does not look.
-    for name in [f"davinci{device}" for device in devices] + list(NPU_CONTROL_NODES):
-        args += ["--device", f"{Path(npu.dev_root) / name}:{CONTAINER_DEV}/{name}"]
+    # Each node goes to its /dev name inside, wherever the host keeps it (dev_root):
+    # CANN looks in /dev only.
+    for device in devices:
+        args += ["--device", f"{npu.dev_root}/davinci{device}:/dev/davinci{device}"]
+    for node in NPU_CONTROL_NODES:
+        args += ["--device", f"{npu.dev_root}/{node}:/dev/{node}"]
     # The driver goes where the container looks for it, wherever the host keeps it. Like
     # every host path here, only when it exists: a run without it stops in preflight().
     if Path(npu.driver_dir).is_dir():

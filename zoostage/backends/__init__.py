@@ -22,6 +22,14 @@ _MODULES = {
 }
 NAMES = tuple(_MODULES)
 NPU_BACKENDS = ("aie", "om")
+# The distribution each backend imports: an env must provide it for a stage that runs the
+# backend there. The NPU ones come from installers (docker/npu-installers/), not pins.
+DISTRIBUTIONS = {
+    "torchscript": "torch",
+    "onnxruntime": "onnxruntime",
+    "aie": "torch_aie",
+    "om": "ais_bench",
+}
 
 
 def get_backend(name, **options):
