@@ -84,7 +84,7 @@ def test_the_om_backend_takes_every_exec_time_shape_or_falls_back_with_a_note(
 
 # -- 9. device nodes under another root appear at their /dev names ---------------------------
 def test_every_device_node_is_mapped_to_its_dev_name_whatever_the_host_root(tmp_path):
-    from zoobox.hosts.probe import NPU_CONTROL_NODES, NpuHost
+    from zoobox.hosts.detect import NPU_CONTROL_NODES, NpuHost
     from zoobox.runners.npu import device_args
 
     root = tmp_path / "ascend-dev"  # zoobox.docker.dev_root, not /dev
@@ -101,10 +101,10 @@ def test_every_device_node_is_mapped_to_its_dev_name_whatever_the_host_root(tmp_
 # -- 6. a compile holds one device; sharded stages one each; training all ----------------------
 def test_compile_gets_the_first_device_only_and_training_gets_every_one(tmp_path):
     from zoobox.core.recipe import load_recipe
-    from zoobox.hosts.probe import NpuHost
-    from zoobox.run.choice import Choice
-    from zoobox.run.engine import Engine, Options
-    from zoobox.run.shards import shard_calls
+    from zoobox.hosts.detect import NpuHost
+    from zoobox.pipeline.choice import Choice
+    from zoobox.pipeline.pipeline import Options, Pipeline
+    from zoobox.pipeline.shards import shard_calls
     from zoobox.runners.docker import DockerRunner, DockerSettings
 
     dev = tmp_path / "dev"
@@ -113,7 +113,7 @@ def test_compile_gets_the_first_device_only_and_training_gets_every_one(tmp_path
     runner = DockerRunner(DockerSettings(artifacts=tmp_path / "art", npu=npu, tty=False))
     options = Options(artifacts=tmp_path / "art", cache=tmp_path, data=tmp_path, dry=True)
     recipe = load_recipe("retinanet")
-    engine = Engine(recipe, Choice("docker", "aie", [2, 3, 5], "test"), runner, options)
+    engine = Pipeline(recipe, Choice("docker", "aie", [2, 3, 5], "test"), runner, options)
     compile_call = engine.call_for("compile", tmp_path / "out")
     assert compile_call.devices == [2]
     argv = runner.argv(compile_call)
@@ -246,8 +246,8 @@ def host_parts(tmp_path):
 
 
 def test_dcmi_prerequisites_checked_one_by_one(tmp_path, host_parts):
+    from zoobox.hosts.detect import npu_host
     from zoobox.hosts.npucompat import dcmi_prerequisites
-    from zoobox.hosts.probe import npu_host
 
     dev, driver = host_parts
     npu = npu_host(dev_root=dev, driver_dir=driver)
@@ -274,9 +274,9 @@ def test_dcmi_prerequisites_checked_one_by_one(tmp_path, host_parts):
 
 
 def test_doctor_shows_what_dcmi_needs_on_an_npu_host(tmp_path, host_parts):
-    from zoobox.hosts.probe import ContainerEngine
+    from zoobox.hosts.detect import ContainerEngine
     from zoobox.jobs.doctor import report
-    from zoobox.run.session import settings_from
+    from zoobox.pipeline.configure import settings_from
 
     dev, driver = host_parts
     settings = settings_from(
@@ -310,9 +310,9 @@ def test_an_npu_run_on_the_host_runner_leaves_the_checkout_clean(tmp_path, monke
     """The aie smoke checks compile with the fake torch_aie, which (as CANN) writes
     kernel_meta/ and fusion_result.json into its working directory."""
     pytest.importorskip("torch")
-    from zoobox.hosts.probe import ContainerEngine
+    from zoobox.hosts.detect import ContainerEngine
     from zoobox.jobs.smoke import run_smoke
-    from zoobox.run.session import settings_from
+    from zoobox.pipeline.configure import settings_from
 
     dev, driver = host_parts
     monkeypatch.setenv("PYTHONPATH", f"{FAKES}{os.pathsep}{REPO}")

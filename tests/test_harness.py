@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from data_scripts.store import Store, feed_spec, to_input, write_store
 from zoostage.backends import get_backend
 from zoostage.backends.harness import infer_store, summarize
 from zoostage.errors import UserError
+from zoostage.store import Store, feed_spec, to_input, write_store
 
 
 def test_summarize_hand_computed():

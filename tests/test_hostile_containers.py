@@ -14,9 +14,9 @@ import pytest
 from tests.conftest import REPO
 from zoobox.core.errors import UserError
 from zoobox.core.recipe import load_recipe
-from zoobox.hosts.probe import NO_DOCKER_CLI, ContainerEngine, NpuHost
-from zoobox.run.backend_envs import check_backend_in_envs
-from zoobox.run.choice import choose
+from zoobox.hosts.detect import NO_DOCKER_CLI, ContainerEngine, NpuHost
+from zoobox.pipeline.backend_envs import check_backend_in_envs
+from zoobox.pipeline.choice import choose
 
 INVOKE = (sys.executable, "-m", "invoke")
 
@@ -221,7 +221,7 @@ def test_i19_item14_stopped_image_build_stops_the_client_and_the_engine_side(tmp
     (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN sleep {marker}\n")
     script = (
         "from zoobox.core.errors import main_guard\n"
-        "from zoobox.envs.images import run_build\n"
+        "from zoobox.envs.image_build import run_build\n"
         f"argv = ['docker', 'build', '--no-cache', '-t', 'zoobox-test/stopped:{marker}', "
         f"{str(tmp_path)!r}]\n"
         "main_guard(lambda: run_build(argv))\n"

@@ -50,9 +50,10 @@ def test_per_batch_throughput_is_read_from_the_timing_record():
     assert rows[0]["measured"] == 400.0 and rows[0]["status"] == "info"
 
 
+@pytest.mark.slow
 def test_ci_on_a_generated_sample_runs_the_recipe_and_writes_a_summary(tmp_path, capsys):
     from zoobox.jobs.ci import run_ci
-    from zoobox.run.session import settings_from
+    from zoobox.pipeline.configure import settings_from
 
     settings = settings_from({"zoobox": {"echo": False}})
     assert (

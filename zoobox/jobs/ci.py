@@ -14,13 +14,14 @@ import json
 import sys
 from pathlib import Path
 
+from zoobox.core.artifacts import write_text_atomic
 from zoobox.core.errors import UserError
 from zoobox.core.recipe import load_recipe, recipe_names
 from zoobox.core.text import table
 from zoobox.jobs.datasets import make_sample
-from zoobox.jobs.run import run_and_summarize
+from zoobox.jobs.run_and_summarize import run_and_summarize
 from zoobox.jobs.summary import HEADER, summary_rows
-from zoobox.run.session import build_engine, flag_path, setting_path
+from zoobox.pipeline.configure import build_pipeline, flag_path, setting_path
 
 
 def _recipes(names: str | None) -> list[str]:
@@ -59,7 +60,7 @@ def run_ci(
             if not data.exists():
                 make_sample(recipe.dataset["name"], str(data))
             params["allow_random"] = True
-        engine = build_engine(
+        pipeline = build_pipeline(
             settings,
             name,
             data=str(data) if data else None,
@@ -69,13 +70,13 @@ def run_ci(
             devices=devices,
             params=params,
         )
-        _, summary = run_and_summarize(engine, show=False)
+        _, summary = run_and_summarize(pipeline, show=False)
         summaries[name] = summary
         rows += summary_rows(summary)
         failures += [f"{name}.{r['metric']}" for r in summary["rows"] if r["status"] == "fail"]
     print()
     print(table(rows, HEADER))
-    (Path(root) / "ci-summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    write_text_atomic(Path(root) / "ci-summary.json", json.dumps(summaries, indent=2) + "\n")
     if failures:
         raise UserError(f"below the published number minus its tolerance: {', '.join(failures)}")
     return 0

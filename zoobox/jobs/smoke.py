@@ -26,10 +26,10 @@ from zoobox.core.envspec import get_env
 from zoobox.core.errors import UserError
 from zoobox.core.text import table
 from zoobox.hosts import chips as chip_table
-from zoobox.hosts import probe
+from zoobox.hosts import detect
 from zoobox.hosts.npucompat import image_compatibility
-from zoobox.run.choice import parse_devices
-from zoobox.run.session import flag_path, setting_path
+from zoobox.pipeline.choice import parse_devices
+from zoobox.pipeline.configure import flag_path, setting_path
 from zoobox.runners.base import Runner, StageCall
 from zoobox.runners.factory import make_runner
 from zoobox.runners.host import HostRunner
@@ -53,7 +53,7 @@ RUN_TIMEOUT_NOTE = "each env's checks run in one process; compile and ATC take a
 
 
 # -- host checks -----------------------------------------------------------------------------
-def _driver(npu: probe.NpuHost, envs: list[str], chip_known: bool = True) -> str:
+def _driver(npu: detect.NpuHost, envs: list[str], chip_known: bool = True) -> str:
     """The driver against the CANN of each env that applies here. With the chip unknown
     (no npu-smi answer) every env is checked, and only a driver too old for all of them
     fails: a 310P host's driver need not be new enough for the 910's train image."""
@@ -72,13 +72,13 @@ def _driver(npu: probe.NpuHost, envs: list[str], chip_known: bool = True) -> str
     return where
 
 
-def _devices(npu: probe.NpuHost) -> str:
+def _devices(npu: detect.NpuHost) -> str:
     if not npu.present:
         raise NeedsHost(f"not an Ascend host: no {npu.dev_root}/davinci*")
     return f"davinci {', '.join(map(str, npu.devices))}"
 
 
-def read_npu_smi(npu: probe.NpuHost) -> tuple[chip_table.NpuSmiInfo | None, str | None]:
+def read_npu_smi(npu: detect.NpuHost) -> tuple[chip_table.NpuSmiInfo | None, str | None]:
     """(what `npu-smi info` says, or None; why not, or None)."""
     return chip_table.read_npu_smi(npu.npu_smi)
 
@@ -94,17 +94,17 @@ def _npu_smi(info: chip_table.NpuSmiInfo | None, problem: str | None) -> str:
     return f"NPUs {names}; npu-smi {info.version or '(no version line)'}"
 
 
-def _access(npu: probe.NpuHost, devices: list[int], runner: Runner) -> str:
+def _access(npu: detect.NpuHost, devices: list[int], runner: Runner) -> str:
     if not npu.present:
         raise NeedsHost("not an Ascend host: no device nodes to open")
     uid, gids = runner.npu_identity()
-    problem = probe.device_access_problem(npu.dev_root, devices, uid, gids)
+    problem = detect.device_access_problem(npu.dev_root, devices, uid, gids)
     if problem:
         raise PermissionError(problem)
     return f"uid {uid} with groups {sorted(gids)} can open davinci{devices}"
 
 
-def _engine(engine: probe.ContainerEngine) -> str:
+def _engine(engine: detect.ContainerEngine) -> str:
     if not engine.reachable:
         raise Skip(f"no Docker engine ({engine.detail}): the checks ran on the host runner")
     return engine.detail
@@ -114,8 +114,8 @@ def _engine(engine: probe.ContainerEngine) -> str:
 def pick_runner(
     name: str,
     settings: dict,
-    npu: probe.NpuHost,
-    engine: probe.ContainerEngine,
+    npu: detect.NpuHost,
+    engine: detect.ContainerEngine,
     out: Path,
     applicable: dict | None = None,
 ):
@@ -139,7 +139,7 @@ def pick_runner(
 
 def firmware_version(driver_dir: Path) -> str | None:
     """The NPU firmware's version from firmware/version.info beside the driver folder."""
-    return probe.driver_version(Path(driver_dir).parent / "firmware")
+    return detect.driver_version(Path(driver_dir).parent / "firmware")
 
 
 def not_applicable(env: str, module: str, devices: list[int], chip: str) -> list[dict]:
@@ -201,8 +201,8 @@ def _failed(name: str, where: str, detail: str) -> dict:
 class Plan:
     """What a smoke run does on this host: decided before any check runs."""
 
-    npu: probe.NpuHost
-    engine: probe.ContainerEngine
+    npu: detect.NpuHost
+    engine: detect.ContainerEngine
     devices: list[int]
     smi: chip_table.NpuSmiInfo | None
     smi_problem: str | None
@@ -213,12 +213,12 @@ class Plan:
 
 def plan_smoke(settings: dict, devices=None, soc_version=None, probe_engine=None) -> Plan:
     docker = settings.get("docker") or {}
-    npu = probe.npu_host(
+    npu = detect.npu_host(
         dev_root=Path(docker.get("dev_root") or "/dev"),
         driver_dir=Path(docker.get("driver_dir") or "/usr/local/Ascend/driver"),
     )
-    engine = (probe_engine or probe.container_engine)()
-    probe.use_engine(engine)
+    engine = (probe_engine or detect.container_engine)()
+    detect.use_engine(engine)
     chosen = parse_devices(devices) if devices not in (None, "") else (npu.devices[:2] or [0])
     smi, problem = read_npu_smi(npu)
     chip = smi.chip if smi else None
@@ -276,7 +276,7 @@ def run_smoke(
     runner: str | None = None,
     devices=None,
     soc_version: str | None = None,
-    probe_engine=probe.container_engine,
+    probe_engine=detect.container_engine,
     dry: bool = False,
 ) -> dict:
     """Run every check; write the report; return {"checks", "report", "failed",
@@ -332,7 +332,7 @@ def run_smoke(
 VERSION_ORDER = ("driver", "firmware", "npu-smi", "CANN", "torch_aie", "torch_npu", "ais_bench")
 
 
-def host_versions(npu: probe.NpuHost, smi) -> dict:
+def host_versions(npu: detect.NpuHost, smi) -> dict:
     return {
         "driver": [(npu.driver_version, f"host {npu.driver_dir}/version.info")],
         "firmware": [

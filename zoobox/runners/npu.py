@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoobox.core.errors import UserError
-from zoobox.hosts.probe import NPU_CONTROL_NODES, NpuHost
+from zoobox.hosts.detect import NPU_CONTROL_NODES, NpuHost
 from zoobox.runners.base import StageCall
 
 ASCEND_DRIVER = "/usr/local/Ascend/driver"  # where the entrypoint and CANN look for it

@@ -1,4 +1,4 @@
-"""Inference backends (stage side): one interface, four engines.
+"""Inference backends (stage side): one interface, four runtimes.
 
 | backend      | model file          | device                 | where            |
 | ------------ | ------------------- | ---------------------- | ---------------- |
@@ -7,7 +7,7 @@
 | aie          | torch_aie-compiled  | npu:N                  | `aie` env, NPU   |
 | om           | ATC .om             | NPU device N           | `atc` env, NPU   |
 
-Each backend module imports its engine (torch, onnxruntime, torch_aie, ais_bench) only
+Each backend module imports its runtime (torch, onnxruntime, torch_aie, ais_bench) only
 when it is used, so this package imports anywhere.
 """
 

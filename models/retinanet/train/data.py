@@ -206,7 +206,7 @@ class TrainDataset(object):
     def __getitem__(self, item):
         import cv2
 
-        from data_scripts.store import read_image
+        from zoostage.store import read_image
 
         index, flip = item
         record = self.records[index]

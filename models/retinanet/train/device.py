@@ -17,7 +17,7 @@ from zoostage.errors import UserError
 
 # -- device and process group --------------------------------------------------------------
 def npu_present():
-    """Ascend device nodes exist (the check zoobox.hosts.probe makes), without torch_npu."""
+    """Ascend device nodes exist (the check zoobox.hosts.detect makes), without torch_npu."""
     import glob
 
     return bool(glob.glob("/dev/davinci[0-9]*"))

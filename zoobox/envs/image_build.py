@@ -14,7 +14,7 @@ content hash (`EnvSpec.image`, zoobox/<env>:<hash12>), built from docker/ as the
 
 Works with any Docker-compatible engine the docker CLI reaches (DOCKER_HOST): Docker with
 BuildKit, or podman's API as `invoke dev.engine` starts it. Every command is echoed.
-Listing and checking built images: zoobox.envs.checks.
+Listing and checking built images: zoobox.envs.image_check.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def base_image_for(spec: EnvSpec, base: str = "auto") -> str:
     the engine `invoke dev.engine` started, else spec. Anything else: that image.
     """
     if base == "auto":
-        from zoobox.hosts.probe import dev_engine_host
+        from zoobox.hosts.detect import dev_engine_host
 
         base = "local" if os.environ.get("DOCKER_HOST") == dev_engine_host() else "spec"
     if base == "spec":
@@ -223,7 +223,7 @@ def image_info(image: str, docker: str = DOCKER) -> dict | None:
 
 def require_engine() -> None:
     """A clear error when no Docker-compatible engine answers the docker CLI."""
-    from zoobox.hosts.probe import container_engine, use_engine
+    from zoobox.hosts.detect import container_engine, use_engine
 
     engine = container_engine(timeout=20)
     if not engine.reachable:

@@ -3,7 +3,7 @@
 docker when an engine answers and NPU devices exist (the containers are for the NPU
 stacks); otherwise host. The recipe's NPU backend when NPU devices exist, else its CPU
 backend; a recipe that lists several CPU backends (`cpu: [onnxruntime, torchscript]`)
-gets the fastest measured on this machine (zoobox.run.speed) when its stages run on the
+gets the fastest measured on this machine (zoobox.pipeline.speed) when its stages run on the
 host, else the first listed. Each can be forced.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zoobox.core.errors import UserError
-from zoobox.hosts.probe import ContainerEngine, NpuHost
+from zoobox.hosts.detect import ContainerEngine, NpuHost
 from zoostage.backends import NAMES as BACKENDS
 from zoostage.backends import NPU_BACKENDS
 
