@@ -114,9 +114,9 @@ def planned_checks(devices):
 
 def ais_bench_version():
     """ais_bench's installed version (its wheel's metadata), or None; no import."""
-    from zoostage.envinfo import _distribution_version
+    from zoostage.envinfo import distribution_version
 
-    return _distribution_version("ais_bench")
+    return distribution_version("ais_bench")
 
 
 def main(args):
