@@ -381,7 +381,7 @@ def test_the_report_compares_the_seeds_span_and_says_which_each_number_covers():
     from zoostage.verdict import compare
 
     published = load_recipe("retinanet").published
-    assert published["throughput"]["span"] == "graph"  # the seed's graph ends with its NMS
+    assert published["throughput_bs1"]["span"] == "graph"  # the seed's graph ends with its NMS
     timing = {
         "batch_size": 1,
         "mean_ms": 40.0,
@@ -395,25 +395,25 @@ def test_the_report_compares_the_seeds_span_and_says_which_each_number_covers():
         "backend": "aie",
     }
     rows = compare(published, {"AP": 38.0}, timing, "official", 5000, 5000, True)
-    speed = next(r for r in rows if r["metric"] == "throughput")
+    speed = next(r for r in rows if r["metric"] == "throughput_bs1")
     assert speed["measured"] == 20.0  # like with like: not the forward's 25
     assert "forward + NMS on the host" in speed["span"] and "whole graph" in speed["span"]
     assert "span" not in next(r for r in rows if r["metric"] == "AP")
     text = render(
         SimpleNamespace(title="x", dataset={}), rows, {}, timing, {"weights": "official"}, {}, []
     )
-    assert "- throughput covers: forward + NMS on the host" in text
+    assert "- throughput_bs1 covers: forward + NMS on the host" in text
     assert "| throughput (images/s): forward only | 25.00 |" in text
     assert "| throughput (images/s): forward + NMS on the host | 20.00 (10.00 ms" in text
     # no host part timed (another backend's record): not measured, never the forward's
     del timing["graph"]
     rows = compare(published, {}, timing, "official", 5000, 5000, True)
-    speed = next(r for r in rows if r["metric"] == "throughput")
+    speed = next(r for r in rows if r["metric"] == "throughput_bs1")
     assert speed["measured"] is None and speed["status"] == "not measured"
     # a forward-only published number (RetinaFace) is set beside the forward
     face = load_recipe("retinaface").published
-    rows = compare(face, {}, {"throughput": 25.0}, "official", 1, 1, True)
-    speed = next(r for r in rows if r["metric"] == "throughput")
+    rows = compare(face, {}, {"throughput": 25.0, "batch_size": 1}, "official", 1, 1, True)
+    speed = next(r for r in rows if r["metric"] == "throughput_bs1")
     assert speed["measured"] == 25.0 and speed["span"].startswith("forward only")
 
 

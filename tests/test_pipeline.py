@@ -251,3 +251,19 @@ def test_sharded_stage_over_two_devices_equals_one_device(tmp_path):
     timing = json.loads((d_sharded / "timing.json").read_text())
     assert timing["images"] == 5 and timing["shards"] == 2 and timing["throughput"] == 200.0
     assert not list(d_sharded.glob("shard-*"))
+
+
+def test_the_runner_and_backend_line_is_said_once_per_pipeline(tmp_path, capsys):
+    """The demo runs the weights stage, then the rest, on one pipeline: one first line."""
+    pipeline = make_pipeline(tmp_path)
+    pipeline.run("a")
+    pipeline.run()
+    out = capsys.readouterr().out.splitlines()
+    assert len([line for line in out if line.startswith("zoobox toy: runner host")]) == 1
+
+
+def test_a_stage_on_the_host_runner_records_the_host_env_not_the_recipes(tmp_path):
+    """Stage c is declared for the `aie` env; on the host runner it ran in this Python."""
+    make_pipeline(tmp_path).run()
+    record = json.loads((tmp_path / "art" / "toy" / "c" / "stage.json").read_text())
+    assert record["versions"]["zoobox_env"] == "host"

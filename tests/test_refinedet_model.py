@@ -674,8 +674,8 @@ def test_both_profiles_run_the_seed_steps_and_differ_in_the_published_number():
     eval code: the seed and upstream profiles are the same steps (this module's tests
     pin them); the report compares with 79.60 (seed, 310P3 .om) or 79.81 (upstream,
     RefineDet.PyTorch's README, GPU float32)."""
+    from zoobox.core.recipe import load_recipe  # each stage's arguments, bound
     from zoostage import verdict
-    from zoostage.recipe import load_recipe
 
     recipe = load_recipe("refinedet")
     assert recipe.param_specs["profile"].default == "seed"

@@ -127,14 +127,14 @@ def test_each_profile_is_compared_with_its_own_published_number():
     published = load_recipe("retinanet").published
     assert published_for(published["AP"])["value"] == 38.3
     assert published_for(published["AP"], "upstream")["value"] == 38.6
-    timing = {"throughput": 1.0}
+    timing = {"throughput": 1.0, "batch_size": 1}  # as every infer stage records
     seed = _status(compare(published, {"AP": 38.2}, timing, "official", 5000, 5000, True))
     upstream = _status(
         compare(published, {"AP": 38.2}, timing, "official", 5000, 5000, True, "upstream")
     )
     assert seed["AP"] == "pass" and upstream["AP"] == "fail"  # 38.2 < 38.6 - 0.2
     # RetinaNet's upstream profile publishes no speed of its own: measured only.
-    assert upstream["throughput"] == "no upstream number published"
+    assert upstream["throughput_bs1"] == "no upstream number published"
     # A profile with no number of its own is compared with nothing, and says so.
     face = load_recipe("retinaface").published
     easy = published_for(face["easy"], "upstream")
@@ -157,7 +157,7 @@ def test_an_upstream_report_compares_nothing_with_the_seeds_numbers(tmp_path):
 
     face = load_recipe("retinaface")
     metrics = {"easy": 50.0, "medium": 40.0, "hard": 30.0}
-    timing = {"throughput": 5.0}
+    timing = {"throughput": 5.0, "batch_size": 1}
     for profile in ("seed", "upstream"):
         rows = compare(face.published, metrics, timing, "official", 3226, 3226, True, profile)
         recipe = SimpleNamespace(title=face.title, dataset=face.dataset)
@@ -178,7 +178,8 @@ def test_an_upstream_report_compares_nothing_with_the_seeds_numbers(tmp_path):
         assert "90.06" not in text and "86.90" not in text and "fail" not in text
         assert "| easy | 50.00 | - |" in text
         assert "> **profile upstream: no published number of its own for easy, medium, " \
-            "hard, throughput; those rows are measured only, with no verdict" in text  # fmt: skip
+            "hard, throughput_bs1; those rows are measured only, with no verdict" \
+            in text  # fmt: skip
         assert "this pipeline's" not in text and "nothing above is judged" in text
         assert "90.06" not in console and "fail" not in console and "50.00 vs -" in console
         assert "no published number of its own for easy, medium, hard" in console

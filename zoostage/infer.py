@@ -26,7 +26,7 @@ import os
 import time
 
 from zoostage import cli
-from zoostage.backends import NAMES, NPU_BACKENDS, get_backend
+from zoostage.backends import NPU_BACKENDS, get_backend
 from zoostage.backends.compile import compiled_model
 from zoostage.backends.harness import infer_store
 from zoostage.errors import UserError
@@ -101,25 +101,10 @@ class Task(object):
         """Write what is left (a file of all images' detections); called once, at the end."""
 
 
-def add_arguments(parser, backend="torchscript"):
-    """The infer stage's arguments, the same for every recipe."""
-    parser.add_argument("--model", required=True, help="the compile stage's folder, or a file")
-    parser.add_argument("--data", required=True, help="the data stage's folder (the store)")
-    parser.add_argument(
-        "--backend", default=backend, choices=NAMES, help="inference engine (%(default)s)"
-    )
-    parser.add_argument("--batch-size", type=int, default=1, help="images per call (1)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda:N, or the NPU id")
-    parser.add_argument("--shard", help="I/N: run records I, I + N, ... only (0-based I)")
-    parser.add_argument(
-        "--warmup", type=int, default=5, help="untimed calls first (5, as the seeds)"
-    )
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: default)")
-    return parser
-
-
-def parser(description, backend="torchscript"):
-    return add_arguments(cli.parser(description), backend)
+def parser(description, params):
+    """The infer stage's parser: `params` is its declaration, zoostage.params.infer() and
+    the recipe's own (models/<recipe>/params.py: INFER)."""
+    return cli.parser(description, params)
 
 
 def _compiled_shape(manifest):

@@ -85,6 +85,8 @@ class ParamSpec(object):
 
         `where` names the value in the message: "--param batch_size", "FILE: params.x".
         """
+        if self.optional and isinstance(value, str) and value.strip().lower() in _NULLS:
+            value = None  # `--param image_list=null`: back to unset
         if value is None:
             if self.optional:
                 return None
@@ -96,8 +98,15 @@ class ParamSpec(object):
             or (self.minimum is not None and converted < self.minimum)
             or (self.maximum is not None and converted > self.maximum)
         ):
-            raise UserError("%s must be %s, not %r" % (where, self.describe(), value))
+            hint = ""
+            if isinstance(value, bool) and self.type_name != "bool":
+                # invoke.yaml is YAML 1.1: unquoted on / off / yes / no are booleans there.
+                hint = " (YAML reads unquoted on, off, yes, no as true / false: quote it)"
+            raise UserError("%s must be %s, not %r%s" % (where, self.describe(), value, hint))
         return converted
+
+
+_NULLS = ("null", "none", "~")
 
 
 def _convert(value, type_name):
@@ -105,8 +114,11 @@ def _convert(value, type_name):
     if type_name == "bool":
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
-            return value.strip().lower() in ("true", "yes")
+        text = value.strip().lower() if isinstance(value, str) else None
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
         return None
     if isinstance(value, bool):
         return None
@@ -149,6 +161,7 @@ class StageSpec(object):
         self.npu = bool(npu)  # uses the backend: needs the NPU when the backend is an NPU one
         self.shard = bool(shard)  # takes --shard I/N: several devices split its images
         self.optional = bool(optional)  # not part of `all`; runs when asked for by name
+        self.declared = ()  # the stage module's Params (the host fills it: zoostage.declare)
 
     @property
     def takes_all_devices(self):
@@ -338,10 +351,14 @@ def load_recipe(name_or_path, models_dir=MODELS_DIR):
     """The checked Recipe of a recipe name or recipe.yaml path."""
     import yaml
 
+    from zoostage.plainyaml import AliasRefused, safe_load_plain
+
     path = recipe_path(name_or_path, models_dir)
     try:
         with open(path) as handle:
-            data = yaml.safe_load(handle)
+            data = safe_load_plain(handle.read(), path)
+    except AliasRefused as error:
+        raise RecipeError(str(error)) from None
     except (IOError, OSError) as error:
         raise RecipeError("%s: cannot be read (%s)" % (path, error)) from None
     except yaml.YAMLError as error:

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 
-from zoostage import cli
+from zoostage import cli, params
 from zoostage.errors import UserError
 from zoostage.recipe import load_recipe
 from zoostage.verdict import compare, profile_note
@@ -208,6 +208,7 @@ def main(args):
         "weights": export.get("weights"),
         "backend": timing.get("backend"),
         "device": timing.get("device"),
+        "batch_size": timing.get("batch_size"),
         "throughput": timing.get("throughput"),
         "throughput_end_to_end": (timing.get("end_to_end") or {}).get("throughput"),
         "images": metrics_doc.get("images"),
@@ -221,18 +222,7 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--recipe", required=True, help="recipe.yaml path or recipe name")
-    parser.add_argument("--export", help="the export stage's folder")
-    parser.add_argument("--infer", required=True, help="the infer stage's folder")
-    parser.add_argument("--evaluate", required=True, help="the evaluate stage's folder")
-    parser.add_argument(
-        "--profile",
-        default="seed",
-        help="the pipeline that ran (seed: the ModelZoo script's; upstream: the upstream "
-        "repository's): picks the published numbers it is compared with",
-    )
-    return parser
+    return cli.parser(__doc__.splitlines()[0], params.REPORT)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,10 @@ def merge_timing(records):
             "devices": [r.get("device") for r in records],
         }
     )
+    # Per batch size, as the shards' together: the first shard's alone would be 1/N of it.
+    batches = set(r.get("batch_size") for r in records)
+    if len(batches) == 1 and None not in batches and records[0].get("by_batch"):
+        merged["by_batch"] = {str(batches.pop()): {"throughput": merged["throughput"]}}
     return merged
 
 

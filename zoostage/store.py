@@ -71,43 +71,6 @@ def _numbers(text, flag):
     return values
 
 
-def add_prepare_arguments(parser, root_help, input_size=None, limit_help=None):
-    """The arguments every data stage takes: dataset root, size, subset, workers, feed.
-
-    The feed (--mean-bgr, --std-bgr, --channels, --pad) is a fact of the model, not of
-    the dataset: the recipe passes its `input` block (models/<recipe>/recipe.yaml).
-    """
-    parser.add_argument("--root", required=True, help=root_help)
-    if input_size is not None:
-        parser.add_argument(
-            "--input-size",
-            type=int,
-            default=input_size,
-            help="square network input side S (default %(default)s)",
-        )
-    parser.add_argument(
-        "--limit", type=int, default=0, help=limit_help or "first N images only (0: all)"
-    )
-    parser.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
-    parser.add_argument(
-        "--skip-bad", action="store_true", help="leave unreadable images out and count them"
-    )
-    parser.add_argument(
-        "--mean-bgr", required=True, help="B,G,R mean the model subtracts (the recipe's input)"
-    )
-    parser.add_argument("--std-bgr", default="1,1,1", help="B,G,R std the model divides by")
-    parser.add_argument(
-        "--channels", default="bgr", choices=("bgr", "rgb"), help="channel order fed"
-    )
-    parser.add_argument(
-        "--pad",
-        default="before_norm",
-        choices=("before_norm", "after_norm"),
-        help="padding normalized with the image (before_norm) or zero after it",
-    )
-    return parser
-
-
 def check_prepare_arguments(args):
     """Ranges of the common arguments; the feed they describe."""
     if getattr(args, "input_size", 1) <= 0:
@@ -126,7 +89,7 @@ def check_prepare_arguments(args):
 
 
 def write_store_for(args, items, prepare, feed, label, extra=None):
-    """write_store with the common arguments of a data stage (add_prepare_arguments):
+    """write_store with the common arguments of a data stage (data_scripts.params):
     its --out, square --input-size, --workers and --skip-bad."""
     size = int(args.input_size)
     return write_store(

@@ -84,11 +84,19 @@ def span_of(ref):
     return ref.get("span") or "forward"
 
 
+def run_speed(timing, span="forward"):
+    """The images/s of the batch that ran, over `span` (None when not measured)."""
+    if span == "graph":
+        return (timing.get("graph") or {}).get("throughput")
+    return timing.get("throughput")
+
+
 def measured_speed(key, timing, span="forward"):
     """The measured figure of a published speed metric from an infer timing record,
     over the same span as the published one (None when that span was not measured)."""
     if span == "graph":
-        return (timing.get("graph") or {}).get("throughput") if key == "throughput" else None
+        ran = "throughput_bs%s" % timing.get("batch_size")
+        return run_speed(timing, span) if key in ("throughput", ran) else None
     if key == "throughput":
         return timing.get("throughput")
     batch = key.replace("throughput_bs", "")
@@ -141,17 +149,75 @@ def profile_note(rows, profile):
     )
 
 
+def speed_key(batch_size):
+    """The one name of a throughput metric: throughput_bs<B> (images/s at batch B)."""
+    return "throughput_bs%d" % int(batch_size)
+
+
+def _speed_row(published, timing, npu, profile):
+    """The throughput of the batch that ran, against the figure published for that batch.
+
+    Never against another batch's figure: a bs 4 run beside the bs 1 number says nothing.
+    """
+    batch = int(timing["batch_size"])
+    key = speed_key(batch)
+    span = span_of(published[key]) if key in published else "forward"
+    measured = run_speed(timing, span)
+    if key not in published:
+        units = [e.get("unit") for e in published.values() if isinstance(e, dict)]
+        return {
+            "metric": key,
+            "published": None,
+            "unit": next((u for u in units if u == "images/s"), "images/s"),
+            "tolerance": None,
+            "measured": measured,
+            "where": "",
+            "note": "",
+            "own_number": None,  # no figure for this batch, whatever the profile
+            "status": "none published for bs %d" % batch,
+            "span": span_description(span, timing),
+        }
+    ref = published_for(published[key], profile)
+    if not ref["own_number"]:
+        status = no_number_status(profile)
+    else:
+        status = speed_status(measured, ref.get("value"), npu)
+    return {
+        "metric": key,
+        "published": ref.get("value"),
+        "unit": ref.get("unit", ""),
+        "tolerance": ref.get("tolerance"),
+        "measured": measured,
+        "where": ref.get("where", ""),
+        "note": ref.get("note", ""),
+        "own_number": ref["own_number"],
+        "status": status,
+        "span": span_description(span, timing),
+    }
+
+
 def compare(published, metrics, timing, weights, images, full_images, npu, profile=None):
     """One row per published metric of an inference recipe, with its status.
 
     Each metric is compared with the number published for `profile` (default: seed); a
     metric with none for that profile is measured only (`own_number` False, no verdict).
+    When the timing record says which batch ran, the speed is one row,
+    throughput_bs<B>, compared only with the figure published for that batch ("none
+    published for bs B" when there is none); the other batches' figures belong to the
+    bench report. A record without a batch size (an old one) is read per published key.
     """
     profile = profile or DEFAULT_PROFILE
     rows = []
+    batch_known = bool(timing.get("batch_size"))
+    speed_done = False
     for key, entry in published.items():
         ref = published_for(entry, profile)
         speed = bool(ref.get("speed"))
+        if speed and batch_known:
+            if not speed_done:
+                rows.append(_speed_row(published, timing, npu, profile))
+                speed_done = True
+            continue
         measured = measured_speed(key, timing, span_of(ref)) if speed else metrics.get(key)
         if not ref["own_number"]:
             status = no_number_status(profile)
@@ -181,6 +247,8 @@ def compare(published, metrics, timing, weights, images, full_images, npu, profi
         )
         if speed:
             rows[-1]["span"] = span_description(span_of(ref), timing)
+    if batch_known and not speed_done and timing.get("throughput") is not None:
+        rows.append(_speed_row(published, timing, npu, profile))
     return rows
 
 

@@ -31,7 +31,7 @@ import math
 import os
 import sys
 
-from data_scripts.coco import figure, layout
+from data_scripts.coco import figure, layout, params
 from zoostage import cli, store
 from zoostage.errors import UserError
 
@@ -305,21 +305,7 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--detections", required=True, help="COCO results JSON file")
-    parser.add_argument(
-        "--root", required=True, help="COCO folder with annotations/ (and val2017/)"
-    )
-    parser.add_argument(
-        "--data", help="data stage folder: score exactly its images (default: images detected)"
-    )
-    parser.add_argument(
-        "--figure-score", type=float, default=0.5, help="score at which boxes are drawn (0.5)"
-    )
-    parser.add_argument(
-        "--figure-images", type=int, default=4, help="images in the figure (4; 0 = no figure)"
-    )
-    return parser
+    return cli.parser(__doc__.splitlines()[0], params.EVALUATE)
 
 
 if __name__ == "__main__":

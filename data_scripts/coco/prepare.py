@@ -47,16 +47,16 @@ import sys
 
 import numpy as np
 
-from data_scripts.coco import layout
+from data_scripts.coco import layout, params
 from zoostage import cli, store
 from zoostage.errors import UserError
 
-MIN_SIZE = 800
-MAX_SIZE = 1333
-INPUT_SIZE = 1344
+MIN_SIZE = params.MIN_SIZE
+MAX_SIZE = params.MAX_SIZE
+INPUT_SIZE = params.INPUT_SIZE
 # The largest FPN stride: detectron2 pads every input to a multiple of it.
 SIZE_DIVISIBILITY = 32
-RESIZE_METHODS = ("auto", "pil", "cv2")
+RESIZE_METHODS = params.RESIZE_METHODS
 PROFILES = ("seed", "upstream")
 
 
@@ -260,26 +260,7 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    store.add_prepare_arguments(
-        parser, "COCO folder: val2017/, annotations/", input_size=INPUT_SIZE
-    )
-    parser.add_argument(
-        "--resize",
-        default="auto",
-        choices=RESIZE_METHODS,
-        help="auto: the profile's (seed: cv2; upstream: pil if installed); pil: detectron2's "
-        "exact method; cv2: the seed's",
-    )
-    parser.add_argument(
-        "--profile",
-        choices=PROFILES,
-        default="seed",
-        help="seed: the ModelZoo script's resize; upstream: detectron2's",
-    )
-    parser.add_argument("--min-size", type=int, default=MIN_SIZE, help="short side (800)")
-    parser.add_argument("--max-size", type=int, default=MAX_SIZE, help="long side cap (1333)")
-    return parser
+    return cli.parser(__doc__.splitlines()[0], params.PREPARE)
 
 
 if __name__ == "__main__":

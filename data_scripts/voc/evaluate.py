@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 
+from data_scripts.voc import params
 from data_scripts.voc.layout import VOC_CLASSES, VOCLayout, parse_annotation
 from data_scripts.voc.voc07 import voc07_eval
 from zoostage import cli
@@ -115,10 +116,9 @@ def format_table(per_class, percent, mean):
 
 
 def build_parser():
-    parser = cli.parser("VOC07 11-point mAP of RefineDet detections on VOC2007 test.")
-    parser.add_argument("--detections", required=True, help="detections.json of the infer stage")
-    parser.add_argument("--root", required=True, help="VOCdevkit folder (or VOC2007 itself)")
-    return parser
+    return cli.parser(
+        "VOC07 11-point mAP of RefineDet detections on VOC2007 test.", params.EVALUATE
+    )
 
 
 def main(args):

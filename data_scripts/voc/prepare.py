@@ -22,11 +22,11 @@ import json
 import os
 import sys
 
+from data_scripts.voc import params
 from data_scripts.voc.layout import VOC_CLASSES, VOCLayout
 from zoostage import cli
 from zoostage.store import (
     INDEX_FILE,
-    add_prepare_arguments,
     check_prepare_arguments,
     read_image,
     write_store_for,
@@ -45,8 +45,9 @@ def prepare_image(item):
 
 
 def build_parser():
-    parser = cli.parser("Preprocess VOC2007 test for RefineDet (resize, mean, RGB) into a store.")
-    return add_prepare_arguments(parser, "VOCdevkit folder (or VOC2007 itself)", input_size=320)
+    return cli.parser(
+        "Preprocess VOC2007 test for RefineDet (resize, mean, RGB) into a store.", params.PREPARE
+    )
 
 
 def main(args):

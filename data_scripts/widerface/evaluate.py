@@ -53,7 +53,7 @@ import sys
 
 import numpy as np
 
-from data_scripts.widerface import layout
+from data_scripts.widerface import layout, params
 from data_scripts.widerface.predictions import read_image_predictions
 from zoostage import cli
 from zoostage.errors import UserError
@@ -356,18 +356,9 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser("WIDER FACE val evaluation (official easy / medium / hard AP)")
-    parser.add_argument(
-        "--predictions", required=True, help="folder of <event>/<image>.txt prediction files"
+    return cli.parser(
+        "WIDER FACE val evaluation (official easy / medium / hard AP)", params.EVALUATE
     )
-    parser.add_argument(
-        "--root", required=True, help="WIDER FACE root holding the ground-truth .mat files"
-    )
-    parser.add_argument("--faces", help="the infer stage's faces.json: draw OUT/faces.png")
-    parser.add_argument(
-        "--figure-images", type=int, default=4, help="images in faces.png (0: no figure)"
-    )
-    return parser
 
 
 if __name__ == "__main__":

@@ -33,17 +33,16 @@ spread over events); the store's index records the choice.
         [--image-list FILE] [--limit N] [--workers N] [--skip-bad]
 """
 
-from data_scripts.widerface import layout
-from data_scripts.widerface.select import SUBSETS, select
+from data_scripts.widerface import layout, params
+from data_scripts.widerface.select import select
 from zoostage import cli
 from zoostage.store import (
-    add_prepare_arguments,
     check_prepare_arguments,
     read_image,
     write_store_for,
 )
 
-DEFAULT_INPUT_SIZE = 1000
+DEFAULT_INPUT_SIZE = params.DEFAULT_INPUT_SIZE
 
 
 INTERPOLATION = {"seed": "INTER_NEAREST", "upstream": "INTER_LINEAR"}
@@ -130,27 +129,9 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser("WIDER FACE val preprocessing for RetinaFace (resize, pad, BGR - mean)")
-    add_prepare_arguments(
-        parser,
-        "WIDER FACE val root (images + .mat)",
-        input_size=DEFAULT_INPUT_SIZE,
-        limit_help="N images spread evenly over the chosen ones, so over the events (0: all)",
+    return cli.parser(
+        "WIDER FACE val preprocessing for RetinaFace (resize, pad, BGR - mean)", params.PREPARE
     )
-    parser.add_argument(
-        "--profile",
-        default="seed",
-        choices=sorted(INTERPOLATION),
-        help="seed: data_preprocess.py (INTER_NEAREST); upstream: INTER_LINEAR",
-    )
-    parser.add_argument(
-        "--subset",
-        default="all",
-        choices=SUBSETS,
-        help="all: every ground-truth image must be there; present: those that are",
-    )
-    parser.add_argument("--image-list", help="only these images: event/name per line")
-    return parser
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 
+from models.refinedet import params
 from zoostage import cli
 from zoostage.errors import UserError
 from zoostage.safepath import child_path
@@ -198,25 +199,12 @@ def run_bench(out, model, batch_sizes, loop, device=0, onnx=None, soc_version=No
     return record
 
 
-def _device_id(text):
-    return int(str(text).split(":", 1)[-1])
-
-
 def main(args):
     cli.call(run_bench, args, batch_sizes=parse_batch_sizes(args.batch_sizes))
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="compile folder, or one .om file")
-    parser.add_argument(
-        "--batch-sizes", default="1,4,8,16,32,64", help="comma-separated batch sizes"
-    )
-    parser.add_argument("--loop", type=int, default=1000, help="ais_bench --loop (the seed: 1000)")
-    parser.add_argument("--device", type=_device_id, default=0, help="NPU device: N or npu:N")
-    parser.add_argument("--onnx", help="ONNX model to build missing .om files from")
-    parser.add_argument("--soc-version", help="ATC --soc_version (default: from npu-smi)")
-    return parser
+    return cli.parser(__doc__.splitlines()[0], params.BENCH)
 
 
 if __name__ == "__main__":

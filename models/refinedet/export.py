@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from models.refinedet import params
 from zoostage import cli
 from zoostage.errors import UserError
 from zoostage.fetch import weights_from
@@ -164,16 +165,7 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True, help="output folder of the weights stage")
-    parser.add_argument("--opset", type=int, default=11, help="ONNX opset (the seed's: 11)")
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the check input (and of a random init without a manifest seed)",
-    )
-    return parser
+    return cli.parser(__doc__.splitlines()[0], params.EXPORT)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from models.refinedet import params
 from models.refinedet import postprocess as post
 from models.refinedet.priors import prior_boxes
 from zoostage import infer
@@ -124,15 +125,7 @@ class RefineDetTask(infer.Task):
 
 
 def build_parser():
-    parser = infer.parser(__doc__.splitlines()[0], backend="onnxruntime")
-    parser.add_argument(
-        "--keep-top-k",
-        type=int,
-        default=0,
-        help="cap on detections per image across classes (0: none, as the "
-        "reference runs; it declares 500 but never applies it)",
-    )
-    return parser
+    return infer.parser(__doc__.splitlines()[0], params.INFER)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ OUT/model.onnx (opset 11, dynamic batch), checked the same way. OUT/export.json:
 
 import os
 
-from models.retinaface import INPUT_SIZE
+from models.retinaface import INPUT_SIZE, params
 from zoostage import cli
 from zoostage.errors import UserError
 from zoostage.fetch import sha256_of, weights_from
@@ -132,18 +132,7 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True, help="the weights stage's output folder")
-    parser.add_argument(
-        "--input-size", type=int, default=INPUT_SIZE, help="square input side (pixels)"
-    )
-    parser.add_argument("--batch-size", type=int, default=1, help="batch of the traced input")
-    parser.add_argument(
-        "--backend",
-        default="torchscript",
-        help="the backend the model is for: onnxruntime also gets model.onnx",
-    )
-    return parser
+    return cli.parser(__doc__.splitlines()[0], params.EXPORT)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from data_scripts.widerface.predictions import write_image_predictions
-from models.retinaface import postprocess
+from models.retinaface import params, postprocess
 from models.retinaface.priors import prior_box
 from zoostage import cli, infer
 from zoostage.errors import UserError
@@ -99,28 +99,7 @@ class RetinaFaceTask(infer.Task):
 
 
 def build_parser():
-    parser = infer.parser(__doc__.splitlines()[0])
-    parser.add_argument(
-        "--profile",
-        default="seed",
-        choices=postprocess.PROFILES,
-        help="seed: the ModelZoo postprocess.py (no cuts); upstream: test_widerface.py",
-    )
-    parser.add_argument(
-        "--top-k",
-        type=int,
-        default=0,
-        help="upstream only: keep the N best before NMS (the script's commented-out "
-        "--top_k %d; 0: no cut)" % postprocess.UPSTREAM_TOP_K,
-    )
-    parser.add_argument(
-        "--keep-top-k",
-        type=int,
-        default=0,
-        help="upstream only: keep the N best after NMS (its --keep_top_k %d; 0: no cut)"
-        % postprocess.UPSTREAM_KEEP_TOP_K,
-    )
-    return parser
+    return infer.parser(__doc__.splitlines()[0], params.INFER)
 
 
 if __name__ == "__main__":

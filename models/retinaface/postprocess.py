@@ -38,13 +38,11 @@ import numpy as np
 
 from models.common.boxes import decode_center_variance, nms_in_order
 from models.retinaface import CFG_MNET
+from models.retinaface.params import UPSTREAM_KEEP_TOP_K, UPSTREAM_TOP_K
+from zoostage.params import PROFILES
 
 CONFIDENCE_THRESHOLD = 0.02
 NMS_THRESHOLD = 0.4
-PROFILES = ("seed", "upstream")
-# test_widerface.py's argparse defaults for its commented-out cuts (0 here: no cut).
-UPSTREAM_TOP_K = 5000
-UPSTREAM_KEEP_TOP_K = 750
 
 
 def decode_landmarks(pre, priors, variances):

@@ -34,19 +34,16 @@ Runs on torch 1.10.1 (the export env) and newer: only APIs that 1.10 has.
 import inspect
 import os
 
-from models.retinanet import PIXEL_MEAN_BGR, PIXEL_STD_BGR
+from models.retinanet import PIXEL_MEAN_BGR, PIXEL_STD_BGR, params
 from models.retinanet import anchors as anchor_lib
 from zoostage import cli, fetch
+from zoostage import params as kit
 from zoostage.errors import UserError
 
 OPSET = 11
 INPUT_NAMES = ["image"]
-OUTPUT_NAMES = {
-    "dense": ["cls_logits", "box_deltas"],
-    "topk": ["logits", "indices", "box_deltas"],
-    "class_topk": ["boxes", "scores"],
-}
-PROFILES = ("seed", "upstream")
+OUTPUT_NAMES = params.OUTPUT_NAMES
+PROFILES = kit.PROFILES
 # What --outputs auto exports for each profile: what its postprocess starts from.
 AUTO_OUTPUTS = {"seed": "class_topk", "upstream": "topk"}
 # The profiles whose postprocess can run from each kind of outputs.
@@ -323,35 +320,7 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True, help="the weights stage's output folder")
-    parser.add_argument(
-        "--input-size",
-        type=int,
-        default=1344,
-        help="square network input side, a multiple of 32 (default 1344)",
-    )
-    parser.add_argument(
-        "--format",
-        choices=("torchscript", "onnx"),
-        default="torchscript",
-        help="torchscript: model.ts; onnx: model.ts and model.onnx",
-    )
-    parser.add_argument(
-        "--outputs",
-        choices=["auto", *sorted(OUTPUT_NAMES)],
-        default="auto",
-        help="auto: the profile's (class_topk for seed, topk for upstream); dense: "
-        "cls_logits + box_deltas; topk: per-level top-1000 logits + indices + box_deltas; "
-        "class_topk: the seed graph's NMS inputs (per level, each class's 200 best boxes)",
-    )
-    parser.add_argument(
-        "--profile",
-        choices=PROFILES,
-        default="seed",
-        help="whose postprocess the outputs feed: seed (ModelZoo) or upstream (detectron2)",
-    )
-    return parser
+    return cli.parser(__doc__.splitlines()[0], params.EXPORT)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,12 @@ backend brings its runtime.
 import json
 import os
 
-from models.retinanet import postprocess, seed_postprocess
+from models.retinanet import params, postprocess, seed_postprocess
 from zoostage import infer
+from zoostage import params as kit
 from zoostage.errors import UserError
 
-PROFILES = ("seed", "upstream")
+PROFILES = kit.PROFILES
 
 
 def write_compact_json(path, data):
@@ -130,14 +131,7 @@ class RetinaNetTask(infer.Task):
 
 
 def build_parser():
-    parser = infer.parser(__doc__.splitlines()[0])
-    parser.add_argument(
-        "--profile",
-        choices=PROFILES,
-        default="seed",
-        help="postprocess: seed (the ModelZoo graph's) or upstream (detectron2's)",
-    )
-    return parser
+    return infer.parser(__doc__.splitlines()[0], params.INFER)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from tests.toy import params
 from zoostage import cli
 from zoostage.errors import UserError
 
@@ -68,17 +69,7 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser("toy stage")
-    parser.add_argument("--input")
-    parser.add_argument("--add", type=int, default=1)
-    parser.add_argument("--pause-file")
-    parser.add_argument("--fail")
-    parser.add_argument("--data")
-    parser.add_argument("--items", type=int, default=0)
-    parser.add_argument("--shard")
-    parser.add_argument("--device")
-    parser.add_argument("--helper", action="store_true")
-    return parser
+    return cli.parser("toy stage", params.STAGE)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ from types import SimpleNamespace
 from zoobox.core.envspec import load_envs
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
+from zoostage import params as kit_params
 from zoostage.backends import NAMES as BACKEND_NAMES
+from zoostage.declare import declared
 from zoostage.fetch import check_url, is_url
 from zoostage.recipe import CONTEXT_NAMES, ParamSpec, Recipe, RecipeError, StageSpec
 from zoostage.recipe import load_recipe as read_recipe
@@ -50,20 +52,15 @@ __all__ = [
 
 MODELS_DIR = REPO / "models"
 
-# Parameters every recipe has, set by the engine's own flags rather than the recipe file.
+# Parameters every recipe has, set by the engine's own flags: the backend, and the weights
+# stage's (zoostage/params.py FETCH: --weights, --random-init, the demo's fallback).
 ENGINE_PARAMS = {
-    "weights": ParamSpec("weights", None, "str", help_text="checkpoint file to use"),
-    "allow_random": ParamSpec(
-        "allow_random", False, "bool", help_text="start from a seeded random init"
-    ),
-    "random_fallback": ParamSpec(
-        "random_fallback",
-        False,
-        "bool",
-        help_text="try to fetch the published weights; a seeded random init when offline",
-    ),
     "backend": ParamSpec("backend", None, "str", choices=BACKEND_NAMES),
+    **{p.recipe: p for p in kit_params.FETCH if p.recipe},
 }
+# Recipe.yaml may give a stage-declared parameter these, and nothing else (type and help
+# are the stage's, zoostage.declare).
+RECIPE_MAY_SET = ("default", "choices")
 
 
 def recipe_names() -> list[str]:
@@ -74,6 +71,7 @@ def recipe_names() -> list[str]:
 def load_recipe(name: str) -> Recipe:
     """The recipe `name` (or a recipe.yaml path), checked; a RecipeError names file and field."""
     recipe = read_recipe(str(name), str(MODELS_DIR))
+    bind_declared(recipe)
     check_recipe(recipe)
     return recipe
 
@@ -107,6 +105,166 @@ def check_recipe(recipe: Recipe) -> None:
                 problem = _unresolvable(name, recipe, stage, params)
                 if problem:
                     raise RecipeError(f"{where}: {field}.args.{flag}: {problem}")
+
+
+def bind_declared(recipe: Recipe) -> None:
+    """Each stage's arguments and the recipe's parameters, from the stages' declarations.
+
+    A stage gets, in its declaration's order, the template its recipe.yaml `args` gives
+    a flag, else `{p.KEY}` for a flag a recipe parameter KEY sets (zoostage.declare).
+    Those KEYs join the recipe's parameters, with the stage's type, help and range;
+    recipe.yaml `params` may give them another default or fewer choices. A RecipeError
+    names the file and field when a flag is not the stage's, a required one is unbound,
+    two stages declare one parameter differently, or a recipe parameter is never used.
+    """
+    where = recipe.path
+    bound: dict[str, tuple[str, ParamSpec]] = {}
+    differ: set[str] = set()
+    declarations = []
+    for index, stage in enumerate(recipe.stages):
+        try:
+            declarations.append(declared(stage.module))
+        except UserError as error:
+            raise RecipeError(f"{where}: stages[{index}] ({stage.name}).run: {error}") from None
+    known = set(recipe.param_specs) | set(ENGINE_PARAMS)
+    known |= {param.recipe for params in declarations for param in params if param.recipe}
+    for index, (stage, params) in enumerate(zip(recipe.stages, declarations)):
+        field = f"stages[{index}] ({stage.name})"
+        # What the recipe wrote first: a broken placeholder is named as such.
+        for flag, template in stage.args.items():
+            for name in _placeholders(template, f"{where}: {field}.args.{flag}"):
+                problem = _unresolvable(name, recipe, stage, known)
+                if problem:
+                    raise RecipeError(f"{where}: {field}.args.{flag}: {problem}")
+        flags = {param.flag: param for param in params}
+        for flag in stage.args:
+            if flag not in flags:
+                raise RecipeError(
+                    f"{where}: {field}.args.{flag}: {stage.module} has no --{flag} "
+                    f"(it declares --{', --'.join(flags)})"
+                )
+        args = {}
+        for param in params:
+            if param.flag in stage.args:
+                args[param.flag] = stage.args[param.flag]
+            elif param.recipe:
+                args[param.flag] = "{p.%s}" % param.recipe
+                _agree(bound, differ, param, stage.module, f"{where}: {field}")
+            elif param.required:
+                raise RecipeError(
+                    f"{where}: {field}.args: {stage.module} needs --{param.flag}: bind it"
+                )
+        stage.args = args
+        stage.declared = params
+    recipe.param_specs = _recipe_params(recipe, bound, differ)
+    _check_all_used(recipe)
+
+
+def _agree(bound: dict, differ: set, param, module: str, where: str) -> None:
+    """Two stages that take one recipe parameter must take the same kind of value."""
+    key = param.recipe
+    if key not in bound:
+        bound[key] = (module, param)
+        return
+    first_module, first = bound[key]
+    for attribute in ("type_name", "minimum", "maximum"):
+        if getattr(first, attribute) != getattr(param, attribute):
+            raise RecipeError(
+                f"{where}: parameter {key}: {module} and {first_module} declare its "
+                f"{attribute.replace('_name', '')} differently"
+            )
+    if first.choices and param.choices and set(first.choices) != set(param.choices):
+        raise RecipeError(
+            f"{where}: parameter {key}: {module} and {first_module} take different choices"
+        )
+    if not first.choices and param.choices:
+        bound[key] = (first_module, first.but(choices=param.choices))
+    if first.default != param.default and key not in ENGINE_PARAMS:
+        differ.add(key)  # fine only when recipe.yaml gives the recipe's default
+
+
+def _recipe_params(recipe: Recipe, bound: dict, differ: set) -> dict:
+    """The recipe's parameter table: the declared ones, then recipe.yaml's own."""
+    where = recipe.path
+    raw = recipe.raw.get("params") or {}
+    specs = dict(recipe.param_specs)  # recipe.yaml's, already checked by zoostage.recipe
+    for key, (module, param) in bound.items():
+        if key in ENGINE_PARAMS:
+            specs.pop(key, None)
+            continue
+        spec = ParamSpec(
+            key,
+            param.default,
+            param.type_name,
+            param.minimum,
+            param.maximum,
+            param.choices,
+            param.help,
+        )
+        entry = raw.get(key, _UNSET)
+        if isinstance(entry, dict):
+            extra = sorted(set(entry) - set(RECIPE_MAY_SET))
+            if extra:
+                raise RecipeError(
+                    f"{where}: params.{key}.{extra[0]}: declared by {module} "
+                    f"({_declaration(module)}); set only its default or choices here"
+                )
+            if entry.get("choices"):
+                narrower = [
+                    _checked(spec, c, f"{where}: params.{key}.choices") for c in entry["choices"]
+                ]
+                if spec.choices and not set(narrower) <= set(spec.choices):
+                    raise RecipeError(
+                        f"{where}: params.{key}.choices: {module} takes only "
+                        f"{', '.join(str(c) for c in spec.choices)}"
+                    )
+                spec.choices = tuple(narrower)
+            entry = entry["default"] if "default" in entry else _UNSET
+        if entry is not _UNSET:
+            spec.default = (
+                entry if entry is None else _checked(spec, entry, f"{where}: params.{key}")
+            )
+        elif key in differ:
+            raise RecipeError(
+                f"{where}: params.{key}: the stages that take it default to different "
+                "values; give the recipe's default here"
+            )
+        elif spec.default is not None:
+            spec.default = _checked(spec, spec.default, f"{where}: params.{key}")
+        specs[key] = spec
+    return specs
+
+
+_UNSET = object()
+
+
+def _checked(spec: ParamSpec, value, where: str):
+    try:
+        return spec.check(value, where)
+    except UserError as error:
+        raise RecipeError(str(error)) from None
+
+
+def _declaration(module: str) -> str:
+    package, _, name = module.rpartition(".")
+    return f"{package.replace('.', '/')}/params.py {name.upper()}"
+
+
+def _check_all_used(recipe: Recipe) -> None:
+    """A parameter of recipe.yaml that no stage's arguments use is a mistake."""
+    used = set()
+    for stage in recipe.stages:
+        for template in stage.args.values():
+            for name in _placeholders(template, recipe.path):
+                head, _, rest = name.partition(".")
+                if head == "p":
+                    used.add(rest)
+    for key in recipe.param_specs:
+        if key not in used:
+            raise RecipeError(
+                f"{recipe.path}: params.{key}: no stage uses it (a stage's params.py "
+                f"declaration with recipe={key!r}, or {{p.{key}}} in a stage's args)"
+            )
 
 
 def _placeholders(template, where: str) -> list[str]:

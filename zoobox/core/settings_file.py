@@ -14,6 +14,7 @@ import yaml
 
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
+from zoostage.plainyaml import safe_load_plain
 
 SETTINGS_FILES = ("invoke.yaml", "invoke.yml")
 # zoobox settings that hold a mapping, and those that hold one plain value.
@@ -24,7 +25,8 @@ SCALAR_KEYS = ("artifacts", "cache", "runner", "backend", "devices", "echo")
 def check_settings_file(path: Path) -> None:
     """UserError naming what is wrong in a settings file; nothing when it is fine."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        # Anchors and aliases refused first: a nest of aliases would load for minutes.
+        data = safe_load_plain(Path(path).read_text(), Path(path).name)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""

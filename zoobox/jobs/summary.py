@@ -25,6 +25,7 @@ def summary_rows(summary: dict) -> list[list[str]]:
                 summary.get("recipe", ""),
                 summary.get("backend") or "-",
                 summary.get("device") or "-",
+                _fmt(summary.get("batch_size")),
                 row["metric"],
                 f"{_fmt(row.get('measured'))} vs {_fmt(row.get('published'))} {unit}".strip(),
                 _fmt(summary.get("throughput"), 1),
@@ -34,7 +35,16 @@ def summary_rows(summary: dict) -> list[list[str]]:
     return rows
 
 
-HEADER = ["recipe", "backend", "device", "metric", "measured vs published", "images/s", "status"]
+HEADER = [
+    "recipe",
+    "backend",
+    "device",
+    "bs",
+    "metric",
+    "measured vs published",
+    "images/s",
+    "status",
+]
 
 
 def render_summary(report_dir: Path) -> str:

@@ -187,13 +187,12 @@ def host_soc_version(recipe, npu) -> str | None:
     info, _ = chips.read_npu_smi(npu.npu_smi)
     if info is None or info.chip is None:
         return None
-    envs = sorted(
-        {
-            stage.env
-            for stage in recipe.stages
-            if any("{p.soc_version}" in str(v) for v in stage.args.values())
-        }
-    )
+
+    def takes_soc(stage):  # declared in the stage module, or bound in recipe.yaml
+        declared = any(getattr(p, "recipe", None) == "soc_version" for p in stage.declared)
+        return declared or any("{p.soc_version}" in str(v) for v in stage.args.values())
+
+    envs = sorted({stage.env for stage in recipe.stages if takes_soc(stage)})
     refused = [env for env in envs if not chips.env_targets(env, info.chip)]
     if refused:
         raise UserError(
@@ -205,13 +204,17 @@ def host_soc_version(recipe, npu) -> str | None:
 
 
 def parse_params(pairs) -> dict:
-    """--param key=value pairs to a dict, values parsed as YAML scalars (1, true, fp16)."""
-    import yaml
+    """--param key=value pairs to a dict of text values.
 
+    The text is converted by the parameter's declared type when the recipe's parameters
+    are resolved (zoobox.core.recipe.resolve_params): a string parameter takes it as it
+    is (`amp=off` stays "off", `soc_version=[1` is "[1"), never YAML's reading of it.
+    An empty value (`key=`) leaves the parameter at its default.
+    """
     result = {}
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise UserError(f"--param takes key=value, not {pair!r}")
-        result[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        result[key.strip().replace("-", "_")] = value if value != "" else None
     return result

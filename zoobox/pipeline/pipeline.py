@@ -101,6 +101,7 @@ class Pipeline:
         self.params["backend"] = choice.backend
         self.revision = git_revision()
         self._keep_fds: tuple[int, ...] = ()  # the lock's descriptor while a run holds it
+        self._announced = False  # the runner / backend line is said once per pipeline
 
     # -- rendering -------------------------------------------------------------------------
     def _roots(self) -> list[tuple[str, str]]:
@@ -182,7 +183,9 @@ class Pipeline:
     # -- running ---------------------------------------------------------------------------
     def run(self, target: str | None = None) -> RunResult:
         names = self.recipe.upstream(target) if target else self.recipe.default_stages
-        _say(f"zoobox {self.recipe.name}: {self.choice.line}")
+        if not self._announced:  # a second run() (the demo's weights, then the rest)
+            _say(f"zoobox {self.recipe.name}: {self.choice.line}")
+            self._announced = True
         lock = RecipeLock(self.store.folder)
         # SIGTERM / SIGHUP unwind like Ctrl-C: stages stopped, temporary folders removed,
         # and the lock released last, once no stage process lives.

@@ -53,7 +53,9 @@ class HostRunner(Runner):
         path = os.environ.get("PYTHONPATH")
         env = {
             "PYTHONPATH": str(REPO) + (os.pathsep + path if path else ""),
-            "ZOOBOX_ENV": call.env.name,
+            # The stage runs in this interpreter, whichever env the recipe names for it
+            # elsewhere: its report must not say `aie` for a CPU run here.
+            "ZOOBOX_ENV": "host",
             "PYTHONUNBUFFERED": "1",
         }
         if call.needs_npu and call.logs is not None:

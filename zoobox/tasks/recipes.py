@@ -5,26 +5,43 @@ from __future__ import annotations
 from invoke import Collection, Task
 
 from zoobox.core.errors import main_guard
-from zoobox.core.recipe import load_recipe
+from zoobox.core.recipe import ENGINE_PARAMS, load_recipe
 
 HELP = {
     "data": "dataset root (default: zoobox.data.<dataset> in invoke.yaml)",
     "artifacts": "artifact folder, the shared volume (default: ./artifacts)",
     "runner": "auto | host | docker | venv",
     "backend": "auto | torchscript | onnxruntime | aie | om",
-    "batch-size": "images per inference call",
     "devices": "NPU ids, e.g. 0 or 0,1,2,3",
-    "weights": "checkpoint file to use instead of downloading the published one",
-    "random-init": "with no checkpoint cached or given, start from a seeded random init",
-    "limit": "only the first N images (0: all)",
-    "skip-bad": "leave out (and count) images that cannot be read, instead of stopping",
     "param": "any recipe parameter, key=value (repeatable)",
     "force": "rerun this stage (with `all`: every stage) even if up to date",
     "dry": "print the plan and the exact commands; run nothing",
 }
+# Task options that set a recipe parameter: their help is the parameter's, declared once
+# by the stage that takes it (its package's params.py, zoostage.declare).
+PARAM_OPTIONS = {
+    "batch-size": "batch_size",
+    "weights": "weights",
+    "random-init": "allow_random",
+    "limit": "limit",
+    "skip-bad": "skip_bad",
+}
 
 
-def _stage_task(recipe_name: str, target: str | None, doc: str) -> Task:
+def option_help(recipe) -> dict:
+    """The recipe tasks' option help: HELP, and each parameter option's declared help."""
+    specs = {**ENGINE_PARAMS, **recipe.param_specs}
+    result = dict(HELP)
+    for option, key in PARAM_OPTIONS.items():
+        spec = specs.get(key)
+        result[option] = spec.help if spec else f"(recipe {recipe.name} takes no {key})"
+    result["param"] = "any recipe parameter, key=value (repeatable): " + ", ".join(
+        sorted(recipe.param_specs)
+    )
+    return result
+
+
+def _stage_task(recipe_name: str, target: str | None, doc: str, texts: dict) -> Task:
     def body(
         c,
         data=None,
@@ -67,7 +84,7 @@ def _stage_task(recipe_name: str, target: str | None, doc: str) -> Task:
 
     body.__doc__ = doc
     body.__name__ = target or "all"
-    return Task(body, name=target or "all", help=HELP, iterable=["param"], default=target is None)
+    return Task(body, name=target or "all", help=texts, iterable=["param"], default=target is None)
 
 
 _STAGE_DOCS = {
@@ -87,13 +104,18 @@ _STAGE_DOCS = {
 def recipe_collection(name: str) -> Collection:
     """The recipe's tasks (a RecipeError when its file is broken: see build_namespace)."""
     recipe = load_recipe(name)
+    texts = option_help(recipe)
     collection = Collection(name)
     collection.add_task(
-        _stage_task(name, None, f"Run every stage of {recipe.title} (skips what is up to date).")
+        _stage_task(
+            name, None, f"Run every stage of {recipe.title} (skips what is up to date).", texts
+        )
     )
     for stage in recipe.stages:
         doc = _STAGE_DOCS.get(stage.name, f"Run the {stage.name} stage.")
-        collection.add_task(_stage_task(name, stage.name, doc + " Runs what it needs first."))
+        collection.add_task(
+            _stage_task(name, stage.name, doc + " Runs what it needs first.", texts)
+        )
     return collection
 
 

@@ -14,7 +14,7 @@ import json
 import os
 
 from zoostage import cli
-from zoostage.backends import NAMES, get_backend
+from zoostage.backends import get_backend, params
 from zoostage.errors import UserError
 from zoostage.safepath import child_path
 
@@ -105,22 +105,7 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    parser.add_argument("--backend", required=True, choices=NAMES)
-    parser.add_argument("--model", required=True, help="the export folder, or a model file")
-    parser.add_argument("--input-shape", required=True, help="N,C,H,W")
-    parser.add_argument(
-        "--batch-sizes",
-        help="also compile these batch sizes (model_bs<B><suffix>) for static-shape backends",
-    )
-    parser.add_argument(
-        "--precision",
-        help="aie: fp16 (when not given), fp32, or default (torch_aie's own, no "
-        "precision_policy passed); om: ATC's --precision_mode (default allow_fp32_to_fp16)",
-    )
-    parser.add_argument("--soc-version", default="Ascend310P3")
-    parser.add_argument("--device", default="cpu")
-    return parser
+    return cli.parser(__doc__.splitlines()[0], params.COMPILE)
 
 
 if __name__ == "__main__":

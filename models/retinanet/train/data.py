@@ -39,15 +39,16 @@ import numpy as np
 
 from data_scripts.coco import layout
 from models.retinanet import NUM_CLASSES, PIXEL_MEAN_BGR
+from models.retinanet.train import params
 from models.retinanet.train import targets as target_lib
 from zoostage.errors import UserError
 
-MIN_SIZE = 800
-MAX_SIZE = 1333
+MIN_SIZE = params.MIN_SIZE
+MAX_SIZE = params.MAX_SIZE
 SIZE_DIVISOR = 32
 MIN_IMAGE_SIDE = 32
 FLIP_RATIO = 0.5
-DEFAULT_SPLIT = "train2017"
+DEFAULT_SPLIT = params.DEFAULT_SPLIT
 
 
 def annotation_file(root, split):

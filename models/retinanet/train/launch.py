@@ -33,7 +33,7 @@ import subprocess
 import sys
 
 from models.retinanet.train import data as data_lib
-from models.retinanet.train import schedule
+from models.retinanet.train import params
 from models.retinanet.train import summary as summary_lib
 from models.retinanet.train import worker as worker_lib
 from zoostage import cli
@@ -41,10 +41,8 @@ from zoostage.errors import UserError
 from zoostage.unpickle import load_pickle
 
 CONFIG_FILE = "train_config.json"
-# The seed's test/train_full_{1,8}p.sh: --cfg-options optimizer.lr=0.04 (8 images a device,
-# on 1 and on 8 devices); its config: optimizer_config grad_clip=dict(max_norm=10).
-SEED_LR = 0.04
-SEED_CLIP_GRAD = 10.0
+SEED_LR = params.SEED_LR
+SEED_CLIP_GRAD = params.SEED_CLIP_GRAD
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 RESUME_CHOICES = ("auto", "yes", "no")
 _TRUE = ("yes", "true", "1", "on")
@@ -304,79 +302,7 @@ def main(args):
 
 
 def build_parser():
-    parser = cli.parser(__doc__.splitlines()[0])
-    add = parser.add_argument
-    add("--data", required=True, help="COCO root: <split>/ and annotations/instances_<split>.json")
-    add("--split", default=data_lib.DEFAULT_SPLIT, help="image split (default train2017)")
-    add("--limit", type=int, default=0, help="first N usable images by id (0 = all)")
-    add("--work-dir", required=True, help="checkpoint folder kept across runs")
-    add("--devices", default="0", help="device ids this node uses, e.g. 0,1,2,3 (one process each)")
-    add("--device-type", default="auto", help="auto, npu, cuda or cpu (auto: npu > cuda > cpu)")
-    add("--epochs", type=int, default=schedule.EPOCHS, help="epochs (default 12)")
-    add("--batch-size", type=int, default=8, help="images per device and step (default 8)")
-    add(
-        "--lr",
-        default=str(SEED_LR),
-        help="base lr (the seed's 0.04, default), or auto: 0.01 x (batch x devices) / 16",
-    )
-    add("--weights", help="ImageNet backbone: MSRA R-50.pkl or a detectron2 checkpoint")
-    add(
-        "--resume",
-        nargs="?",
-        const="yes",
-        default="no",
-        help="auto: continue from the work folder's newest checkpoint if any; yes: it must "
-        "exist; no (the default without the flag): start over, removing old checkpoints",
-    )
-    add("--max-iters", type=int, default=0, help="stop after N iterations in all (0 = no limit)")
-    add("--amp", default="auto", help="mixed precision: auto (on for NPU / CUDA), on, off, bf16")
-    add("--workers", type=int, default=4, help="loader processes per device (default 4)")
-    add("--min-size", type=int, default=data_lib.MIN_SIZE, help="short side (800)")
-    add("--max-size", type=int, default=data_lib.MAX_SIZE, help="long side cap (1333)")
-    add("--pad-size", type=int, default=0, help="pad every batch to this square (0: to 32)")
-    add("--checkpoint-every", type=int, default=0, help="also checkpoint every N iterations")
-    add(
-        "--checkpoint-epochs",
-        type=int,
-        default=1,
-        help="checkpoint after every N epochs (default 1; 0: only --checkpoint-every and the end)",
-    )
-    add("--log-every", type=int, default=20, help="log line every N iterations (default 20)")
-    add("--seed", type=int, default=0, help="seed of the init, the order and the flips")
-    add("--threads", type=int, default=0, help="CPU threads per process (0: torch's default)")
-    add("--warmup-iters", type=int, default=schedule.WARMUP_ITERS, help="linear warm-up (500)")
-    add("--warmup-ratio", type=float, default=schedule.WARMUP_RATIO, help="start factor (0.001)")
-    add("--steps", default="8,11", help="epochs where the lr drops x0.1 (default 8,11)")
-    add(
-        "--clip-grad",
-        type=float,
-        default=SEED_CLIP_GRAD,
-        help="max gradient L2 norm (the seed's 10, default; 0: no clipping)",
-    )
-    add("--eval", action="store_true", help="evaluate on COCO val2017 at the end")
-    add("--eval-data", help="COCO root with val2017/ for --eval (default: --data)")
-    add("--eval-limit", type=int, default=0, help="evaluate the first N val images (0 = all)")
-    add("--eval-input-size", type=int, default=1344, help="padded eval input (1344)")
-    add("--eval-min-size", type=int, default=0, help="eval short side (0: 800)")
-    add("--eval-max-size", type=int, default=0, help="eval long side cap (0: 1333)")
-    add(
-        "--profile",
-        default="seed",
-        choices=("seed", "upstream"),
-        help="seed (default): the ModelZoo's executed mmdetection (first 40 boxes an image, "
-        "fixed 1344 x 800 frames, static loss scale 64); upstream: mmdetection's config",
-    )
-    add(
-        "--eval-profile",
-        choices=("seed", "upstream"),
-        help="the inference recipe's profile the evaluation follows (default: --profile)",
-    )
-    add("--nnodes", type=int, default=1, help="machines taking part (default 1)")
-    add("--node-rank", type=int, default=0, help="this machine's index (default 0)")
-    add("--master-addr", help="address of node 0 (several nodes)")
-    add("--master-port", type=int, help="port on node 0 (several nodes)")
-    add("--recipe", help="recipe.yaml with the published training numbers (published_train)")
-    return parser
+    return cli.parser(__doc__.splitlines()[0], params.LAUNCH)
 
 
 if __name__ == "__main__":
