@@ -306,6 +306,7 @@ def _porcelain():
     return result.stdout
 
 
+@pytest.mark.slow
 def test_an_npu_run_on_the_host_runner_leaves_the_checkout_clean(tmp_path, monkeypatch, host_parts):
     """The aie smoke checks compile with the fake torch_aie, which (as CANN) writes
     kernel_meta/ and fusion_result.json into its working directory."""

@@ -380,6 +380,7 @@ def test_invoke_npu_smoke_dry_shows_the_training_checks(tmp_path):
     assert "report:" not in out and not (tmp_path / "smoke").exists()  # nothing ran
 
 
+@pytest.mark.slow
 def test_a_recipe_compiles_for_the_chip_npu_smi_names(tmp_path, ascend_host):
     """Not only the smoke check: a recipe's compile gets the host's chip as soc_version
     unless --param soc_version says otherwise; a chip it cannot target is one line."""
