@@ -144,14 +144,25 @@ ENV ZOOBOX_LOCK_FILE=/opt/zoobox/requirements.lock
 
 # The NPU side of Python beyond the lock (which has CANN's own dependencies): the torch_aie
 # wheel from its installer (--no-deps: it must not replace the locked torch); the file
-# images.build chose (TORCH_AIE_TAR), else the plugin version's standard name.
+# images.build chose (TORCH_AIE_TAR), else the plugin version's standard name. Some
+# releases name the wheel so that pip refuses it ("Invalid wheel filename"):
+# images.build reads the archive and passes the member (TORCH_AIE_WHL_MEMBER) and the
+# name pip accepts, from the wheel's own metadata (TORCH_AIE_WHL); it is renamed to that.
 ARG TORCH_AIE_TAR=
+ARG TORCH_AIE_WHL_MEMBER=
+ARG TORCH_AIE_WHL=
 RUN --mount=type=bind,source=npu-installers/aie,target=/tmp/npu,rw \
     --mount=type=bind,source=local,target=/tmp/zoobox-local \
     if [ "${NPU}" = present ]; then \
         mkdir -p /tmp/torch-aie \
      && tar -xzf "/tmp/npu/${TORCH_AIE_TAR:-Ascend-cann-torch-aie-${TORCH_AIE_VERSION}-linux_$(uname -m).tar.gz}" -C /tmp/torch-aie \
-     && find /tmp/torch-aie -name '*.whl' -print0 | xargs -0 -r pip install --no-cache-dir --no-deps \
+     && if [ -n "${TORCH_AIE_WHL_MEMBER}" ]; then \
+            { [ "${TORCH_AIE_WHL_MEMBER}" = "${TORCH_AIE_WHL}" ] \
+              || mv "/tmp/torch-aie/${TORCH_AIE_WHL_MEMBER}" "/tmp/torch-aie/${TORCH_AIE_WHL}"; } \
+         && pip install --no-cache-dir --no-deps "/tmp/torch-aie/${TORCH_AIE_WHL}"; \
+        else \
+            find /tmp/torch-aie -name '*.whl' -print0 | xargs -0 -r pip install --no-cache-dir --no-deps; \
+        fi \
      && pip show torch_aie \
      && rm -rf /tmp/torch-aie; \
     fi

@@ -226,9 +226,15 @@ def test_the_image_tag_covers_locks_dockerfile_and_entrypoint():
 
 # -- the NPU installer check -----------------------------------------------------------------
 def _touch(folder, *names):
+    """Installer files; a Torch_AIE tar.gz is built like the release's (its wheel inside)."""
+    from tests.fakes.releases import torch_aie_release
+
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        (folder / name).write_bytes(b"x")
+        if name.lower().startswith("ascend-cann-torch-aie") and name.endswith(".tar.gz"):
+            torch_aie_release(folder / name)
+        else:
+            (folder / name).write_bytes(b"x")
 
 
 # The names Ascend's downloads carry: the plugin spells its version 6.3.RC2, the AIE
@@ -278,6 +284,11 @@ def test_installer_check_names_the_exact_files(tmp_path):
         "CANN_TOOLKIT_RUN": AIE_FILES[0],
         "AIE_RUNTIME_RUN": AIE_FILES[1],
         "TORCH_AIE_TAR": AIE_FILES[2],
+        # the wheel inside, whose name pip accepts as it is
+        "TORCH_AIE_WHL_MEMBER": (
+            "Ascend-cann-torch-aie-6.3.rc2-linux_aarch64/torch_aie-6.3.rc2-cp39-cp39-linux_aarch64.whl"
+        ),
+        "TORCH_AIE_WHL": "torch_aie-6.3.rc2-cp39-cp39-linux_aarch64.whl",
     }
 
 

@@ -326,3 +326,20 @@ def test_a_profile_refuses_the_other_profiles_outputs(stages, tmp_path):
     assert export.resolve_outputs("auto", "seed") == "class_topk"
     assert export.resolve_outputs("auto", "upstream") == "topk"
     assert not os.path.exists(str(stages["root"] / "infer-wrong" / "detections.json"))
+
+
+def test_seed_infer_times_the_seed_graphs_span_beside_the_forward(stages):
+    """The seed's 19.9 images/s covers its whole compiled graph, ending with the batch NMS
+    zoobox runs on the host: timing.json has that span (issue 20, item 5)."""
+    result, out = _infer(stages, "class_topk", "seed", "infer-span")
+    assert result.returncode == 0, result.stderr
+    timing = json.loads((out / "timing.json").read_text())
+    graph = timing["graph"]
+    assert graph["tail_ms_per_image"] > 0 and "batch NMS" in graph["span"]
+    batch = timing["batch_size"]
+    assert graph["mean_ms"] == pytest.approx(timing["mean_ms"] + batch * graph["tail_ms_per_image"])
+    assert graph["throughput"] == pytest.approx(batch * 1000.0 / graph["mean_ms"])
+    assert graph["throughput"] < timing["throughput"]
+    upstream, out = _infer(stages, "dense", "upstream", "infer-span-upstream")
+    assert upstream.returncode == 0, upstream.stderr
+    assert "graph" not in json.loads((out / "timing.json").read_text())

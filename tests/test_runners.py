@@ -458,7 +458,7 @@ def test_dry_docker_plan_prints_the_310p_container_commands(fake_310p, tmp_path)
     for module in ("zoostage.backends.compile", "models.retinaface.infer"):
         line = by_module[module]
         assert get_env("aie").image in line
-        assert f"--device {fake_310p.dev_root}/davinci1" in line
+        assert f"--device {fake_310p.dev_root}/davinci1:/dev/davinci1" in line
         assert (
             f"type=bind,source={fake_310p.driver_dir},target=/usr/local/Ascend/driver,readonly"
             in line
@@ -545,7 +545,7 @@ def test_npu_stage_failing_with_8005_is_reported_as_busy_device(tmp_path, monkey
         BusyRunner(),
         options,
     )
-    with pytest.raises(UserError, match=r"^stage c: NPU davinci2 is held by another"):
+    with pytest.raises(UserError, match=r"^stage c: NPU davinci2: dcmi could not initialize"):
         engine.run()
     assert (tmp_path / "art" / "toy" / "b" / "stage.json").exists()  # earlier work kept
 

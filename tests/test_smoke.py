@@ -27,7 +27,7 @@ def _run_module(module, out, *args, extra_env=None, path=None):
     env.update(extra_env or {})
     result = subprocess.run(
         [sys.executable, "-m", module, "--out", str(out), *args],
-        cwd=REPO,
+        cwd=out.parent,  # as the runners do: the fake compiler writes into the working dir
         env=env,
         capture_output=True,
         text=True,
@@ -221,3 +221,188 @@ def test_invoke_npu_smoke_runs_here_and_ends_with_what_needs_a_host(tmp_path):
         assert expected in needs, expected
     assert "not an Ascend host" in (tmp_path / "smoke" / "smoke.md").read_text()
     assert f"report: {tmp_path / 'smoke' / 'smoke.md'}" in result.stdout
+
+
+# -- issue 20, item 3: the chip from npu-smi; training's checks; not applicable ---------------
+def test_npu_smi_info_of_each_driver_layout_gives_the_chip():
+    from tests.fakes.npu_smi import OUTPUTS
+    from zoobox.hosts.chips import env_targets, parse_npu_smi_info, soc_version
+
+    expected = {
+        "310P3": ({0: "310P3", 1: "310P3"}, "23.0.rc1"),
+        "310P3-narrow": ({0: "310P3"}, None),
+        "310P1": ({0: "310P1", 1: "310P1"}, "22.0.4"),
+        "910A": ({0: "910A", 1: "910A"}, "21.0.2"),
+        "910B3": ({0: "910B3", 1: "910B3"}, "24.1.rc2"),  # its second rows repeat the name
+        "310B1": ({0: "310B1"}, "23.0.rc3"),
+    }
+    for layout, (chips, version) in expected.items():
+        info = parse_npu_smi_info(OUTPUTS[layout])
+        assert (info.chips, info.version) == (chips, version), layout
+    assert soc_version("310P1") == "Ascend310P1" and soc_version("Ascend910B3") == "Ascend910B3"
+    assert env_targets("aie", "310P1") and env_targets("atc", "Ascend310P3")
+    assert not env_targets("aie", "910B3") and env_targets("train", "910A")
+    assert not any(env_targets(env, "310B1") for env in ("aie", "atc", "train"))
+
+
+@pytest.fixture
+def ascend_host(tmp_path, fake_dev, monkeypatch):
+    """Fake device nodes, driver and firmware folders; `use(chip)` puts a fake npu-smi
+    printing that chip's table on PATH and returns the settings for run_smoke."""
+    from tests.fakes import npu_smi
+
+    ascend = tmp_path / "Ascend"
+    (ascend / "driver").mkdir(parents=True)
+    (ascend / "driver" / "version.info").write_text("Version=24.1.rc1\n")
+    (ascend / "firmware").mkdir()
+    (ascend / "firmware" / "version.info").write_text("Version=7.1.0.5.220\n")
+    monkeypatch.setenv("PYTHONPATH", f"{FAKES}{os.pathsep}{REPO}")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+    def use(chip):
+        npu_smi.install(tmp_path / "bin", chip)
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+        docker = {"dev_root": str(fake_dev), "driver_dir": str(ascend / "driver")}
+        return settings_from({"zoobox": {"docker": docker}})
+
+    return use
+
+
+def _smoke(settings, tmp_path, **options):
+    return run_smoke(
+        settings,
+        artifacts=tmp_path / "smoke",
+        runner="host",
+        devices="0,1",
+        probe_engine=lambda: ContainerEngine(False, "no docker"),
+        **options,
+    )
+
+
+@pytest.mark.slow
+def test_a_910_host_runs_the_training_checks_and_not_the_inference_ones(tmp_path, ascend_host):
+    summary = _smoke(ascend_host("910B3"), tmp_path)
+    by_env = {}
+    for check in summary["checks"]:
+        by_env.setdefault(check["where"], {})[check["check"]] = check
+    assert by_env["host"]["npu-smi info"]["detail"].startswith("NPUs 0 910B3, 1 910B3")
+    train = by_env["train env"]
+    assert train["import torch_npu"]["detail"] == "torch_npu 2.1.0.post3+fake"
+    assert train["torch_npu sees the devices"]["status"] == "ok"
+    reduce = train["HCCL all-reduce of 2 ranks on npu:0 and npu:1"]
+    assert reduce["status"] == "ok" and "[3.0]*4" in reduce["detail"]
+    for env in ("aie env", "atc env"):
+        assert {c["status"] for c in by_env[env].values()} == {"not applicable"}
+        assert "910B3" in next(iter(by_env[env].values()))["detail"]
+    assert not summary["failed"]
+    report = (tmp_path / "smoke" / "smoke.md").read_text()
+    assert "## Versions found" in report
+    for row in (
+        "| driver | 24.1.rc1 |",
+        "| firmware | 7.1.0.5.220 |",
+        "| npu-smi | 24.1.rc2 |",
+        "| torch_npu | 2.1.0.post3+fake | train env |",
+        "| CANN | not found | train env |",
+    ):
+        assert row in report, row
+
+
+@pytest.mark.slow
+def test_a_310p_host_compiles_for_its_own_chip_and_skips_training(tmp_path, ascend_host):
+    summary = _smoke(ascend_host("310P1"), tmp_path)
+    found = {(c["where"], c["check"]): c for c in summary["checks"]}
+    compiled = found[("aie env", "compile a 1-conv module (fp16, as the aie backend does)")]
+    assert compiled["status"] == "ok" and "'soc_version': 'Ascend310P1'" in compiled["detail"]
+    train = [c for c in summary["checks"] if c["where"] == "train env"]
+    assert train and {c["status"] for c in train} == {"not applicable"}
+    assert ("aie env", "import torch_aie") in found  # the inference checks ran
+    versions = {k: [v for v, _ in vs] for k, vs in summary["versions"].items()}
+    assert versions["torch_aie"] == ["6.3.rc2+fake"] and versions["ais_bench"] == [None]
+
+
+def test_a_chip_no_recipe_targets_is_refused_in_one_line(tmp_path, ascend_host):
+    from zoobox.core.errors import UserError
+
+    with pytest.raises(UserError) as error:
+        _smoke(ascend_host("310B1"), tmp_path)
+    assert "310B1" in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "smoke").exists()
+
+
+@pytest.mark.slow
+def test_a_broken_all_reduce_fails_its_check(tmp_path, ascend_host, monkeypatch):
+    monkeypatch.setenv("FAKE_HCCL_BROKEN", "1")
+    summary = _smoke(ascend_host("910A"), tmp_path)
+    (failed,) = summary["failed"]
+    assert failed["check"] == "HCCL all-reduce of 2 ranks on npu:0 and npu:1"
+    assert "not [3.0]*4" in failed["detail"]
+
+
+def test_the_kernels_check_reads_the_toolkit(tmp_path):
+    from zoostage.smoke import train
+
+    checks = Checks("test", stream=open(os.devnull, "w"))
+    checks.run("kernels", train.kernels, str(tmp_path))
+    assert checks.results[-1]["status"] == "needs host"  # no toolkit at all
+    latest = tmp_path / "ascend-toolkit" / "latest"
+    latest.mkdir(parents=True)
+    checks.run("kernels", train.kernels, str(tmp_path))
+    assert checks.results[-1]["status"] == "failed"
+    assert "Ascend-cann-kernels-910" in checks.results[-1]["detail"]
+    (latest / "opp_kernel").mkdir()
+    (latest / "opp_kernel" / "version.info").write_text("Version=8.0.RC1\n")
+    assert train.kernels(str(tmp_path)).startswith("kernels 8.0.RC1")
+
+
+def test_invoke_npu_smoke_dry_shows_the_training_checks(tmp_path):
+    env = dict(os.environ, INVOKE_ZOOBOX_DOCKER_DEV_ROOT=str(tmp_path / "no-dev"))
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "invoke", "npu.smoke", "--dry", "--runner", "host"),
+            *("--artifacts", str(tmp_path / "smoke")),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "train env (zoostage.smoke.train" in out
+    for name in (
+        "import torch_npu",
+        "torch_npu sees the devices",
+        "HCCL all-reduce of 2 ranks",
+        "CANN operator kernels package installed",
+    ):
+        assert f"  - {name}" in out, name
+    assert "report:" not in out and not (tmp_path / "smoke").exists()  # nothing ran
+
+
+@pytest.mark.slow
+def test_a_recipe_compiles_for_the_chip_npu_smi_names(tmp_path, ascend_host):
+    """Not only the smoke check: a recipe's compile gets the host's chip as soc_version
+    unless --param soc_version says otherwise; a chip it cannot target is one line."""
+    from zoobox.core.errors import UserError
+    from zoobox.pipeline.configure import build_pipeline
+
+    def plan(settings, **params):
+        engine = build_pipeline(
+            settings,
+            "retinaface",
+            artifacts=str(tmp_path / "art"),
+            runner="host",
+            backend="aie",
+            devices="0",
+            params=dict(params, allow_random=True),
+            dry=True,
+        )
+        return engine.call_for("compile", tmp_path / "out").args
+
+    args = plan(ascend_host("310P1"))
+    assert args[args.index("--soc-version") + 1] == "Ascend310P1"
+    args = plan(ascend_host("310P1"), soc_version="Ascend310P3")  # the user's choice wins
+    assert args[args.index("--soc-version") + 1] == "Ascend310P3"
+    with pytest.raises(UserError, match=r"chip is 910B3 .*retinaface's compile \(env aie\)"):
+        plan(ascend_host("910B3"))

@@ -23,7 +23,8 @@ _DISTRIBUTIONS = {
 }
 
 
-def _distribution_version(name):
+def distribution_version(name):
+    """An installed distribution's version from its metadata (no import), or None."""
     try:
         from importlib import metadata  # novermin (Python 3.8+; 3.7 falls back below)
     except ImportError:  # Python 3.7 (the atc env)
@@ -47,7 +48,7 @@ def _module_version(name):
     if module is not None and getattr(module, "__version__", None):
         return str(module.__version__)
     for distribution in _DISTRIBUTIONS.get(name, (name,)):
-        version = _distribution_version(distribution)
+        version = distribution_version(distribution)
         if version:
             return version
     return None

@@ -167,6 +167,14 @@ class StageSpec(object):
         self.optional = bool(optional)  # not part of `all`; runs when asked for by name
         self.declared = ()  # the stage module's Params (the host fills it: zoostage.declare)
 
+    @property
+    def takes_all_devices(self):
+        """True when the stage is handed every device of --devices ({devices} in its
+        arguments: training's ranks). A sharded stage gets one device per shard, and any
+        other stage (a compile, a benchmark) the first one: it runs on one device and
+        must not hold the others a parallel run may need."""
+        return any("{devices}" in str(value) for value in self.args.values())
+
     def __repr__(self):
         return "StageSpec(%r, env=%r, module=%r)" % (self.name, self.env, self.module)
 

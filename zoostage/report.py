@@ -100,6 +100,10 @@ def render(recipe, rows, metrics_doc, timing, export, versions, figures, profile
                 row["status"],
             )
         )
+    spans = [row for row in rows if row.get("span")]
+    if spans:
+        lines += [""]
+        lines += ["- %s covers: %s." % (row["metric"], row["span"]) for row in spans]
     lines += ["", "## Where measured", ""]
     facts = [
         (
@@ -123,8 +127,17 @@ def render(recipe, rows, metrics_doc, timing, export, versions, figures, profile
             "%s / %s / %s"
             % (_fmt(timing.get("mean_ms")), _fmt(timing.get("p50_ms")), _fmt(timing.get("p99_ms"))),
         ),
-        ("throughput (images/s)", _fmt(timing.get("throughput"))),
+        ("throughput (images/s): forward only", _fmt(timing.get("throughput"))),
     ]
+    if timing.get("graph"):
+        graph = timing["graph"]
+        facts.append(
+            (
+                "throughput (images/s): %s" % graph.get("span"),
+                "%s (%s ms per image on the host)"
+                % (_fmt(graph.get("throughput")), _fmt(graph.get("tail_ms_per_image"))),
+            )
+        )
     if timing.get("compute"):
         compute, end_to_end = timing["compute"], timing.get("end_to_end") or {}
         facts += [

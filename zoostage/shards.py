@@ -64,6 +64,18 @@ def merge_timing(records):
         if len(parts) == len(records):
             merged[kind] = dict(records[0][kind])
             merged[kind].update(_merge_stats([s for s, _ in parts], [c for _, c in parts]))
+    # The reference graph's span (zoostage.infer.graph_span): the same, per shard.
+    graphs = [r.get("graph") for r in records]
+    merged.pop("graph", None)
+    if all(graphs):
+        images = [max(r.get("images", 0), 1) for r in records]
+        merged["graph"] = dict(
+            graphs[0],
+            mean_ms=sum(g["mean_ms"] * c for g, c in zip(graphs, calls)) / sum(calls),
+            tail_ms_per_image=sum(g["tail_ms_per_image"] * n for g, n in zip(graphs, images))
+            / sum(images),
+            throughput=sum(g["throughput"] for g in graphs),
+        )
     merged.update(
         {
             "calls": sum(calls),

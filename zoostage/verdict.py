@@ -68,8 +68,35 @@ def throughput_by_batch(by_batch, published):
     return rows
 
 
-def measured_speed(key, timing):
-    """The measured figure of a published speed metric from an infer timing record."""
+# What a published throughput's time covers (recipe `published.<metric>.span`):
+# forward: the network's forward on the device, input already there (the harness's
+#   compute; what most seeds time);
+# graph: the reference's whole compiled graph, where zoobox runs its last ops on the host
+#   (RetinaNet: the seed's graph ends with an on-device batch NMS): compute plus that
+#   host time per image (zoostage.infer.graph_span).
+SPANS = {
+    "forward": "forward only, input on the device",
+    "graph": "the whole compiled graph",
+}
+
+
+def span_of(ref):
+    return ref.get("span") or "forward"
+
+
+def run_speed(timing, span="forward"):
+    """The images/s of the batch that ran, over `span` (None when not measured)."""
+    if span == "graph":
+        return (timing.get("graph") or {}).get("throughput")
+    return timing.get("throughput")
+
+
+def measured_speed(key, timing, span="forward"):
+    """The measured figure of a published speed metric from an infer timing record,
+    over the same span as the published one (None when that span was not measured)."""
+    if span == "graph":
+        ran = "throughput_bs%s" % timing.get("batch_size")
+        return run_speed(timing, span) if key in ("throughput", ran) else None
     if key == "throughput":
         return timing.get("throughput")
     batch = key.replace("throughput_bs", "")
@@ -134,7 +161,8 @@ def _speed_row(published, timing, npu, profile):
     """
     batch = int(timing["batch_size"])
     key = speed_key(batch)
-    measured = timing.get("throughput")
+    span = span_of(published[key]) if key in published else "forward"
+    measured = run_speed(timing, span)
     if key not in published:
         units = [e.get("unit") for e in published.values() if isinstance(e, dict)]
         return {
@@ -147,6 +175,7 @@ def _speed_row(published, timing, npu, profile):
             "note": "",
             "own_number": None,  # no figure for this batch, whatever the profile
             "status": "none published for bs %d" % batch,
+            "span": span_description(span, timing),
         }
     ref = published_for(published[key], profile)
     if not ref["own_number"]:
@@ -163,6 +192,7 @@ def _speed_row(published, timing, npu, profile):
         "note": ref.get("note", ""),
         "own_number": ref["own_number"],
         "status": status,
+        "span": span_description(span, timing),
     }
 
 
@@ -188,7 +218,7 @@ def compare(published, metrics, timing, weights, images, full_images, npu, profi
                 rows.append(_speed_row(published, timing, npu, profile))
                 speed_done = True
             continue
-        measured = measured_speed(key, timing) if speed else metrics.get(key)
+        measured = measured_speed(key, timing, span_of(ref)) if speed else metrics.get(key)
         if not ref["own_number"]:
             status = no_number_status(profile)
         elif speed:
@@ -215,6 +245,21 @@ def compare(published, metrics, timing, weights, images, full_images, npu, profi
                 "status": status,
             }
         )
+        if speed:
+            rows[-1]["span"] = span_description(span_of(ref), timing)
     if batch_known and not speed_done and timing.get("throughput") is not None:
         rows.append(_speed_row(published, timing, npu, profile))
     return rows
+
+
+def span_description(span, timing):
+    """What the measured figure of a speed row covers, in words."""
+    if span == "graph":
+        graph = timing.get("graph") or {}
+        if not graph:
+            return "the whole graph (published); not measured: no host part was timed"
+        return "%s, as the published number's whole graph (%.2f ms per image on the host)" % (
+            graph.get("span"),
+            graph.get("tail_ms_per_image", 0.0),
+        )
+    return SPANS["forward"] + ", as the published number"

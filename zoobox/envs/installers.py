@@ -26,6 +26,7 @@ from zoobox.core.envspec import EnvSpec
 from zoobox.core.errors import UserError
 from zoobox.core.paths import repo_relative
 from zoobox.envs.requirements import CONTEXT
+from zoobox.envs.wheelnames import wheel_in_archive
 
 INSTALLERS = CONTEXT / "npu-installers"
 FILES_YAML = "files.yaml"
@@ -41,6 +42,10 @@ class Expected:
     what: str
     build_arg: str  # the Dockerfile ARG that gets the chosen file's name
     required: bool = True
+    # For an archive holding a wheel: the wheel's distribution name, and the ARG prefix
+    # of the member to install and the name pip accepts for it (zoobox.envs.wheelnames).
+    wheel: str | None = None
+    wheel_arg: str | None = None
 
 
 def machine_arch() -> str:
@@ -80,6 +85,8 @@ def expected_installers(spec: EnvSpec, arch: str | None = None) -> list[Expected
                 f"Ascend-cann-torch-aie-{plugin}-linux_{arch}.tar.gz",
                 f"Torch_AIE {plugin}, holds the torch_aie wheel",
                 "TORCH_AIE_TAR",
+                wheel="torch_aie",
+                wheel_arg="TORCH_AIE_WHL",
             ),
         ]
     elif spec.name == "atc":
@@ -117,6 +124,7 @@ class InstallerCheck:
     found: dict[str, Path | None] = field(default_factory=dict)  # key -> the file used
     matches: dict[str, list[Path]] = field(default_factory=dict)  # key -> files matching
     named: dict[str, str] = field(default_factory=dict)  # key -> name from files.yaml
+    _wheels: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def missing(self) -> list[Expected]:
@@ -142,8 +150,28 @@ class InstallerCheck:
         return sorted(p for p in self.found.values() if p is not None)
 
     def build_args(self) -> dict[str, str]:
-        """The chosen file names, for the Dockerfile's ARGs."""
-        return {e.build_arg: self.found[e.key].name for e in self.expected if self.found.get(e.key)}
+        """The chosen file names, for the Dockerfile's ARGs; for an archive holding a
+        wheel also the member (<wheel_arg>_MEMBER) and the name pip accepts for it
+        (<wheel_arg>), which the build renames it to on extraction."""
+        args = {}
+        for item in self.expected:
+            path = self.found.get(item.key)
+            if path is None:
+                continue
+            args[item.build_arg] = path.name
+            if item.wheel:
+                member, pip_name = self.wheels(item)
+                args[item.wheel_arg + "_MEMBER"] = member
+                args[item.wheel_arg] = pip_name
+        return args
+
+    def wheels(self, item: Expected) -> tuple[str, str]:
+        """(member, name pip accepts) of the wheel inside item's archive (read once)."""
+        if item.key not in self._wheels:
+            self._wheels[item.key] = wheel_in_archive(
+                self.found[item.key], item.wheel, self.spec.python
+            )
+        return self._wheels[item.key]
 
     def fingerprint(self) -> str:
         """Names, sizes and times of the installers: keys the NPU layers' cache."""

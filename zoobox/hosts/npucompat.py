@@ -2,13 +2,16 @@
 
 The mismatch users hit most is a host driver older than the CANN inside an image: the
 container starts, then ACL fails with an opaque code. `invoke doctor` compares them up
-front. A device already held by another container fails with dcmi's -8005; a failed
-stage's output is scanned for it so the error names the device instead of a crash.
+front. dcmi's -8005 has two common causes (a device held by another container, or a
+container without what dcmi needs: DCMI_NEEDS); a failed stage's output is scanned for
+it and the known codes so the error names the device and each cause's check instead of
+a crash, and `invoke doctor` checks what dcmi needs on the host (dcmi_prerequisites).
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from zoobox.core.envspec import EnvSpec
 
@@ -61,6 +64,82 @@ def image_compatibility(host_driver: str | None, envs: list[EnvSpec]) -> list[li
     return rows
 
 
+# What dcmi (npu-smi, and CANN's device management) needs inside a container besides
+# the davinci nodes: -8005 is also what it says when one of these is missing.
+DCMI_DIR = Path("/usr/local/dcmi")
+DRIVER_LIB = "lib64"  # under the driver folder: the driver's libraries dcmi loads
+DEVICE_GROUP = "HwHiAiUser"  # the driver's user group, owning the device nodes
+DCMI_NEEDS = (
+    f"{DCMI_DIR} and /usr/local/Ascend/driver/{DRIVER_LIB} mounted, the {DEVICE_GROUP} "
+    "group's gid added (--group-add), the davinci nodes readable and writable by the "
+    "container's user"
+)
+
+
+def dcmi_prerequisites(
+    npu, dcmi_dir: Path = DCMI_DIR, group: str = DEVICE_GROUP, group_gid=None
+) -> list[list[str]]:
+    """Rows for doctor: what a container's dcmi needs from this host, each with its
+    answer ("ok" or what is wrong) and what was looked at. `group_gid(name)` returns the
+    gid of a group name or None (default: the host's group database)."""
+    import grp
+    import stat as stat_
+
+    def lookup(name):
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError:
+            return None
+
+    group_gid = group_gid or lookup
+    rows = []
+    dcmi = Path(dcmi_dir)
+    rows.append(
+        [
+            "dcmi folder (mounted into NPU containers)",
+            "ok" if dcmi.is_dir() else "missing: install the driver's dcmi (npu-smi needs it)",
+            str(dcmi),
+        ]
+    )
+    lib = Path(npu.driver_dir) / DRIVER_LIB
+    rows.append(
+        [
+            "driver libraries (mounted with the driver)",
+            "ok" if lib.is_dir() else "missing: the driver folder has no lib64",
+            str(lib),
+        ]
+    )
+    gid = group_gid(group)
+    rows.append(
+        [
+            f"{group} group",
+            f"ok (gid {gid})" if gid is not None else "missing: the driver install creates it",
+            "host group database",
+        ]
+    )
+    for device in npu.devices:
+        node = Path(npu.dev_root) / f"davinci{device}"
+        try:
+            info = node.stat()
+        except OSError as error:
+            rows.append([f"davinci{device} owner and mode", f"unreadable: {error}", str(node)])
+            continue
+        mode = stat_.S_IMODE(info.st_mode)
+        problems = []
+        if gid is not None and info.st_gid != gid:
+            problems.append(f"group gid {info.st_gid}, not {group}'s {gid}")
+        if mode & 0o060 != 0o060 and mode & 0o006 != 0o006:
+            problems.append(f"mode {mode:o}: the group cannot read and write it")
+        rows.append(
+            [
+                f"davinci{device} owner and mode",
+                "; ".join(problems) or "ok",
+                f"{node} gid {info.st_gid} mode {mode:o}",
+            ]
+        )
+    return rows
+
+
 # Output signatures of NPU failures a user can act on, each with what to say. Codes are
 # matched as whole numbers (no digit either side), first match wins.
 def _code(*codes: str) -> re.Pattern:
@@ -76,8 +155,11 @@ _SIGNATURES = (
     ),
     (
         _BUSY,
-        "NPU {names} is held by another container or process (dcmi -8005); stop it "
-        "(npu-smi info shows the holder) or pass --devices with a free id",
+        "NPU {names}: dcmi could not initialize (-8005), for one of two common causes: "
+        "(1) the device is held by another container or process: `npu-smi info` on the "
+        "host shows the holder; stop it or pass --devices with a free id; (2) the "
+        "container lacks what dcmi needs: " + DCMI_NEEDS + ": `invoke doctor` checks "
+        "each on the host",
     ),
     (
         _code("107001"),

@@ -9,7 +9,7 @@ from zoobox.core.errors import UserError
 from zoobox.core.recipe import load_recipe, recipe_names
 from zoobox.core.text import table
 from zoobox.hosts.detect import container_engine, npu_host, use_engine
-from zoobox.hosts.npucompat import image_compatibility
+from zoobox.hosts.npucompat import dcmi_prerequisites, image_compatibility
 from zoobox.pipeline.choice import choose
 from zoobox.pipeline.speed import fastest_cpu_backend
 
@@ -21,10 +21,13 @@ def _version(name: str) -> str | None:
         return None
 
 
-def report(settings: dict, probe_engine=container_engine) -> str:
+def report(settings: dict, probe_engine=container_engine, dcmi_dir=None) -> str:
     from pathlib import Path
 
+    from zoobox.hosts.npucompat import DCMI_DIR
     from zoostage.envinfo import cann_version
+
+    dcmi_dir = dcmi_dir or DCMI_DIR
 
     docker_settings = settings.get("docker") or {}
     npu = npu_host(
@@ -73,6 +76,12 @@ def report(settings: dict, probe_engine=container_engine) -> str:
     text += "\n\n" + table(runner_rows(settings, engine), ["env", "host", "docker", "venv"])
     compat = image_compatibility(npu.driver_version, list(load_envs().values()))
     text += "\n\n" + table(compat, ["NPU env", "CANN", "driver needed", "host driver", "verdict"])
+    if npu.present or npu.driver_version:
+        # What an NPU container's dcmi needs from this host: without it, dcmi's -8005.
+        text += "\n\n" + table(
+            dcmi_prerequisites(npu, dcmi_dir=dcmi_dir),
+            ["dcmi needs (else -8005)", "found", "where"],
+        )
     return text
 
 

@@ -125,6 +125,10 @@ def build_pipeline(
     )
     if choice.npu and not dry:
         check_npu_access(npu, choice.devices, runner_obj)
+    if choice.npu and "soc_version" not in overrides:
+        chip = host_soc_version(recipe, npu)
+        if chip:
+            overrides["soc_version"] = chip
     options = Options(
         artifacts=artifacts_dir,
         cache=cache,
@@ -170,6 +174,33 @@ def check_dataset(pipeline: Pipeline, target: str | None) -> None:
             f"--data PATH or set zoobox.data.{recipe.dataset.get('name')}. "
             f"{how}".strip()
         )
+
+
+def host_soc_version(recipe, npu) -> str | None:
+    """The chip to compile for, from `npu-smi info` (Ascend310P1 on a 310P1 host), when
+    the recipe has a soc_version and the host answers; None leaves the recipe's default.
+    A chip the recipe's compile stages cannot target is one UserError."""
+    from zoobox.hosts import chips
+
+    if "soc_version" not in recipe.param_specs or npu.npu_smi is None:
+        return None
+    info, _ = chips.read_npu_smi(npu.npu_smi)
+    if info is None or info.chip is None:
+        return None
+
+    def takes_soc(stage):  # declared in the stage module, or bound in recipe.yaml
+        declared = any(getattr(p, "recipe", None) == "soc_version" for p in stage.declared)
+        return declared or any("{p.soc_version}" in str(v) for v in stage.args.values())
+
+    envs = sorted({stage.env for stage in recipe.stages if takes_soc(stage)})
+    refused = [env for env in envs if not chips.env_targets(env, info.chip)]
+    if refused:
+        raise UserError(
+            f"this host's chip is {info.chip} (npu-smi info); {recipe.name}'s compile "
+            f"(env {', '.join(refused)}) targets {', '.join(chips.ENV_CHIPS[refused[0]])}: "
+            "run it on such a host, or pass --param soc_version=... to try anyway"
+        )
+    return chips.soc_version(info.chip)
 
 
 def parse_params(pairs) -> dict:

@@ -137,7 +137,13 @@ class Pipeline:
 
     def call_for(self, name: str, out: Path, devices: list[int] | None = None) -> StageCall:
         spec = self.recipe.stage(name)
-        devices = list(self.choice.devices if devices is None else devices)
+        if devices is None:
+            # A stage on one device (compile, benchmark) gets the first only; sharded
+            # stages get theirs from shard_calls, training every one ({devices}).
+            devices = self.choice.devices
+            if not spec.takes_all_devices:
+                devices = devices[:1]
+        devices = list(devices)
         needs_npu = spec.npu and self.choice.backend in NPU_BACKENDS
         device = self.runner.device_for(devices) if needs_npu else "cpu"
         stage_dirs = {need: str(self.store.stage_dir(need)) for need in spec.needs}

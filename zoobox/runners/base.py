@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,6 +168,25 @@ def execute(
             _LIVE.discard(process)
     reader.join(STOP_GRACE_SECONDS)
     return Completed(code, tail.decode(errors="replace"))
+
+
+WORKDIR_SUFFIX = ".cwd"
+
+
+@contextlib.contextmanager
+def stage_workdir(call: StageCall):
+    """The working directory a stage process runs in, then removed: OUT.cwd beside its
+    output folder (inside the run's temporary folders, which the store cleans up after a
+    kill). CANN writes kernel_meta/, fusion_result.json and logs into the current
+    directory: never into the checkout, nor into the output (as the docker runner's
+    tmpfs)."""
+    out = Path(call.out)
+    workdir = out.with_name(out.name + WORKDIR_SUFFIX)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield workdir
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 class Runner:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from zoobox.core.envspec import EnvSpec
 from zoobox.core.paths import REPO
-from zoobox.runners.base import Completed, Runner, StageCall, execute, process_env
+from zoobox.runners.base import (
+    Completed,
+    Runner,
+    StageCall,
+    execute,
+    process_env,
+    stage_workdir,
+)
 
 # Versions that decide a stage's numbers; read from package metadata (no imports).
 _PACKAGES = ("torch", "numpy", "onnxruntime", "opencv-python-headless", "torch_aie")
@@ -60,4 +67,5 @@ class HostRunner(Runner):
         if call.needs_npu and call.logs is not None:
             Path(call.logs).mkdir(parents=True, exist_ok=True)
         env = process_env(self.environment(call))
-        return execute(self.argv(call), env=env, cwd=REPO, keep_fds=call.keep_fds)
+        with stage_workdir(call) as workdir:  # not the checkout: CANN writes into it
+            return execute(self.argv(call), env=env, cwd=workdir, keep_fds=call.keep_fds)

@@ -22,7 +22,14 @@ from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
 from zoobox.envs.interpreters import find_interpreter, missing_interpreter_error
 from zoobox.envs.venvs import VenvCache, venv_hash
-from zoobox.runners.base import Completed, Runner, StageCall, execute, process_env
+from zoobox.runners.base import (
+    Completed,
+    Runner,
+    StageCall,
+    execute,
+    process_env,
+    stage_workdir,
+)
 from zoobox.runners.host import HostRunner
 
 ASCEND_ROOT = Path("/usr/local/Ascend")
@@ -142,4 +149,5 @@ class VenvRunner(Runner):
         env.pop("PYTHONHOME", None)
         if call.needs_npu and call.logs is not None:
             call.logs.mkdir(parents=True, exist_ok=True)
-        return execute(self.argv(call), env=env, cwd=REPO, keep_fds=call.keep_fds)
+        with stage_workdir(call) as workdir:  # not the checkout: CANN writes into it
+            return execute(self.argv(call), env=env, cwd=workdir, keep_fds=call.keep_fds)

@@ -74,16 +74,18 @@ class Backend(BaseBackend):
             # default dtype is in the installed torch_aie (the smoke check reports it).
             inputs=[torch_aie.Input(tuple(int(v) for v in input_shape), dtype=torch.float)],
             soc_version=soc_version,
-            # The seeds compile the whole graph where possible and let torch run the rest.
+            # Torch_AIE's documented defaults (what the seeds' scripts get by passing
+            # neither), spelled out so that another release cannot change them silently.
+            # min_block_size is not passed: the seeds leave torch_aie's own (1).
             require_full_compilation=False,
             truncate_long_and_double=True,
-            min_block_size=3,
             **options,
         )
         compiled.save(target)
         return {
             "precision": precision if precision != "default" else "default (torch_aie's own)",
             "soc_version": soc_version,
+            "min_block_size": "torch_aie's default (documented: 1), as the seeds",
             "torch_aie": getattr(torch_aie, "__version__", "unknown"),
             "input_shape": [int(v) for v in input_shape],
         }

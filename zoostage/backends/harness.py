@@ -117,6 +117,9 @@ def infer_store(
     record = summarize(compute, batch_size, len(order))
     record["end_to_end"] = _stats(end_to_end, batch_size)
     record["compute"] = dict(_stats(compute, batch_size), source=source)
+    note = getattr(backend, "timing_note", None)
+    if source == "harness" and note:
+        record["compute"]["note"] = note  # why the backend's own time was not used
     record.update(backend.describe())
     record["warmup_calls"] = int(warmup)
     return record

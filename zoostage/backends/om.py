@@ -5,6 +5,7 @@ here alone. Compilation (ATC) is the `convert` stage of the recipes that use it:
 command is built in zoostage.backends.atc so it can be checked without an NPU.
 """
 
+import math
 import os
 
 import numpy as np
@@ -25,6 +26,26 @@ def _session_class():
     return InferSession
 
 
+def exec_time_seconds(entry):
+    """One exec_time_list entry in seconds: a number of milliseconds (older ais_bench) or
+    a (start, end) pair of millisecond stamps (newer); None for anything else, or for a
+    time that cannot be one (negative, not finite)."""
+    if isinstance(entry, (str, bytes, bool)):
+        return None
+    try:
+        if hasattr(entry, "__len__"):
+            if len(entry) != 2:
+                return None
+            milliseconds = float(entry[1]) - float(entry[0])
+        else:
+            milliseconds = float(entry)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if not math.isfinite(milliseconds) or milliseconds < 0:
+        return None
+    return milliseconds / 1000.0
+
+
 class Backend(BaseBackend):
     name = "om"
     suffix = ".om"
@@ -41,6 +62,7 @@ class Backend(BaseBackend):
             ) from None
         super(Backend, self).__init__(device=index, **options)
         self.session = None
+        self.timing_note = None  # why compute_seconds() had no device time, for infer.json
 
     def compile(self, source, target, input_shape, precision=None, soc_version=None):
         """ATC; `precision` is ATC's --precision_mode (default allow_fp32_to_fp16, as the
@@ -69,17 +91,32 @@ class Backend(BaseBackend):
         return tuple(np.asarray(o) for o in outputs)
 
     def compute_seconds(self):
-        """ais_bench's execute time of the last infer() (its exec_time_list, milliseconds;
-        `summary()`, `sumary()` in older releases); None when this ais_bench has neither.
-        `invoke npu.smoke` records what the installed one reports."""
+        """ais_bench's execute time of the last infer(), in seconds; None when it has none.
+
+        Its summary (`summary()`, `sumary()` in older releases) keeps one entry per infer
+        in exec_time_list: milliseconds in older releases, a (start, end) pair of
+        millisecond stamps in newer ones. Anything else, or no summary at all, is None:
+        the harness times the call instead and infer.json says so (`timing_note`).
+        """
+        self.timing_note = None
         summary = getattr(self.session, "summary", None) or getattr(self.session, "sumary", None)
         if summary is None:
+            self.timing_note = "this ais_bench has no summary(): the call was timed instead"
             return None
         try:
             times = list(summary().exec_time_list)
-        except Exception:  # another ais_bench's summary shape: fall back to the harness
+        except Exception as error:  # another ais_bench's summary shape
+            self.timing_note = "ais_bench's summary() failed (%s): the call was timed instead" % (
+                error,
+            )
             return None
-        return float(times[-1]) / 1000.0 if times else None
+        seconds = exec_time_seconds(times[-1]) if times else None
+        if seconds is None:
+            self.timing_note = (
+                "ais_bench's exec_time_list ends with %r, neither milliseconds nor a (start, "
+                "end) pair: the call was timed instead" % (times[-1] if times else "nothing",)
+            )
+        return seconds
 
     def close(self):
         if self.session is not None:

@@ -34,6 +34,7 @@ def import_torch_aie(state):
             "has it" % error
         ) from None
     state["torch_aie"] = torch_aie
+    state.setdefault("versions", {})["torch_aie"] = getattr(torch_aie, "__version__", None)
     return "torch_aie %s" % getattr(torch_aie, "__version__", "(no __version__)")
 
 
@@ -124,15 +125,33 @@ def load_elsewhere(state, out, device):
     )
 
 
+COMPILE = "compile a 1-conv module (fp16, as the aie backend does)"
+LOAD_ELSEWHERE = "saved module loads and runs in another process, npu:%d"
+OTHER_DEVICE = "saved module loads and runs on another device id, npu:%d"
+
+
+def planned_checks(devices):
+    """The names of the checks main() runs for `devices`, in order."""
+    names = list(common.COMMON_CHECKS)
+    names += ["AIE runtime set_env.sh, from its own folder", "import torch_aie"]
+    names += ["torch_aie.Input default dtype", "torch_aie.compile default precision policy"]
+    names += [COMPILE, LOAD_ELSEWHERE % devices[0]]
+    if len(devices) > 1:
+        names.append(OTHER_DEVICE % devices[1])
+    else:
+        names.append("saved module runs on another device id")
+    return names
+
+
 def main(args):
     devices, checks = common.start(args, "aie env")
-    state = {}
+    state = {"versions": checks.versions}
     checks.run("AIE runtime set_env.sh, from its own folder", common.set_env, common.AIE_SET_ENV)
     checks.run("import torch_aie", import_torch_aie, state)
     checks.run("torch_aie.Input default dtype", input_dtype, state)
     checks.run("torch_aie.compile default precision policy", precision_default, state)
     checks.run(
-        "compile a 1-conv module (fp16, as the aie backend does)",
+        COMPILE,
         compile_conv,
         state,
         args.out,
@@ -141,7 +160,7 @@ def main(args):
         args.soc_version,
     )
     checks.run(
-        "saved module loads and runs in another process, npu:%d" % devices[0],
+        LOAD_ELSEWHERE % devices[0],
         load_elsewhere,
         state,
         args.out,
@@ -149,7 +168,7 @@ def main(args):
     )
     if len(devices) > 1:
         checks.run(
-            "saved module loads and runs on another device id, npu:%d" % devices[1],
+            OTHER_DEVICE % devices[1],
             load_elsewhere,
             state,
             args.out,

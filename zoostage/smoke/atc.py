@@ -103,18 +103,35 @@ def ais_bench_run(state, out, devices, dev_root):
     return "npu:%d, max difference %.2g; %s" % (devices[0], difference, unit)
 
 
+ATC = "ATC: 1-conv ONNX to .om with --precision_mode allow_fp32_to_fp16"
+AIS_BENCH = "ais_bench InferSession runs the .om; its exec time's unit"
+
+
+def planned_checks(devices):
+    """The names of the checks main() runs, in order."""
+    return [*common.COMMON_CHECKS, ATC, AIS_BENCH]
+
+
+def ais_bench_version():
+    """ais_bench's installed version (its wheel's metadata), or None; no import."""
+    from zoostage.envinfo import distribution_version
+
+    return distribution_version("ais_bench")
+
+
 def main(args):
     devices, checks = common.start(args, "atc env")
+    checks.versions["ais_bench"] = ais_bench_version()
     state = {}
     checks.run(
-        "ATC: 1-conv ONNX to .om with --precision_mode allow_fp32_to_fp16",
+        ATC,
         atc_conv,
         state,
         args.out,
         args.soc_version,
     )
     checks.run(
-        "ais_bench InferSession runs the .om; its exec time's unit",
+        AIS_BENCH,
         ais_bench_run,
         state,
         args.out,

@@ -7,6 +7,7 @@ import traceback
 from zoostage import cli
 
 OK, FAILED, NEEDS_HOST, SKIPPED = "ok", "failed", "needs host", "skipped"
+NOT_APPLICABLE = "not applicable"  # the host's chip is not one this env's recipes target
 RESULTS = "smoke.json"
 
 
@@ -25,6 +26,8 @@ class Checks(object):
         self.where = where
         self.stream = stream or sys.stdout
         self.results = []
+        # component -> version found here (CANN, torch_aie, ...): the report lists them
+        self.versions = {}
 
     def run(self, name, func, *args):
         """func(*args) -> a detail line. Whatever it raises decides the status."""
@@ -52,4 +55,7 @@ class Checks(object):
         return status == OK
 
     def write(self, out):
-        cli.write_json(os.path.join(out, RESULTS), {"where": self.where, "checks": self.results})
+        cli.write_json(
+            os.path.join(out, RESULTS),
+            {"where": self.where, "checks": self.results, "versions": self.versions},
+        )

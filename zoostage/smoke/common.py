@@ -65,8 +65,10 @@ def device_view(dev_root):
     return "; ".join(seen)
 
 
-def cann():
+def cann(versions=None):
     version = cann_version()
+    if versions is not None:
+        versions["CANN"] = version
     if not version:
         raise NeedsHost("no CANN in this image (a CPU image: build it with the NPU installers)")
     return "CANN %s" % version
@@ -121,6 +123,16 @@ def parser(description):
     return result
 
 
+# The checks `start` runs in every image, for `invoke npu.smoke --dry` and for the
+# listing of an env that does not apply to the host's chip.
+COMMON_CHECKS = (
+    "uid, passwd entry, groups",
+    "device nodes as the container sees them",
+    "CANN version",
+    "CANN toolkit set_env.sh",
+)
+
+
 def start(args, env):
     """(devices, Checks) with the checks every image shares already run: who the
     container runs as, the device nodes it sees, CANN and its set_env.sh."""
@@ -130,6 +142,6 @@ def start(args, env):
     checks = Checks(os.environ.get("ZOOBOX_IMAGE") or env)
     checks.run("uid, passwd entry, groups", identity)
     checks.run("device nodes as the container sees them", device_view, args.dev_root)
-    checks.run("CANN version", cann)
+    checks.run("CANN version", cann, checks.versions)
     checks.run("CANN toolkit set_env.sh", set_env, TOOLKIT_SET_ENV)
     return devices, checks

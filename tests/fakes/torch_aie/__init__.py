@@ -1,7 +1,8 @@
 """A CPU stand-in for Torch_AIE, enough for zoobox's aie backend and the smoke checks.
 
 Real torch_aie gives torch an "npu" device; here a tensor sent to "npu:N" stays on the
-CPU. compile() returns the module it is given (so outputs equal the CPU's). What a test
+CPU. compile() returns the module it is given (so outputs equal the CPU's), leaving
+kernel_meta/ and fusion_result.json in the current directory as CANN does. What a test
 wants reported as the defaults is set through FAKE_TORCH_AIE_* variables.
 """
 
@@ -27,6 +28,12 @@ class Input(object):
 def compile(module, inputs=None, precision_policy=_enums.PrecisionPolicy.FP16, **options):
     if os.environ.get("FAKE_TORCH_AIE_COMPILE_FAILS"):
         raise RuntimeError("E19999: compile failed (fake)")
+    # As CANN's op compiler and graph engine do: leftovers in the current directory.
+    os.makedirs(os.path.join(os.getcwd(), "kernel_meta"), exist_ok=True)
+    with open(os.path.join(os.getcwd(), "kernel_meta", "te_conv2d_fake.o"), "w") as handle:
+        handle.write("fake kernel\n")
+    with open(os.path.join(os.getcwd(), "fusion_result.json"), "w") as handle:
+        handle.write("{}\n")
     return module
 
 
