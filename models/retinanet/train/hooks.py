@@ -235,6 +235,8 @@ class RankAgreementHook(HookBase):
         mine = torch.from_numpy(words).to(device)
         gathered = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
         dist.all_gather(gathered, mine)
+        # Every rank past the gather before any closes its connections.
+        dist.barrier()
         dist.destroy_process_group()
         if self.rank == 0:
             self.digests = [t.cpu().numpy().astype("<i8").tobytes().hex() for t in gathered]
