@@ -157,14 +157,12 @@ class _SockaddrIn6(ctypes.Structure):
 
 
 class _Ifaddrs(ctypes.Structure):
-    pass
-
-
-_Ifaddrs._fields_ = [
-    ("next", ctypes.POINTER(_Ifaddrs)), ("name", ctypes.c_char_p), ("flags", ctypes.c_uint),
-    ("addr", ctypes.POINTER(_SockaddrIn)), ("netmask", ctypes.c_void_p),
-    ("ifu", ctypes.c_void_p), ("data", ctypes.c_void_p),
-]  # fmt: skip
+    # struct ifaddrs; `next` points to another one (cast where it is followed).
+    _fields_ = [
+        ("next", ctypes.c_void_p), ("name", ctypes.c_char_p), ("flags", ctypes.c_uint),
+        ("addr", ctypes.POINTER(_SockaddrIn)), ("netmask", ctypes.c_void_p),
+        ("ifu", ctypes.c_void_p), ("data", ctypes.c_void_p),
+    ]  # fmt: skip
 
 
 def interface_addresses():
@@ -188,7 +186,7 @@ def interface_addresses():
                     six = ctypes.cast(item.addr, ctypes.POINTER(_SockaddrIn6)).contents
                     raw = bytes(bytearray(six.addr))
                     found.append((item.name.decode(), socket.inet_ntop(socket.AF_INET6, raw)))
-            entry = item.next
+            entry = ctypes.cast(item.next, ctypes.POINTER(_Ifaddrs)) if item.next else None
     finally:
         libc.freeifaddrs(head)
     return found
