@@ -26,6 +26,10 @@ PARAM_OPTIONS = {
     "limit": "limit",
     "skip-bad": "skip_bad",
 }
+# The train task's flags for several hosts, as the seed's train_performance_multinodes.sh
+# takes them; each sets the recipe parameter of the same name (docs/multihost.md), and its
+# help is that parameter's.
+HOST_OPTIONS = ("nnodes", "node_rank", "master_addr", "master_port", "local_addr")
 
 
 def option_help(recipe) -> dict:
@@ -39,6 +43,12 @@ def option_help(recipe) -> dict:
         sorted(recipe.param_specs)
     )
     return result
+
+
+def host_option_help(recipe) -> dict:
+    """The train task's multi-host flags' help: each one's declared parameter's."""
+    specs = recipe.param_specs
+    return {key.replace("_", "-"): specs[key].help for key in HOST_OPTIONS if key in specs}
 
 
 def _stage_task(recipe_name: str, target: str | None, doc: str, texts: dict) -> Task:
@@ -57,6 +67,7 @@ def _stage_task(recipe_name: str, target: str | None, doc: str, texts: dict) -> 
         param=None,
         force=False,
         dry=False,
+        extra_params=None,
     ):
         from zoobox.tasks.recipe_task import run_recipe
 
@@ -66,6 +77,7 @@ def _stage_task(recipe_name: str, target: str | None, doc: str, texts: dict) -> 
             "limit": limit,
             "allow_random": True if random_init else None,
             "skip_bad": True if skip_bad else None,
+            **(extra_params or {}),
         }
         run_recipe(
             c,
@@ -84,7 +96,41 @@ def _stage_task(recipe_name: str, target: str | None, doc: str, texts: dict) -> 
 
     body.__doc__ = doc
     body.__name__ = target or "all"
+    _hide_last(body)  # extra_params: for the train task's own flags, not a flag itself
     return Task(body, name=target or "all", help=texts, iterable=["param"], default=target is None)
+
+
+def _hide_last(function) -> None:
+    import inspect
+
+    parameters = list(inspect.signature(function).parameters.values())
+    function.__signature__ = inspect.Signature(parameters[:-1])
+
+
+def _train_task(recipe_name: str, doc: str, texts: dict) -> Task:
+    """The stage task plus the multi-host flags, which become recipe parameters."""
+    import inspect
+
+    options = {k: v for k, v in texts.items() if k.replace("-", "_") not in HOST_OPTIONS}
+    stage = _stage_task(recipe_name, "train", doc, options).body
+
+    def train(c, nnodes=None, node_rank=None, master_addr=None, master_port=None,
+              local_addr=None, **flags):  # fmt: skip
+        hosts = {
+            "nnodes": nnodes,
+            "node_rank": node_rank,
+            "master_addr": master_addr,
+            "master_port": master_port,
+            "local_addr": local_addr,
+        }
+        return stage(c, extra_params=hosts, **flags)
+
+    # invoke reads the flags from the signature: the stage task's, then the hosts' ones.
+    base = list(inspect.signature(stage).parameters.values())
+    extra = list(inspect.signature(train).parameters.values())[1 : 1 + len(HOST_OPTIONS)]
+    train.__signature__ = inspect.Signature(base + extra)
+    train.__doc__ = doc
+    return Task(train, name="train", help=texts, iterable=["param"], auto_shortflags=False)
 
 
 _STAGE_DOCS = {
@@ -112,10 +158,14 @@ def recipe_collection(name: str) -> Collection:
         )
     )
     for stage in recipe.stages:
-        doc = _STAGE_DOCS.get(stage.name, f"Run the {stage.name} stage.")
-        collection.add_task(
-            _stage_task(name, stage.name, doc + " Runs what it needs first.", texts)
+        doc = (
+            _STAGE_DOCS.get(stage.name, f"Run the {stage.name} stage.")
+            + " Runs what it needs first."
         )
+        if stage.name == "train" and "nnodes" in recipe.param_specs:
+            collection.add_task(_train_task(name, doc, {**texts, **host_option_help(recipe)}))
+            continue
+        collection.add_task(_stage_task(name, stage.name, doc, texts))
     return collection
 
 

@@ -3,7 +3,7 @@
 The recipe's training parameters are named train_* where the inference recipe already
 has the name (train_batch_size sets --batch-size, train_workers --workers...)."""
 
-from models.retinanet.train import schedule
+from models.retinanet.train import nodes, schedule
 from zoostage.declare import Param
 
 DEFAULT_SPLIT = "train2017"
@@ -162,17 +162,53 @@ LAUNCH = (
         choices=("seed", "upstream"),
         help="the inference recipe's profile the evaluation follows (default: --profile)",
     ),
-    Param("nnodes", "int", 1, "machines taking part", min=1, recipe="nnodes"),
-    Param("node-rank", "int", 0, "this machine's index", min=0, recipe="node_rank"),
-    Param("master-addr", help="address of node 0 (several nodes)", recipe="master_addr"),
+    # Several nodes (nodes.py, docs/multihost.md): a flag not given is read from the
+    # scheduler's variables (NNODES / WORLD_SIZE, NODE_RANK / RANK, MASTER_ADDR...).
+    Param(
+        "nnodes",
+        "int",
+        None,
+        "machines taking part (else NNODES / WORLD_SIZE; 1)",
+        min=1,
+        recipe="nnodes",
+    ),
+    Param(
+        "node-rank",
+        "int",
+        None,
+        "this machine's index (else NODE_RANK / RANK; 0)",
+        min=0,
+        recipe="node_rank",
+    ),
+    Param("master-addr", help="address of node 0 (else MASTER_ADDR)", recipe="master_addr"),
     Param(
         "master-port",
         "int",
         None,
-        "port on node 0 (several nodes)",
+        "port on node 0 (else MASTER_PORT; %d)" % nodes.DEFAULT_MASTER_PORT,
         min=1,
         max=65535,
         recipe="master_port",
+    ),
+    Param(
+        "local-addr",
+        help="this host's address the nodes talk over (else LOCAL_ADDR; HCCL_IF_IP)",
+        recipe="local_addr",
+    ),
+    Param(
+        "connect-timeout",
+        "float",
+        nodes.DEFAULT_CONNECT_TIMEOUT,
+        "seconds to reach node 0 / wait for the others; HCCL_CONNECT_TIMEOUT",
+        min=1,
+        recipe="connect_timeout",
+    ),
+    Param(
+        "cpu-bind",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="each rank on its own cores: auto (NPU hosts), on, off",
+        recipe="cpu_bind",
     ),
     Param("recipe", help="recipe.yaml with the published training numbers (published_train)"),
 )
