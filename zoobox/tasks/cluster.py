@@ -1,0 +1,99 @@
+"""Past one host: `invoke cluster.slurm TARGET ...` and `invoke cluster.k8s TARGET ...`.
+
+Settings: `zoobox.cluster` in invoke.yaml (slurm: gres, partition, python, time; k8s:
+claim, registry, namespace, ...), overridden by flags. Logic in zoobox.cluster.
+"""
+
+from __future__ import annotations
+
+from invoke import task
+
+COMMON_HELP = {
+    "target": "RECIPE.all, RECIPE.STAGE (inference up to it) or RECIPE.train",
+    "nodes": "hosts to run on",
+    "devices-per-node": "NPUs each host gives the run",
+    "artifacts": "the shared artifacts folder (NFS, a ReadWriteMany volume): required",
+    "data": "dataset root, as the hosts see it",
+    "backend": "torchscript | onnxruntime | aie | om (auto: the recipe's NPU backend)",
+    "random-init": "with no checkpoint given, start from a seeded random init",
+    "limit": "only N images",
+    "param": "any recipe parameter, key=value (repeatable)",
+    "dry": "print what would be written and submitted; write and submit nothing",
+}
+
+
+def _plan(c, target, nodes, devices_per_node, artifacts, data, backend, random_init, limit, param):
+    from zoobox.cluster.plan import make_plan, parse_target
+    from zoobox.core.recipe import load_recipe
+    from zoobox.run.session import data_root, parse_params, settings_from
+
+    params = parse_params(param)
+    if random_init:
+        params["allow_random"] = True
+    if limit is not None:
+        params["limit"] = limit
+    recipe, _ = parse_target(target)
+    # The dataset root the hosts read: the flag, else the configured one (invoke.yaml).
+    data = data_root(settings_from(c.config), load_recipe(recipe), data)
+    return make_plan(
+        target,
+        nodes=int(nodes),
+        devices_per_node=int(devices_per_node),
+        artifacts=artifacts,
+        data=data,
+        runner="host",
+        backend=backend or "auto",
+        params=params,
+    )
+
+
+def _settings(c) -> dict:
+    from zoobox.run.session import settings_from
+
+    return dict(settings_from(c.config).get("cluster") or {})
+
+
+@task(
+    positional=["target"],
+    iterable=["param"],
+    help=dict(
+        COMMON_HELP, partition="Slurm partition (default: the configured one, else Slurm's default)"
+    ),
+)
+def slurm(
+    c,
+    target,
+    nodes=1,
+    devices_per_node=1,
+    artifacts=None,
+    data=None,
+    backend=None,
+    random_init=False,
+    limit=None,
+    param=None,
+    partition=None,
+    dry=False,
+):
+    """Write the run's Slurm batch scripts into the shared folder and submit them (sbatch).
+
+    Training: one job, one zoobox training node per host (srun). Inference: prepare, the
+    shards as a job array (one task per host), then merge + evaluate + report, chained
+    with --dependency=afterok. NPUs are asked for as the generic resource
+    zoobox.cluster.slurm.gres (default npu).
+    """
+    from zoobox.core.errors import main_guard
+
+    def go():
+        from zoobox.cluster.slurm import SlurmSettings
+        from zoobox.cluster.submit import submit_slurm
+
+        plan = _plan(
+            c, target, nodes, devices_per_node, artifacts, data, backend, random_init, limit, param
+        )
+        configured = dict(_settings(c).get("slurm") or {})
+        if partition:
+            configured["partition"] = partition
+        settings = SlurmSettings(**{k: v for k, v in configured.items() if v is not None})
+        return submit_slurm(plan, settings, dry=dry)
+
+    return main_guard(go)
