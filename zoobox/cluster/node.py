@@ -57,13 +57,17 @@ def build(plan: ClusterPlan, artifacts=None, devices: list[int] | None = None, p
     )
 
 
-def prepare(plan: ClusterPlan) -> None:
+def prepare(plan: ClusterPlan, stage: str | None = None) -> None:
+    """The stages before the sharded one (only `stage` of them when given: a pod runs
+    each in its own env's image)."""
     from zoobox.run.session import check_dataset
 
     engine = build(plan)
     needs = [n for n in engine.recipe.upstream(plan.shard_stage) if n != plan.shard_stage]
-    check_dataset(engine, plan.shard_stage)
-    engine.run(stages=needs)
+    if stage is not None and stage not in needs:
+        raise UserError(f"{stage} is not a stage before {plan.shard_stage}: {', '.join(needs)}")
+    check_dataset(engine, stage or plan.shard_stage)
+    engine.run(stages=[stage] if stage else needs)
 
 
 def unit_index(given, environ=None) -> int:
@@ -195,6 +199,7 @@ def main(argv=None) -> None:
     parser.add_argument("--plan", required=True, help="the run's plan.json on the shared folder")
     parser.add_argument("--run-id", required=True, help="the run id the job was submitted for")
     parser.add_argument("--index", type=int, default=None, help="shard: the unit to run")
+    parser.add_argument("--stage", default=None, help="prepare: only this stage")
     parser.add_argument("phase", choices=PHASES)
     args = parser.parse_args(argv)
 
@@ -205,7 +210,7 @@ def main(argv=None) -> None:
         if args.phase != "train" and plan.kind != "infer":
             raise UserError(f"run {plan.run_id} is a training run: only its train phase runs")
         if args.phase == "prepare":
-            prepare(plan)
+            prepare(plan, args.stage)
         elif args.phase == "shard":
             shard(plan, unit_index(args.index))
         elif args.phase == "finish":

@@ -96,3 +96,70 @@ def submit_slurm(plan: ClusterPlan, settings, dry: bool = False) -> list[str]:
         f"cancel: scancel {' '.join(ids)}"
     )
     return ids
+
+
+# -- Kubernetes ----------------------------------------------------------------------------
+def check_images(images: list[str], settings, image_exists=None) -> None:
+    """Every image the manifests name was built here (`invoke images.build`)."""
+    from zoobox.envs.images import image_info
+
+    exists = image_exists or (lambda name: image_info(name) is not None)
+    registry = (settings.registry or "").rstrip("/")
+    for image in images:
+        local = (
+            image[len(registry) + 1 :] if registry and image.startswith(registry + "/") else image
+        )
+        if not exists(local):
+            env = local.split("/")[-1].split(":")[0]
+            push = f" --push {registry}" if registry else ""
+            raise UserError(
+                f"image {local} was never built here (docker image inspect finds nothing): "
+                f"build it with `invoke images.build --env {env}{push}` (a changed env spec "
+                "is a new image tag), then rerun"
+            )
+
+
+def submit_k8s(
+    plan: ClusterPlan, settings, local_artifacts, apply: bool = False, image_exists=None
+) -> list:
+    """Write the manifests (and the plan, and the code snapshot) into the run's folder on
+    this host's view of the shared claim; with `apply`, kubectl apply them (inference: each
+    Job after the one before completed). Returns the manifests written."""
+    from zoobox.cluster.k8s import images_of, manifests, write_manifests
+
+    if not settings.claim:
+        raise UserError(
+            "a Kubernetes run needs the PersistentVolumeClaim that holds the shared artifacts "
+            "folder (ReadWriteMany): set zoobox.cluster.k8s.claim or pass --claim"
+        )
+    items = manifests(plan, settings)
+    check_images(images_of(items), settings, image_exists)
+    if apply:
+        require_tool("kubectl", "install it and point it at the cluster (KUBECONFIG)")
+    run_dir = write_plan(plan, local_artifacts)
+    paths = write_manifests(items, run_dir)
+    for path in paths:
+        _say(f"wrote {path}")
+    if not apply:
+        _say(f"apply with: kubectl apply -f {paths[0]}  (--apply does it, in order)")
+        return items
+    namespace = ["--namespace", settings.namespace]
+    for item, path in zip(items, paths):
+        _say(
+            _run(["kubectl", "apply", *namespace, "-f", str(path)], f"applying {path.name}").strip()
+        )
+        kind = "acjob" if item.kind == "AscendJob" else "job"
+        if item.kind == "Job" and item is not items[-1]:
+            _say(f"waiting for job/{item.object_name} to complete (kubectl wait)")
+            _run(
+                [
+                    "kubectl", "wait", *namespace, "--for=condition=complete",
+                    f"--timeout={settings.wait_timeout}", f"job/{item.object_name}",
+                ],
+                f"waiting for {item.name}",
+            )  # fmt: skip
+    _say(
+        f"follow it: kubectl get {kind} {items[-1].object_name} -n {settings.namespace}; "
+        f"kubectl logs -n {settings.namespace} -l zoobox/run={plan.run_id} --all-containers"
+    )
+    return items

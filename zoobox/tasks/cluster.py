@@ -12,13 +12,13 @@ COMMON_HELP = {
     "target": "RECIPE.all, RECIPE.STAGE (inference up to it) or RECIPE.train",
     "nodes": "hosts to run on",
     "devices-per-node": "NPUs each host gives the run",
-    "artifacts": "the shared artifacts folder (NFS, a ReadWriteMany volume): required",
+    "artifacts": "the shared artifacts folder (NFS, a ReadWriteMany volume), as this host "
+    "sees it: required",
     "data": "dataset root, as the hosts see it",
     "backend": "torchscript | onnxruntime | aie | om (auto: the recipe's NPU backend)",
     "random-init": "with no checkpoint given, start from a seeded random init",
     "limit": "only N images",
     "param": "any recipe parameter, key=value (repeatable)",
-    "dry": "print what would be written and submitted; write and submit nothing",
 }
 
 
@@ -57,7 +57,9 @@ def _settings(c) -> dict:
     positional=["target"],
     iterable=["param"],
     help=dict(
-        COMMON_HELP, partition="Slurm partition (default: the configured one, else Slurm's default)"
+        COMMON_HELP,
+        partition="Slurm partition (default: the configured one, else Slurm's default)",
+        dry="print the batch scripts; write and submit nothing",
     ),
 )
 def slurm(
@@ -95,5 +97,59 @@ def slurm(
             configured["partition"] = partition
         settings = SlurmSettings(**{k: v for k, v in configured.items() if v is not None})
         return submit_slurm(plan, settings, dry=dry)
+
+    return main_guard(go)
+
+
+@task(
+    positional=["target"],
+    iterable=["param"],
+    help=dict(
+        {k: v for k, v in COMMON_HELP.items() if k not in ("data", "dry")},
+        claim="PersistentVolumeClaim of the shared artifacts folder (default: configured)",
+        registry="registry the images were pushed to (invoke images.build --push)",
+        apply="kubectl apply the manifests (inference: each Job after the one before)",
+    ),
+)
+def k8s(
+    c,
+    target,
+    nodes=1,
+    devices_per_node=1,
+    artifacts=None,
+    backend=None,
+    random_init=False,
+    limit=None,
+    param=None,
+    claim=None,
+    registry=None,
+    apply=False,
+):
+    """Write the run's Kubernetes manifests into the shared folder (MindCluster).
+
+    Training: an AscendJob (Master + Workers, Volcano gang scheduling, Ascend 910s).
+    Inference: a prepare Job, an Indexed Job with one completion per shard (Ascend 310P),
+    then the finish Job (merge, evaluate, report). --artifacts is this host's mount of
+    the claim; pods mount it at zoobox.cluster.k8s.mount (default /artifacts).
+    """
+    from zoobox.core.errors import main_guard
+
+    def go():
+        from zoobox.cluster.k8s import K8sSettings
+        from zoobox.cluster.submit import submit_k8s
+
+        configured = dict(_settings(c).get("k8s") or {})
+        for key, value in (("claim", claim), ("registry", registry)):
+            if value:
+                configured[key] = value
+        settings = K8sSettings(**{k: v for k, v in configured.items() if v is not None})
+        plan = _plan(
+            c, target, nodes, devices_per_node, artifacts, None, backend, random_init, limit, param
+        )
+        local = plan.artifacts
+        # Pods see the claim and the dataset where the manifests mount them.
+        plan = plan.seen_from(settings.mount, settings.data_mount)
+        plan.unit_devices = 1  # one completion (one pod, one NPU) per shard
+        return submit_k8s(plan, settings, local, apply=apply)
 
     return main_guard(go)
