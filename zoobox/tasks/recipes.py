@@ -22,6 +22,15 @@ HELP = {
     "force": "rerun this stage (with `all`: every stage) even if up to date",
     "dry": "print the plan and the exact commands; run nothing",
 }
+# The train task's flags for several hosts (the seed's train_performance_multinodes.sh);
+# each is the recipe parameter of the same name (docs/multihost.md).
+TRAIN_HELP = {
+    "nnodes": "hosts taking part (else NNODES / WORLD_SIZE; default 1)",
+    "node-rank": "this host's index, 0 on the master (else NODE_RANK / RANK)",
+    "master-addr": "node 0's address (else MASTER_ADDR)",
+    "master-port": "node 0's port (else MASTER_PORT; default 29500)",
+    "local-addr": "this host's own address the nodes talk over (else LOCAL_ADDR)",
+}
 
 
 def _stage_task(recipe_name: str, target: str | None, doc: str) -> Task:
@@ -40,6 +49,7 @@ def _stage_task(recipe_name: str, target: str | None, doc: str) -> Task:
         param=None,
         force=False,
         dry=False,
+        extra_params=None,
     ):
         from zoobox.tasks.run import run_recipe
 
@@ -49,6 +59,7 @@ def _stage_task(recipe_name: str, target: str | None, doc: str) -> Task:
             "limit": limit,
             "allow_random": True if random_init else None,
             "skip_bad": True if skip_bad else None,
+            **(extra_params or {}),
         }
         run_recipe(
             c,
@@ -67,7 +78,49 @@ def _stage_task(recipe_name: str, target: str | None, doc: str) -> Task:
 
     body.__doc__ = doc
     body.__name__ = target or "all"
+    _hide_last(body)  # extra_params: for the train task's own flags, not a flag itself
     return Task(body, name=target or "all", help=HELP, iterable=["param"], default=target is None)
+
+
+def _hide_last(function) -> None:
+    import inspect
+
+    parameters = list(inspect.signature(function).parameters.values())
+    function.__signature__ = inspect.Signature(parameters[:-1])
+
+
+def _train_task(recipe_name: str, doc: str) -> Task:
+    """The stage task plus the multi-host flags, which become recipe parameters."""
+    stage = _stage_task(recipe_name, "train", doc).body
+
+    def train(
+        c,
+        nnodes=None,
+        node_rank=None,
+        master_addr=None,
+        master_port=None,
+        local_addr=None,
+        **flags,
+    ):
+        hosts = {
+            "nnodes": nnodes,
+            "node_rank": node_rank,
+            "master_addr": master_addr,
+            "master_port": master_port,
+            "local_addr": local_addr,
+        }
+        return stage(c, extra_params=hosts, **flags)
+
+    import inspect
+
+    # invoke reads the flags from the signature: the stage task's, then the hosts' ones.
+    base = list(inspect.signature(stage).parameters.values())
+    extra = list(inspect.signature(train).parameters.values())[1:6]
+    train.__signature__ = inspect.Signature(base + extra)
+    train.__doc__ = doc
+    return Task(
+        train, name="train", help={**HELP, **TRAIN_HELP}, iterable=["param"], auto_shortflags=False
+    )
 
 
 _STAGE_DOCS = {
@@ -93,6 +146,9 @@ def recipe_collection(name: str) -> Collection:
     )
     for stage in recipe.stages:
         doc = _STAGE_DOCS.get(stage.name, f"Run the {stage.name} stage.")
+        if stage.name == "train" and "nnodes" in recipe.param_specs:
+            collection.add_task(_train_task(name, doc + " Runs what it needs first."))
+            continue
         collection.add_task(_stage_task(name, stage.name, doc + " Runs what it needs first."))
     return collection
 

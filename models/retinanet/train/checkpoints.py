@@ -139,6 +139,17 @@ def _candidates(work_dir):
     return files
 
 
+def read_checkpoint(path):
+    """The state in checkpoint `path` (chosen by the launcher), or a UserError."""
+    try:
+        state = _torch_load(path)
+    except Exception as error:  # damaged since the launcher read it: torch raises many types
+        raise UserError("cannot read checkpoint %s (%s)" % (path, error)) from None
+    if not (isinstance(state, dict) and "model" in state and "iteration" in state):
+        raise UserError("%s is not a training checkpoint" % path)
+    return state
+
+
 def load_latest(work_dir):
     """(path, state) of the newest readable checkpoint in `work_dir`, or (None, None).
 

@@ -4,12 +4,17 @@
         --devices 0,1,2,3,4,5,6,7 [--epochs 12] [--batch-size 8] [--lr 0.04|auto] \
         [--weights R-50.pkl] [--resume auto|yes|no] [--max-iters N] [--amp auto|on|off] \
         [--split train2017] [--limit N] [--eval] [--nnodes 2 --node-rank 0 \
-        --master-addr HOST --master-port 29500]
+        --master-addr HOST --local-addr THIS_HOST [--master-port 29500]]
 
 1. Reads COCO_ROOT/annotations/instances_<split>.json once (train2017: 450 MB of JSON)
    into a compact records file in the work folder, so the N processes do not each parse
    it; a dataset that is missing or wrong ends here with one line.
-2. Writes every resolved setting to OUT/train_config.json.
+2. On several nodes (nodes.py: flags, else the scheduler's variables), node 0 listens on
+   the master port while it prepares; the others reach it within --connect-timeout,
+   and node 0 checks that every node agrees and tells them which checkpoint the run
+   continues from, sending the file to a node that lacks it (handshake.py). On one node
+   the launcher picks that checkpoint itself. Then every setting goes to
+   OUT/train_config.json.
 3. Runs the workers: `python -m torch.distributed.run --nproc_per_node N ... -m
    models.retinanet.train.worker --config OUT/train_config.json` (N = the number of
    --devices on this node; --standalone on one node unless a master port is given; the
@@ -29,11 +34,14 @@ import hashlib
 import json
 import os
 import pickle
+import socket
 import subprocess
 import sys
 
 from models.retinanet.train import data as data_lib
-from models.retinanet.train import schedule
+from models.retinanet.train import device as device_lib
+from models.retinanet.train import handshake, schedule
+from models.retinanet.train import nodes as nodes_lib
 from models.retinanet.train import summary as summary_lib
 from models.retinanet.train import worker as worker_lib
 from zoostage import cli
@@ -111,7 +119,7 @@ def records_file(args, work_dir):
             payload = load_pickle(handle)
         return path, payload["stats"]
     records, stats = data_lib.load_split(args.data, args.split, args.limit)
-    tmp = "%s.tmp-%d" % (path, os.getpid())
+    tmp = "%s.tmp-%s-%d" % (path, socket.gethostname(), os.getpid())  # a shared folder
     with open(tmp, "wb") as handle:
         pickle.dump({"records": records, "stats": stats}, handle, protocol=4)
     os.replace(tmp, path)
@@ -135,12 +143,8 @@ def _check_args(args):
             )
     if args.weights and not os.path.isfile(args.weights):
         raise UserError("backbone weights file not found: %s" % args.weights)
-    if args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
-        raise UserError(
-            "need 0 <= --node-rank < --nnodes, not %d, %d" % (args.node_rank, args.nnodes)
-        )
-    if args.nnodes > 1 and not (args.master_addr and args.master_port):
-        raise UserError("training on %d nodes needs --master-addr and --master-port" % args.nnodes)
+    if args.connect_timeout <= 0:
+        raise UserError("--connect-timeout must be positive, not %s" % args.connect_timeout)
     if args.eval:
         from data_scripts.coco import layout
 
@@ -149,9 +153,13 @@ def _check_args(args):
             import pycocotools  # noqa: F401
         except ImportError:
             raise UserError("--eval needs pycocotools: pip install pycocotools") from None
+    return nodes_lib.resolve(
+        args.nnodes, args.node_rank, args.master_addr, args.master_port, args.local_addr,
+        nproc=len(parse_devices(args.devices)),
+    )  # fmt: skip
 
 
-def build_config(args):
+def build_config(args, nodes):
     work_dir = os.path.abspath(args.work_dir)
     if not os.path.isdir(work_dir):
         os.makedirs(work_dir)
@@ -193,23 +201,77 @@ def build_config(args):
         "eval_min_size": args.eval_min_size or data_lib.MIN_SIZE,
         "eval_max_size": args.eval_max_size or data_lib.MAX_SIZE,
         "eval_profile": args.eval_profile,
-        "nnodes": args.nnodes,
-        "node_rank": args.node_rank,
+        "nnodes": nodes.nnodes,
+        "node_rank": nodes.node_rank,
+        "local_addr": nodes.local_addr,
+        "cpu_bind": nodes_lib.resolve_cpu_bind(args.cpu_bind, device_lib.npu_present()),
     }
 
 
-def command(config_path, nproc, args):
+def resume_point(config):
+    """Node 0's choice: (path, iteration) of the checkpoint to continue from, or None.
+
+    --resume no: none (start_over removes the old files once every node agreed); auto:
+    the newest complete one if any; yes: it must exist.
+    """
+    from models.retinanet.train import checkpoints
+
+    work_dir, mode = config["work_dir"], config["resume"]
+    if mode == "no":
+        return None
+    path, state = checkpoints.load_latest(work_dir)
+    if state is None:
+        if mode == "yes":
+            raise UserError(
+                "--resume yes, but %s holds no complete checkpoint: run without --resume "
+                "(or with --resume auto) to start" % work_dir
+            )
+        return None
+    return path, int(state["iteration"])
+
+
+def start_over(config):
+    """--resume no on node 0: remove the work folder's checkpoints (after the agreement:
+    a refused start loses nothing)."""
+    from models.retinanet.train import checkpoints
+
+    removed = checkpoints.clear(config["work_dir"])
+    if removed:
+        print("--resume no: removed %d old checkpoint files" % len(removed))
+
+
+def agree_with_other_nodes(config, nodes, master, point, timeout):
+    """Several nodes: the handshake (handshake.py); the path this node resumes from."""
+    with open(config["records"], "rb") as handle:
+        records = load_pickle(handle)["records"]
+    mine = handshake.facts(
+        config, len(config["devices"]), nodes.nnodes, nodes.node_rank,
+        handshake.code_fingerprint(REPO), handshake.dataset_fingerprint(records),
+    )  # fmt: skip
+    if master is not None:
+        checkpoint = handshake.describe_checkpoint(*(point or (None, 0)))
+        master.agree(mine, checkpoint, config["work_dir"])
+        print("all %d nodes agree; starting" % nodes.nnodes)
+        return point[0] if point else None
+    checkpoint = handshake.join(nodes, mine, config["work_dir"], timeout, print)
+    if not checkpoint.get("name"):
+        return None
+    return os.path.join(config["work_dir"], checkpoint["name"])
+
+
+def command(config_path, nproc, nodes, port_given=False):
     """The argv that runs the workers on this node."""
     worker = ["-m", "models.retinanet.train.worker", "--config", config_path]
-    if nproc == 1 and args.nnodes == 1:
+    if nproc == 1 and nodes.nnodes == 1:
         return [sys.executable, *worker]
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
-    if args.nnodes > 1:
-        argv += ["--nnodes", str(args.nnodes), "--node_rank", str(args.node_rank)]
-        argv += ["--master_addr", str(args.master_addr), "--master_port", str(args.master_port)]
-    elif args.master_port:
-        argv += ["--master_addr", str(args.master_addr or "127.0.0.1")]
-        argv += ["--master_port", str(args.master_port)]
+    if nodes.nnodes > 1:
+        argv += ["--nnodes", str(nodes.nnodes), "--node_rank", str(nodes.node_rank)]
+        argv += ["--master_addr", str(nodes.master_addr)]
+        argv += ["--master_port", str(nodes.master_port)]
+    elif port_given:
+        argv += ["--master_addr", str(nodes.master_addr or "127.0.0.1")]
+        argv += ["--master_port", str(nodes.master_port)]
     else:
         argv += ["--standalone"]
     return argv + worker
@@ -232,8 +294,18 @@ def working_directory(fallback):
     return here if os.access(here, os.W_OK) else fallback
 
 
-def run_workers(argv, config, threads):
+# A scheduler's variables that would tell a lone worker (started without torchrun) that
+# it is one of many: torchrun sets its own for the workers it starts.
+_SCHEDULER_RANKS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                    "MASTER_PORT")  # fmt: skip
+
+
+def run_workers(argv, config, threads, extra_env=None):
     env = dict(os.environ)
+    if "torch.distributed.run" not in argv:
+        for name in _SCHEDULER_RANKS:
+            env.pop(name, None)
+    env.update(extra_env or {})
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env[worker_lib.LAUNCHED_ENV] = "1"
@@ -252,26 +324,53 @@ def run_workers(argv, config, threads):
             os.remove(error_file)
             raise UserError(message)
         # Not a UserError: the workers' own output says what failed; no launcher traceback.
+        again = "the same command" if config["nnodes"] == 1 else "the same commands on every node"
         sys.stderr.write(
-            "the training processes failed (exit code %d); see their output above. Checkpoints "
-            "already written in %s are kept: run again with --resume auto to continue\n"
-            % (code, config["work_dir"])
+            "error: the training processes on node %d failed (exit code %d); see their output "
+            "above. Checkpoints already written in %s are kept: run %s again (--resume auto) "
+            "to continue from the last complete one\n"
+            % (config["node_rank"], code, config["work_dir"], again)
         )
         sys.exit(code if code > 0 else 1)
 
 
 def main(args):
-    _check_args(args)
-    config = build_config(args)
+    nodes = _check_args(args)
+    master = None
+    if nodes.nnodes > 1:
+        sources = "".join(", %s from %s" % pair for pair in sorted(nodes.sources.items()))
+        print(
+            "node %d of %d: master %s port %d, local address %s on %s%s"
+            % (nodes.node_rank, nodes.nnodes, nodes.master_addr, nodes.master_port,
+               nodes.local_addr, nodes.interface, sources)
+        )  # fmt: skip
+        if nodes.node_rank == 0:  # listening while it prepares: the others may come first
+            master = handshake.Master(nodes, args.connect_timeout).open()
+    try:
+        config = build_config(args, nodes)
+        point = resume_point(config) if nodes.node_rank == 0 else None
+        if nodes.nnodes > 1:
+            resume_from = agree_with_other_nodes(config, nodes, master, point, args.connect_timeout)
+        else:
+            resume_from = point[0] if point else None
+    finally:
+        if master is not None:
+            master.sock.close()
+    if nodes.node_rank == 0 and config["resume"] == "no":
+        start_over(config)
+    config["resume_from"] = resume_from
     config_path = os.path.join(config["out"], CONFIG_FILE)
     cli.write_json(config_path, config)
     nproc = len(config["devices"])
-    run_workers(command(config_path, nproc, args), config, args.threads)
+    argv = command(config_path, nproc, nodes, port_given=args.master_port is not None)
+    run_workers(
+        argv, config, args.threads, nodes_lib.worker_environment(nodes, args.connect_timeout)
+    )
     summary_path = os.path.join(config["out"], worker_lib.SUMMARY_FILE)
-    if args.node_rank != 0:
+    if nodes.node_rank != 0:
         cli.write_json(
             summary_path,
-            {"node_rank": args.node_rank, "note": "node 0 writes model_final.pth and train.json"},
+            {"node_rank": nodes.node_rank, "note": "node 0 writes model_final.pth and train.json"},
         )
         return
     if not os.path.isfile(summary_path):
@@ -282,7 +381,7 @@ def main(args):
     summary["dataset"] = config["dataset"]
     summary["published"] = published or None
     summary["comparison"] = summary_lib.compare(summary, published) if published else []
-    summary["command"] = _quote(command(config_path, nproc, args))
+    summary["command"] = _quote(argv)
     cli.write_json(summary_path, summary)
     final = summary.get("final_loss") or {}
     print(
@@ -359,10 +458,19 @@ def build_parser():
         choices=("seed", "upstream"),
         help="the inference recipe's profile the evaluation follows (seed)",
     )
-    add("--nnodes", type=int, default=1, help="machines taking part (default 1)")
-    add("--node-rank", type=int, default=0, help="this machine's index (default 0)")
-    add("--master-addr", help="address of node 0 (several nodes)")
-    add("--master-port", type=int, help="port on node 0 (several nodes)")
+    # Several nodes (nodes.py): a flag not given is read from the scheduler's variables.
+    add("--nnodes", type=int, help="machines taking part (else NNODES / WORLD_SIZE; 1)")
+    add("--node-rank", type=int, help="this machine's index (else NODE_RANK / RANK; 0)")
+    add("--master-addr", help="address of node 0 (else MASTER_ADDR)")
+    add("--master-port", type=int, help="port on node 0 (else MASTER_PORT; 29500)")
+    add("--local-addr", help="this host's address the nodes talk over (else LOCAL_ADDR)")
+    add(
+        "--connect-timeout",
+        type=float,
+        default=nodes_lib.DEFAULT_CONNECT_TIMEOUT,
+        help="seconds to reach node 0 / wait for the others; HCCL_CONNECT_TIMEOUT (300)",
+    )
+    add("--cpu-bind", default="auto", help="each rank on its own cores: auto (NPU hosts), on, off")
     add("--recipe", help="recipe.yaml with the published training numbers (published_train)")
     return parser
 

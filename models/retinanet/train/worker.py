@@ -12,9 +12,10 @@ into a compact records file). Per process, `train`:
    (backbone.py: the ImageNet backbone when given, else a random init whose FrozenBN
    statistics are calibrated on the first step's images), stem and res2 frozen, SGD and
    the 1x schedule (schedule.py), the float16 loss scaler when mixed precision is on;
-3. resume from the work folder's newest checkpoint (model, optimizer, schedule, scaler,
-   RNG states, iteration, loss log), after checking it was made with the same data,
-   batch, devices and schedule (checkpoints.py);
+3. resume from the checkpoint the launcher chose (node 0's newest complete one, present
+   on every node: `resume_from`) with its model, optimizer, schedule, scaler, RNG states,
+   iteration and loss log, after checking it was made with the same data, batch, devices
+   and schedule (checkpoints.py);
 4. DistributedDataParallel when there are several processes (gradients averaged);
 5. the loop (trainer.py: one step at a time) and its hooks (hooks.py): the lr schedule,
    the loss log and images/s, checkpoints, model_final.pth, the ranks' agreement at the
@@ -23,7 +24,7 @@ into a compact records file). Per process, `train`:
 6. rank 0 writes OUT/train.json.
 
 A UserError in any rank is written to OUT/.error (first one wins) so the launcher can end
-with its one line.
+with its one line; so is, on several nodes, a lost connection to another node's processes.
 """
 
 import argparse
@@ -114,26 +115,18 @@ def build_network(config, device, dataset, plan):
     return model, notes, frozen
 
 
-def resume(config, parts, current, rank, distributed):
-    """Continue from the work folder's newest checkpoint: (iteration, history, facts)."""
+def resume(config, parts, current, rank):
+    """Continue from the checkpoint the launcher chose, if any: (iteration, history, facts).
+
+    launch.py decides (node 0's newest complete checkpoint, or none with --resume no) and
+    makes sure every node holds that very file, so every rank starts at one iteration.
+    """
     from models.retinanet.train import checkpoints
 
-    work_dir, mode = config["work_dir"], str(config.get("resume", "auto")).lower()
-    if mode == "no":
-        if rank == 0 and os.path.isdir(work_dir):
-            removed = checkpoints.clear(work_dir)
-            if removed:
-                hook_lib.say("--resume no: removed %d old checkpoint files" % len(removed))
-        device_lib.barrier(distributed)
+    path = config.get("resume_from")
+    if not path:
         return 0, [], None
-    path, state = checkpoints.load_latest(work_dir)
-    if state is None:
-        if mode == "yes":
-            raise UserError(
-                "--resume yes, but %s holds no complete checkpoint: run without --resume "
-                "(or with --resume auto) to start" % work_dir
-            )
-        return 0, [], None
+    state = checkpoints.read_checkpoint(path)
     checkpoints.check_resumable(state.get("config", {}), current, path)
     parts["model"].load_state_dict(state["model"])
     parts["optimizer"].load_state_dict(state["optimizer"])
@@ -164,11 +157,29 @@ def wrap_distributed(model, device, device_type):
         )
 
 
+def bind_cores(local_rank, nproc, rank):
+    """This rank on its share of the cores, as the seed's `taskset -c A-B` per rank;
+    loader processes started later inherit it."""
+    from models.retinanet.train import nodes
+
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    ranges = nodes.cpu_ranges(os.sched_getaffinity(0), nproc)
+    if ranges is None:
+        if local_rank == 0:
+            hook_lib.say("note: fewer cores than processes here: no per-rank core binding")
+        return
+    os.sched_setaffinity(0, ranges[local_rank])
+    hook_lib.say("rank %d bound to cores %s" % (rank, nodes.range_text(ranges[local_rank])))
+
+
 def start_process(config):
     """Threads, device, process group and seeds of this rank: a namespace `run`."""
     import torch
 
     rank, world_size, local_rank = device_lib.dist_info()
+    if config.get("cpu_bind"):
+        bind_cores(local_rank, len(config.get("devices") or [0]), rank)
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     device_type = device_lib.resolve_device_type(config.get("device_type"))
@@ -213,9 +224,7 @@ def build_run(config, run):
         model=run.model, optimizer=run.optimizer, schedule=run.schedule, scaler=run.scaler,
         device_type=run.device_type,
     )  # fmt: skip
-    run.iteration, run.history, run.resumed = resume(
-        config, parts, run.current, run.rank, run.distributed
-    )
+    run.iteration, run.history, run.resumed = resume(config, parts, run.current, run.rank)
     return run
 
 
@@ -367,6 +376,25 @@ def write_error(out, message):
         handle.write(message)
 
 
+# What the collective backends say when a peer process or its host went away.
+_LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+              "timed out", "Timed out", "Connection refused", "NCCL", "HCCL", "hccl")  # fmt: skip
+
+
+def lost_peer(error):
+    return any(text in str(error) for text in _LOST_PEER)
+
+
+def lost_peer_message(config, error):
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (
+        "node %d lost the connection to another node's training processes (%s): a node "
+        "died or the network between the nodes failed. Checkpoints in %s are kept: run the "
+        "same commands on every node again to continue from the last complete one"
+        % (int(config.get("node_rank") or 0), first[:200], config["work_dir"])
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="train_config.json from launch.py")
@@ -381,6 +409,10 @@ def main(argv=None):
         if not os.environ.get(LAUNCHED_ENV):  # else the launcher prints it, once
             sys.stderr.write("error: %s\n" % message)
         sys.exit(USER_ERROR_EXIT)
+    except RuntimeError as error:
+        if int(config.get("nnodes") or 1) > 1 and lost_peer(error):
+            write_error(config["out"], lost_peer_message(config, error))
+        raise
     if summary is not None:
         from zoostage import cli
 
