@@ -110,3 +110,78 @@ def test_retinaface_inference_sharded_over_both_nodes_equals_one_host(cluster, t
     assert metrics == expected
     timing = json.loads((infer / "timing.json").read_text())
     assert timing["shards"] == 4 and timing["images"] == 6
+
+
+TRAIN_PARAMS = {
+    "train_split": "val2017",
+    "epochs": 4,  # 4 images, 1 per process and step: 1 step an epoch
+    "train_batch_size": 1,
+    "lr": 0.005,
+    "warmup_iters": 2,
+    "steps": "100",
+    "train_min_size": 96,
+    "train_max_size": 96,
+    "train_workers": 0,
+    "train_device": "cpu",
+    "train_threads": 1,
+    "log_every": 1,
+    "checkpoint_epochs": 0,
+    "checkpoint_every": 2,
+}
+
+
+def _param_flags(params):
+    flags = []
+    for key, value in params.items():
+        flags += ["--param", f"{key}={value}"]
+    return flags
+
+
+def _weights(artifacts):
+    import torch
+
+    return torch.load(str(artifacts / "retinanet" / "train" / "model_final.pth"))
+
+
+def test_retinanet_training_on_two_nodes_equals_one_host_four_processes(cluster, tmp_path):
+    """`invoke cluster.slurm retinanet.train --nodes 2 --devices-per-node 2`: srun starts
+    one zoobox training node per host, 2 gloo processes each; the model equals a one-host
+    4-process run's within 1e-4 (relative to each tensor's largest value)."""
+    pytest.importorskip("torch")
+    from data_scripts.coco.sample import make_sample
+
+    data = tmp_path / "coco"
+    make_sample(str(data), images=4, seed=0)
+    env = dict(cluster.env(), OMP_NUM_THREADS="1")
+    one_host = tmp_path / "one-host"
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "retinanet.train", "--runner", "host",
+         "--artifacts", str(one_host), "--data", str(data), "--devices", "0,1,2,3",
+         *_param_flags(TRAIN_PARAMS)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    shared = tmp_path / "shared"
+    done = _invoke(
+        cluster,
+        "cluster.slurm", "retinanet.train", "--nodes", "2", "--devices-per-node", "2",
+        "--artifacts", str(shared), "--data", str(data), *_param_flags(TRAIN_PARAMS),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (job,) = _job_ids(done.stdout)
+    cluster.wait_job(job, timeout=900)
+    run_dir = next((shared / "retinanet" / "cluster").iterdir())
+    log = "\n".join(p.read_text() for p in sorted((run_dir / "logs").glob("*.out")))
+    assert (shared / "retinanet" / "train" / "model_final.pth").is_file(), log + cluster.logs()
+    # Both hosts took part, each as the node Slurm numbered it.
+    for rank in (0, 1):
+        assert f"training node {rank} of 2 (slurm)" in log, log
+    summary = json.loads((shared / "retinanet" / "train" / "train.json").read_text())
+    assert summary["world_size"] == 4 and summary["ranks_identical"]
+    got, want = _weights(shared), _weights(one_host)
+    assert got.keys() == want.keys()
+    for key in want:
+        a, b = got[key].double(), want[key].double()
+        scale = b.abs().max().clamp(min=1e-12)
+        assert float((a - b).abs().max() / scale) <= 1e-4, key

@@ -136,12 +136,17 @@ def make_plan(
             raise UserError(f"{name} must be a whole number >= 1, not {value!r}")
     params = dict(params or {})
     resolved = resolve_params(recipe, params)  # a bad --param stops here, nothing written
-    if backend in (None, "", "auto"):
+    auto = backend in (None, "", "auto")
+    if auto:
         # Every job of the run must run the same backend: cluster hosts are NPU hosts.
         backend = recipe.backends.get("npu") or "auto"
     if stage == "train":
         kind, shard_stage = "train", None
         npu = str(resolved.get("train_device", "npu")) != "cpu"
+        if auto and not npu:
+            # Training on CPU processes (train_device=cpu): no NPU backend to ask for.
+            cpu = recipe.backends.get("cpu") or ["torchscript"]
+            backend = cpu[0] if isinstance(cpu, list) else cpu
     else:
         names = recipe.upstream(stage) if stage else recipe.default_stages
         sharded = [n for n in names if recipe.stage(n).shard]
