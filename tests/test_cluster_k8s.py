@@ -247,3 +247,126 @@ def test_inference_pods_run_here_equal_one_host(tmp_path):
     assert metrics == json.loads((one_host.stage_dir("evaluate") / "metrics.json").read_text())
     assert json.loads((infer / "timing.json").read_text())["shards"] == 4
     assert (shared / "retinaface" / "report" / "summary.json").is_file()
+
+
+TRAIN_PARAMS = {
+    "train_split": "val2017",
+    "epochs": 4,
+    "train_batch_size": 1,
+    "lr": 0.005,
+    "warmup_iters": 2,
+    "steps": "100",
+    "train_min_size": 96,
+    "train_max_size": 96,
+    "train_workers": 0,
+    "train_device": "cpu",
+    "train_threads": 1,
+    "log_every": 1,
+    "checkpoint_epochs": 0,
+    "checkpoint_every": 2,
+}
+
+
+@pytest.fixture
+def two_pods():
+    """Two network namespaces joined by a veth pair: the Master's and the Worker's pod
+    networks ({"names": [...], "addrs": [...]}); deleted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("making network namespaces needs root")
+    tag = f"zk{os.getpid()}"
+    names, links = [f"{tag}m", f"{tag}w"], [f"{tag}vm", f"{tag}vw"]
+    base = 16 * (1 + os.getpid() % 14)
+    addrs = [f"192.0.2.{base + 1}", f"192.0.2.{base + 2}"]
+
+    def ip(*args):
+        return subprocess.run(["ip", *args], capture_output=True, text=True)
+
+    try:
+        for name in names:
+            made = ip("netns", "add", name)
+            if made.returncode:
+                pytest.skip(f"cannot make a network namespace here: {made.stderr.strip()}")
+        steps = [["link", "add", links[0], "type", "veth", "peer", "name", links[1]]]
+        for name, link, addr in zip(names, links, addrs):
+            steps += [
+                ["link", "set", link, "netns", name],
+                ["-n", name, "link", "set", "lo", "up"],
+                ["-n", name, "addr", "add", f"{addr}/28", "dev", link],
+                ["-n", name, "link", "set", link, "up"],
+            ]
+        for step in steps:
+            done = ip(*step)
+            assert done.returncode == 0, (step, done.stderr)
+        yield {"names": names, "addrs": addrs}
+    finally:
+        for name in names:
+            for pid in ip("netns", "pids", name).stdout.split():
+                try:
+                    os.kill(int(pid), 9)
+                except OSError:
+                    pass
+            ip("netns", "del", name)
+
+
+@pytest.mark.slow
+def test_ascendjob_pods_run_here_in_two_networks_equal_one_host(two_pods, tmp_path):
+    """The AscendJob's Master and Worker containers, each in its own network namespace
+    with the variables Ascend Operator injects (MASTER_ADDR = the master's address,
+    MASTER_PORT = its ascendjob-port, WORLD_SIZE = NPUs of the job, RANK = node rank) and
+    POD_IP: 2 gloo processes each; the model equals a one-host 4-process run's (1e-4)."""
+    torch = pytest.importorskip("torch")
+    from data_scripts.coco.sample import make_sample
+    from tests.conftest import REPO
+    from zoobox.cluster.k8s import manifests
+    from zoobox.cluster.plan import write_plan
+
+    data = tmp_path / "coco"
+    make_sample(str(data), images=4, seed=0)
+    one_host = tmp_path / "one-host"
+    flags = [f for k, v in TRAIN_PARAMS.items() for f in ("--param", f"{k}={v}")]
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "retinanet.train", "--runner", "host",
+         "--artifacts", str(one_host), "--data", str(data), "--devices", "0,1,2,3", *flags],
+        cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    shared = tmp_path / "shared"
+    settings = _settings(mount=str(shared), data_mount=str(data), python=sys.executable)
+    plan = _plan("retinanet.train", 2, 2, shared, data, **TRAIN_PARAMS)
+    plan = plan.seen_from(settings.mount, settings.data_mount)
+    write_plan(plan)
+    (job,) = manifests(plan, settings)
+    replicas = job.body["spec"]["replicaSpecs"]
+    master = two_pods["addrs"][0]
+    running = []
+    for rank, (role, netns, addr) in enumerate(
+        zip(("Master", "Worker"), two_pods["names"], two_pods["addrs"])
+    ):
+        (container,) = replicas[role]["template"]["spec"]["containers"]
+        port = container["ports"][0]["containerPort"]
+        operator = {
+            "MASTER_ADDR": master,
+            "MASTER_PORT": str(port),
+            "WORLD_SIZE": "4",
+            "RANK": str(rank),
+            "LOCAL_WORLD_SIZE": "2",
+            "REPLICA_TYPE": role,
+            "POD_IP": addr,
+        }
+        running.append(_run_container(container, operator, netns=netns))
+    outputs = [_finish(process) for process in running]
+    assert "training node 1 of 2 (ascend-operator)" in outputs[1], outputs[1]
+    summary = json.loads((shared / "retinanet" / "train" / "train.json").read_text())
+    assert summary["world_size"] == 4 and summary["ranks_identical"]
+
+    def weights(artifacts):
+        return torch.load(str(artifacts / "retinanet" / "train" / "model_final.pth"))
+
+    got, want = weights(shared), weights(one_host)
+    assert got.keys() == want.keys()
+    for key in want:
+        a, b = got[key].double(), want[key].double()
+        scale = b.abs().max().clamp(min=1e-12)
+        assert float((a - b).abs().max() / scale) <= 1e-4, key
