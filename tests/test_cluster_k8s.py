@@ -247,6 +247,23 @@ def test_inference_pods_run_here_equal_one_host(tmp_path):
     assert metrics == json.loads((one_host.stage_dir("evaluate") / "metrics.json").read_text())
     assert json.loads((infer / "timing.json").read_text())["shards"] == 4
     assert (shared / "retinaface" / "report" / "summary.json").is_file()
+    # The merged output is recorded as the one-host engine would record it: a one-host
+    # run on the same folder, same inputs, finds every stage up to date.
+    again = build_engine(
+        settings_from({"zoobox": {"echo": False}}),
+        "retinaface",
+        data=str(data),
+        artifacts=str(shared),
+        runner="host",
+        backend="torchscript",
+        devices="0",
+        params=params,
+        dry=True,
+    ).run()
+    assert {p.name: p.action for p in again.plans} == {
+        name: "skip"
+        for name in ("weights", "data", "export", "compile", "infer", "evaluate", "report")
+    }
 
 
 TRAIN_PARAMS = {
