@@ -322,3 +322,12 @@ def test_k8s_apply_applies_each_job_after_the_one_before_completed(tmp_path, mon
     assert calls[1].endswith(f"job/{names[0]}") and "--for=condition=complete" in calls[1]
     assert calls[3].endswith(f"job/{names[1]}")
     assert calls[4].endswith("finish.yaml")
+
+
+def test_an_unknown_cluster_setting_is_one_line():
+    from zoobox.cluster.slurm import SlurmSettings
+    from zoobox.tasks.cluster import _dataclass_from
+
+    with pytest.raises(UserError, match="unknown setting zoobox.cluster.slurm.gress"):
+        _dataclass_from(SlurmSettings, {"gress": "npu"}, "zoobox.cluster.slurm")
+    assert _dataclass_from(SlurmSettings, {"gres": "davinci", "time": None}, "x").gres == "davinci"

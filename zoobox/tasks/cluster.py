@@ -47,6 +47,22 @@ def _plan(c, target, nodes, devices_per_node, artifacts, data, backend, random_i
     )
 
 
+def _dataclass_from(cls, values: dict, where: str):
+    """Settings from invoke.yaml: an unknown key is one line, not a traceback."""
+    import dataclasses
+
+    from zoobox.core.errors import UserError
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(
+            f"unknown setting {where}.{unknown[0]} in invoke.yaml: known are "
+            + ", ".join(sorted(known))
+        )
+    return cls(**{k: v for k, v in values.items() if v is not None})
+
+
 def _settings(c) -> dict:
     from zoobox.run.session import settings_from
 
@@ -95,7 +111,7 @@ def slurm(
         configured = dict(_settings(c).get("slurm") or {})
         if partition:
             configured["partition"] = partition
-        settings = SlurmSettings(**{k: v for k, v in configured.items() if v is not None})
+        settings = _dataclass_from(SlurmSettings, configured, "zoobox.cluster.slurm")
         return submit_slurm(plan, settings, dry=dry)
 
     return main_guard(go)
@@ -142,7 +158,7 @@ def k8s(
         for key, value in (("claim", claim), ("registry", registry)):
             if value:
                 configured[key] = value
-        settings = K8sSettings(**{k: v for k, v in configured.items() if v is not None})
+        settings = _dataclass_from(K8sSettings, configured, "zoobox.cluster.k8s")
         plan = _plan(
             c, target, nodes, devices_per_node, artifacts, None, backend, random_init, limit, param
         )
