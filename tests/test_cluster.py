@@ -328,6 +328,6 @@ def test_an_unknown_cluster_setting_is_one_line():
     from zoobox.cluster.slurm import SlurmSettings
     from zoobox.tasks.cluster import _dataclass_from
 
-    with pytest.raises(UserError, match="unknown setting zoobox.cluster.slurm.gress"):
+    with pytest.raises(UserError, match=r"unknown setting zoobox\.cluster\.slurm\.gress"):
         _dataclass_from(SlurmSettings, {"gress": "npu"}, "zoobox.cluster.slurm")
     assert _dataclass_from(SlurmSettings, {"gres": "davinci", "time": None}, "x").gres == "davinci"
