@@ -105,7 +105,6 @@ def _container(plan, settings, name, image, args, resource=None, count=0, extra_
     env = [
         {"name": "PYTHONPATH", "value": str(plan.code_dir)},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "OMP_NUM_THREADS", "value": "1"},
         *extra_env,
     ]
     container = {
