@@ -331,3 +331,12 @@ def test_an_unknown_cluster_setting_is_one_line():
     with pytest.raises(UserError, match=r"unknown setting zoobox\.cluster\.slurm\.gress"):
         _dataclass_from(SlurmSettings, {"gress": "npu"}, "zoobox.cluster.slurm")
     assert _dataclass_from(SlurmSettings, {"gres": "davinci", "time": None}, "x").gres == "davinci"
+
+
+def test_k8s_refuses_a_recipe_whose_stage_image_cannot_run_the_node_entry():
+    """RefineDet's .om inference runs in the atc env (Python 3.7); zoobox needs 3.9+."""
+    from zoobox.cluster.k8s import K8sSettings, manifests
+
+    plan = _plan("refinedet.all")
+    with pytest.raises(UserError, match=r"atc env runs Python 3\.7"):
+        manifests(plan, K8sSettings(claim="zb"))

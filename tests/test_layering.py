@@ -17,7 +17,8 @@ from tests.conftest import REPO
 STAGE_SIDE = ("models", "data_scripts", "zoostage")
 # Host layers, lowest first; `dev` (podman for development machines) sits beside them and
 # may use core and hosts only; nothing of the product imports it but its own task.
-HOST_LAYERS = ("core", "hosts", "envs", "runners", "run", "jobs", "tasks")
+# `cluster` (past one host) drives the engine and the jobs on each host.
+HOST_LAYERS = ("core", "hosts", "envs", "runners", "run", "jobs", "cluster", "tasks")
 ALLOWED = {layer: set(HOST_LAYERS[: i + 1]) for i, layer in enumerate(HOST_LAYERS)}
 ALLOWED["dev"] = {"core", "hosts", "dev"}
 ALLOWED["tasks"].add("dev")

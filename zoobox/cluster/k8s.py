@@ -23,6 +23,7 @@ from pathlib import Path
 
 from zoobox.cluster.plan import ClusterPlan
 from zoobox.core.envspec import get_env
+from zoobox.core.errors import UserError
 from zoobox.core.recipe import load_recipe
 
 API_ASCEND = "mindxdl.gitee.com/v1"
@@ -58,7 +59,16 @@ class Manifest:
 
 
 def image_for(env_name: str, settings: K8sSettings) -> str:
-    image = get_env(env_name).image
+    """The env's image; refused when its Python cannot run zoobox's node entry (3.9+)."""
+    spec = get_env(env_name)
+    version = tuple(int(part) for part in str(spec.python or "3.9").split(".")[:2])
+    if version < (3, 9):
+        raise UserError(
+            f"the {env_name} env runs Python {spec.python}, and a pod runs zoobox's node "
+            "entry (Python 3.9+) in its stage's image: run this recipe with "
+            "`invoke cluster.slurm`, whose nodes use their own python3"
+        )
+    image = spec.image
     return f"{settings.registry.rstrip('/')}/{image}" if settings.registry else image
 
 
