@@ -340,3 +340,21 @@ def test_k8s_refuses_a_recipe_whose_stage_image_cannot_run_the_node_entry():
     plan = _plan("refinedet.all")
     with pytest.raises(UserError, match=r"atc env runs Python 3\.7"):
         manifests(plan, K8sSettings(claim="zb"))
+
+
+def test_a_failed_sbatch_cancels_the_jobs_already_submitted(tmp_path):
+    tools = _fake_tools(tmp_path / "bin")
+    # The second sbatch fails; scancel records what it was asked to cancel.
+    (tools / "sbatch").write_text(
+        "#!/bin/sh\nPATH=/usr/bin:/bin\n"
+        f'echo "$@" >> {tools}/calls.txt\n'
+        f"n=$(wc -l < {tools}/calls.txt)\n"
+        'if [ "$n" = 2 ]; then echo "sbatch: error: Batch job submission failed" >&2; exit 1; fi\n'
+        'echo "$((100 + n))"\n'
+    )
+    (tools / "scancel").write_text(f'#!/bin/sh\necho "$@" > {tools}/cancelled.txt\n')
+    (tools / "scancel").chmod(0o755)
+    done = _invoke(tmp_path, "cluster.slurm", "retinaface.all", "--nodes", 2,
+                   "--artifacts", tmp_path / "shared", path=tools)  # fmt: skip
+    _one_error_line(done, "submitting shards failed", "cancelled the jobs already submitted (101)")
+    assert (tools / "cancelled.txt").read_text().split() == ["101"]

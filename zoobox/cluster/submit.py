@@ -88,7 +88,16 @@ def submit_slurm(plan: ClusterPlan, settings, dry: bool = False) -> list[str]:
         if ids:
             argv.append(f"--dependency=afterok:{ids[-1]}")
         argv.append(str(script.path))
-        job = _run(argv, f"submitting {script.name}").strip().split(";")[0]
+        try:
+            job = _run(argv, f"submitting {script.name}").strip().split(";")[0]
+        except UserError as error:
+            if ids:
+                # The jobs before it would run for nothing (or wait forever): cancel them.
+                subprocess.run(["scancel", *ids], capture_output=True)
+                raise UserError(
+                    f"{error}; cancelled the jobs already submitted ({', '.join(ids)})"
+                ) from None
+            raise
         ids.append(job)
         _say(f"submitted {script.name}: job {job} ({script.path})")
     _say(
