@@ -33,7 +33,7 @@ from zoobox.core.artifacts import RecipeLock
 from zoobox.core.errors import UserError, main_guard
 
 PHASES = ("prepare", "shard", "finish", "train")
-DONE = "shard.done"
+DONE = ".done"  # shards/shard-I.done: shard I is complete
 
 
 def _say(text: str) -> None:
@@ -121,8 +121,9 @@ def shard(plan: ClusterPlan, index: int) -> None:
             raise
     for call, final in calls:
         shutil.rmtree(final, ignore_errors=True)
-        (call.out / DONE).write_text(" ".join(call.args) + "\n")
         os.replace(call.out, final)
+        # Beside the folder, not in it: the merge takes every file of a shard's folder.
+        final.with_name(final.name + DONE).write_text(" ".join(call.args) + "\n")
     _say(f"[{stage}] shards done: {', '.join(str(f) for _, f in calls)}")
 
 
@@ -134,7 +135,7 @@ def finish(plan: ClusterPlan) -> None:
 
     stage = plan.shard_stage
     folders = [plan.shard_dir(i) for i in range(plan.shards)]
-    missing = [f.name for f in folders if not (f / DONE).is_file()]
+    missing = [f.name for f in folders if not f.with_name(f.name + DONE).is_file()]
     if missing:
         raise UserError(
             f"{len(missing)} of {plan.shards} {stage} shards did not finish "
@@ -150,8 +151,6 @@ def finish(plan: ClusterPlan) -> None:
         merged = plan.run_dir / "merged"
         shutil.rmtree(merged, ignore_errors=True)
         merged.mkdir()
-        for folder in folders:
-            (folder / DONE).unlink()
         call = StageCall(
             plan.recipe,
             stage,
