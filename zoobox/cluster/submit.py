@@ -150,7 +150,8 @@ def submit_k8s(
     for path in paths:
         _say(f"wrote {path}")
     if not apply:
-        _say(f"apply with: kubectl apply -f {paths[0]}  (--apply does it, in order)")
+        order = ", then ".join(p.name for p in paths)
+        _say(f"not applied; --apply applies {order} (each Job once the one before completed)")
         return items
     namespace = ["--namespace", settings.namespace]
     for item, path in zip(items, paths):
