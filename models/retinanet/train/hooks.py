@@ -18,7 +18,6 @@ from models.retinanet.train.trainer import HookBase
 from zoostage.errors import UserError
 
 TIMING_SKIP = 5  # first iterations left out of the images/s (compilation, allocator warm-up)
-DIGEST_DIR = ".digests"
 FINAL_FILE = "model_final.pth"
 
 
@@ -209,44 +208,38 @@ class CheckpointHook(HookBase):
 
 
 class RankAgreementHook(HookBase):
-    """At the end every rank records a digest of its weights, then the process group
-    closes; rank 0 collects the digests (`digests`), so train.json says whether the
-    ranks ended identical."""
+    """At the end every rank's weights digest goes to rank 0 over the process group (so
+    also from other hosts, whatever folders they write), then the process group closes;
+    rank 0 keeps them (`digests`), so train.json says whether the ranks ended identical."""
 
     def __init__(self, model, out, rank, distributed):
         self.model = model
-        self.folder = os.path.join(out, DIGEST_DIR)
         self.rank = rank
         self.distributed = distributed
         self.digests = []
 
-    def before_train(self):
-        if self.rank == 0 and os.path.isdir(self.folder):  # left by an earlier run by hand
-            import shutil
-
-            shutil.rmtree(self.folder)
-        device_lib.barrier(self.distributed)
-
     def after_train(self):
         from models.retinanet.train import checkpoints
 
-        if not os.path.isdir(self.folder):
-            os.makedirs(self.folder, exist_ok=True)
-        with open(os.path.join(self.folder, "rank%d" % self.rank), "w") as handle:
-            handle.write(checkpoints.weights_digest(self.model.state_dict()))
-        device_lib.barrier(self.distributed)
-        if self.distributed:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-        if self.rank != 0:
+        digest = checkpoints.weights_digest(self.model.state_dict())
+        if not self.distributed:
+            self.digests = [digest]
             return
-        names = sorted(os.listdir(self.folder), key=lambda n: int(n[4:]))
-        for name in names:
-            with open(os.path.join(self.folder, name)) as handle:
-                self.digests.append(handle.read().strip())
-            os.remove(os.path.join(self.folder, name))
-        os.rmdir(self.folder)
+        import torch
+        import torch.distributed as dist
+
+        # The 32 bytes as 4 int64s on the model's device (hccl and nccl take no CPU
+        # tensors, gloo takes them; every backend gathers int64).
+        words = np.frombuffer(bytes.fromhex(digest), dtype="<i8").copy()
+        device = next(self.model.parameters()).device
+        mine = torch.from_numpy(words).to(device)
+        gathered = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, mine)
+        # Every rank past the gather before any closes its connections.
+        dist.barrier()
+        dist.destroy_process_group()
+        if self.rank == 0:
+            self.digests = [t.cpu().numpy().astype("<i8").tobytes().hex() for t in gathered]
 
 
 class EvalHook(HookBase):

@@ -323,10 +323,11 @@ def run_workers(argv, config, threads, extra_env=None):
                 message = handle.read().strip()
             os.remove(error_file)
             raise UserError(message)
-        # Not a UserError: the workers' own output says what failed; no launcher traceback.
+        # Not a UserError: the workers' own output says what failed, and the engine ends
+        # with its one `error:` line; no launcher traceback.
         again = "the same command" if config["nnodes"] == 1 else "the same commands on every node"
         sys.stderr.write(
-            "error: the training processes on node %d failed (exit code %d); see their output "
+            "the training processes on node %d failed (exit code %d); see their output "
             "above. Checkpoints already written in %s are kept: run %s again (--resume auto) "
             "to continue from the last complete one\n"
             % (config["node_rank"], code, config["work_dir"], again)

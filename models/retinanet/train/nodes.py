@@ -222,15 +222,23 @@ def interface_of(address, addresses=None):
     )
 
 
-def worker_environment(nodes, connect_timeout):
+# CANN's documented range for HCCL_CONNECT_TIMEOUT, seconds (zoobox/runners/npu.py too).
+HCCL_CONNECT_RANGE = (120, 7200)
+
+
+def worker_environment(nodes, connect_timeout, environ=None):
     """Variables the training processes need to talk across hosts (empty on one node
-    without --local-addr)."""
+    without --local-addr). An HCCL_CONNECT_TIMEOUT already set (by you, or the docker
+    runner's zoobox.docker.hccl_connect_timeout) is kept; else the connect timeout,
+    brought into CANN's range."""
+    environ = os.environ if environ is None else environ
     env = {}
     if nodes.local_addr:
         env["HCCL_IF_IP"] = nodes.local_addr  # HCCL: the host's own address
         env["GLOO_SOCKET_IFNAME"] = nodes.interface  # gloo: the interface holding it
-    if nodes.nnodes > 1:
-        env["HCCL_CONNECT_TIMEOUT"] = str(int(connect_timeout))
+    if nodes.nnodes > 1 and not environ.get("HCCL_CONNECT_TIMEOUT"):
+        low, high = HCCL_CONNECT_RANGE
+        env["HCCL_CONNECT_TIMEOUT"] = str(min(high, max(low, int(connect_timeout))))
     return env
 
 
