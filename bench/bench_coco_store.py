@@ -23,9 +23,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from data_scripts import store  # noqa: E402
 from data_scripts.coco import layout, prepare  # noqa: E402
 from tests.conftest import recipe_feed  # noqa: E402
+from zoostage import store  # noqa: E402
 
 FIXTURE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "coco-val2017-mini")
 SEED_BIN_BYTES = 1 * 3 * 1344 * 1344 * 4  # float32 NCHW, one image per .bin

@@ -4,8 +4,8 @@
 
 Random weights (seed 0): throughput does not depend on them. The model is exported to a
 temporary ONNX file first (opset 11, dynamic batch, as the export stage does); each
-engine then runs `--iterations` timed calls per batch size after one untimed call.
-Prints images/s of both engines and their ratio; numbers are only comparable within one
+backend then runs `--iterations` timed calls per batch size after one untimed call.
+Prints images/s of both backends and their ratio; numbers are only comparable within one
 run on one machine.
 """
 

@@ -1,6 +1,6 @@
 """RetinaNet R50-FPN on CPU: eager vs TorchScript (vs ONNX Runtime) at 1x3x1344x1344.
 
-Random weights (seeded). Every engine runs the dense model (cls_logits + box_deltas) and
+Random weights (seeded). Every backend runs the dense model (cls_logits + box_deltas) and
 the top-k one (export --outputs topk); calls are interleaved round by round so that load
 from other processes hits all of them alike. Prints milliseconds per image and ratios
 measured in this one run, the host postprocessing time per image for both output kinds,
@@ -136,7 +136,7 @@ def print_postprocess(outputs, size, iterations):
 
 
 def print_store_size(size):
-    store_bytes = size * size * 3  # uint8 HWC in data_scripts.store
+    store_bytes = size * size * 3  # uint8 HWC in zoostage.store
     seed_bytes = size * size * 3 * 4  # float32 CHW .bin, as the seed writes (21.7 MB at 1344)
     print(
         "preprocessed input per image: store uint8 %.2f MB vs seed float32 .bin %.2f MB "

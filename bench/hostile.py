@@ -1,16 +1,19 @@
-"""The hostile run's cases: how many are tried, how many pass, per item of issue 10.
+"""The hostile runs' cases: how many are tried, how many pass, per issue and item.
 
     python bench/hostile.py [-k EXPRESSION] [--junit FILE]
 
-Runs tests/test_hostile.py (each test, or each parametrized case, is one attack: a
+Runs tests/test_hostile*.py (each test, or each parametrized case, is one attack: a
 crafted dataset name, a planted checkpoint payload, a kill at a given moment, a full
-disk...) and prints one row per item, then "hostile cases: N tried, M passed". A case
+disk...) and prints one row per item of the issue that listed it (test_itemNN_...: the
+first hostile run, issue 10; test_iII_itemNN_...: issue II), then "hostile cases: N
+tried, M passed". A case
 skipped for a reason this machine gives (no small tmpfs, no export venv) is counted
 apart, with the reason. Nothing is asserted here: the tests do that.
 """
 
 import argparse
 import collections
+import glob
 import os
 import re
 import subprocess
@@ -19,17 +22,24 @@ import tempfile
 import xml.etree.ElementTree as ET
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.join("tests", "test_hostile.py")
-_ITEM = re.compile(r"^test_item(\d+)_")
+TESTS = sorted(
+    os.path.relpath(path, REPO)
+    for path in glob.glob(os.path.join(REPO, "tests", "test_hostile*.py"))
+)
+_ITEM = re.compile(r"^test_(?:i(\d+)_)?item(\d+)_")
+FIRST_RUN_ISSUE = 10  # test_itemNN_ without an issue: the first hostile run's
 
 
 def outcomes(junit_path):
-    """[(item number, case name, 'passed' | 'failed' | 'skipped', skip reason)]."""
+    """[((issue, item), case name, 'passed' | 'failed' | 'skipped', skip reason)]."""
     cases = []
     for case in ET.parse(junit_path).getroot().iter("testcase"):
         name = case.get("name", "")
         found = _ITEM.match(name)
-        item = int(found.group(1)) if found else 0
+        if found:
+            item = (int(found.group(1) or FIRST_RUN_ISSUE), int(found.group(2)))
+        else:
+            item = (0, 0)
         outcome, reason = "passed", ""
         if case.find("failure") is not None or case.find("error") is not None:
             outcome = "failed"
@@ -45,12 +55,14 @@ def summary(cases):
     by_item = collections.OrderedDict()
     for item, _, outcome, _ in sorted(cases):
         row = by_item.setdefault(item, collections.Counter())
-        row["tried" if outcome != "skipped" else "skipped"] += 1
-        row[outcome] += 1
-    lines = ["item  tried  passed  skipped"]
-    for item, row in by_item.items():
+        row[outcome] += 1  # passed, failed or skipped
+        if outcome != "skipped":
+            row["tried"] += 1
+    lines = ["issue  item  tried  passed  skipped"]
+    for (issue, item), row in by_item.items():
         lines.append(
-            "%4s  %5d  %6d  %7d" % (item or "-", row["tried"], row["passed"], row["skipped"])
+            "%5s  %4s  %5d  %6d  %7d"
+            % (issue or "-", item or "-", row["tried"], row["passed"], row["skipped"])
         )
     tried = sum(row["tried"] for row in by_item.values())
     passed = sum(row["passed"] for row in by_item.values())
@@ -69,7 +81,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         junit = args.junit or os.path.join(tmp, "hostile.xml")
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", TESTS]
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS]
         command += ["--junitxml", junit] + (["-k", args.expression] if args.expression else [])
         subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL)
         if not os.path.isfile(junit):

@@ -1,7 +1,7 @@
 """RetinaNet training learns: overfit 2 real COCO images until AP50 on them passes 0.5.
 
     python bench/overfit_retinanet.py [--size 160] [--first 30] [--every 10]
-        [--max-iters 150] [--lr 0.01] [--keep DIR]
+        [--max-iters 150] [--lr 0.01] [--profile seed|upstream] [--keep DIR]
 
 The evidence that training, export and inference form a working loop, through the
 commands a user runs:
@@ -12,11 +12,13 @@ commands a user runs:
 2. `invoke retinanet.train` from a random init (no ImageNet weights here: the worker
    calibrates its FrozenBN statistics on the first step), batch 2 (both images every
    step), images resized to --size on the short side, the seed's gradient clipping,
+   the --profile's training (seed, the default: first 40 boxes, fixed frames, static
+   loss scale 64 under float16),
    --lr with a 20-iteration warm-up; the stage's own evaluation (the inference recipe's
    data, postprocess and pycocotools) after --first iterations, then every --every more
    (each round resumes from the last checkpoint), until AP50 > 0.5 or --max-iters;
 3. `invoke retinanet.all --weights <the trained model_final.pth>`: weights, data,
-   export (TorchScript), infer, evaluate and report on the same two images, the seed
+   export (TorchScript), infer, evaluate and report on the same two images, the same
    profile; its AP50 is the one printed last.
 
 Prints the loss curve, the AP50 after each round, the iterations it took and the wall
@@ -84,6 +86,7 @@ def sizes(args):
 def train_params(args, stop):
     size = sizes(args)
     return {
+        "profile": args.profile,
         "train_split": "val2017",
         "train_batch_size": 2,
         "epochs": 100000,  # one step an epoch (2 images, batch 2): the run stops at max_iters
@@ -113,6 +116,7 @@ def main():
     parser.add_argument("--max-iters", type=int, default=150, help="give up after (150)")
     parser.add_argument("--lr", type=float, default=0.01, help="base lr (0.01)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's)")
+    parser.add_argument("--profile", default="seed", choices=("seed", "upstream"))
     parser.add_argument("--keep", help="work in this folder and keep it (default: a temp one)")
     args = parser.parse_args()
     if not os.path.isdir(FIXTURE):
@@ -123,7 +127,10 @@ def main():
         root, artifacts = os.path.join(work, "coco"), os.path.join(work, "artifacts")
         objects = make_root(root)
         print("images %s, objects (id, category, xywh): %s" % (list(IMAGES), objects))
-        print("sizes %s, lr %g, batch 2, random init" % (sizes(args), args.lr))
+        print(
+            "sizes %s, lr %g, batch 2, random init, profile %s"
+            % (sizes(args), args.lr, args.profile)
+        )
         stop, rounds, summary = args.first, [], None
         while True:
             invoke("retinanet.train", root, artifacts, train_params(args, stop))
@@ -142,7 +149,7 @@ def main():
                 % (entry["iter"], entry["loss"], entry["loss_cls"], entry["loss_box"])
             )
         final = os.path.join(artifacts, "retinanet", "train", "model_final.pth")
-        params = dict((k, v) for k, v in sizes(args).items())
+        params = dict(sizes(args), profile=args.profile)
         invoke("retinanet.all", root, artifacts, params, "--weights", final)
         with open(os.path.join(artifacts, "retinanet", "evaluate", "metrics.json")) as handle:
             metrics = json.load(handle)["metrics"]

@@ -66,9 +66,9 @@ def input_args(recipe: str) -> list:
 
 
 def recipe_feed(recipe: str) -> dict:
-    """The feed recipe (data_scripts.store.feed_spec) of a recipe's `input` block."""
-    from data_scripts.store import feed_spec
+    """The feed recipe (zoostage.store.feed_spec) of a recipe's `input` block."""
     from zoostage.recipe import load_recipe
+    from zoostage.store import feed_spec
 
     facts = load_recipe(recipe).input
     return feed_spec(facts["mean_bgr"], facts["std_bgr"], facts["pad"], facts["channels"])
@@ -127,7 +127,7 @@ def fake_torch_aie(monkeypatch):
     fake._enums = types.SimpleNamespace(
         PrecisionPolicy=types.SimpleNamespace(FP16="fp16-policy", FP32="fp32-policy")
     )
-    fake.Input = lambda shape: ("Input", shape)
+    fake.Input = lambda shape, dtype=None: ("Input", shape, dtype)
     fake.compile = compile_
     fake.set_device = lambda index: calls.setdefault("device", index)
     monkeypatch.setitem(sys.modules, "torch_aie", fake)

@@ -7,9 +7,9 @@ import pytest
 
 from zoobox.core.errors import UserError
 from zoobox.core.recipe import check_recipe, load_recipe
-from zoobox.hosts.probe import ContainerEngine, NpuHost
-from zoobox.run import speed
-from zoobox.run.choice import choose
+from zoobox.hosts.detect import ContainerEngine, NpuHost
+from zoobox.pipeline import speed
+from zoobox.pipeline.choice import choose
 
 NO_ENGINE = ContainerEngine(False, "not probed")
 BACKENDS = {"npu": "aie", "cpu": ["onnxruntime", "torchscript"]}
@@ -101,6 +101,7 @@ def test_recipe_may_list_cpu_backends_but_only_real_ones():
         check_recipe(broken)
 
 
+@pytest.mark.slow
 def test_probe_times_each_backend_on_the_recipes_network(monkeypatch, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")

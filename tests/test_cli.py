@@ -55,6 +55,7 @@ def test_missing_dataset_is_one_line_saying_how_to_get_it(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_corrupt_image_is_one_error_naming_the_file_and_keeps_earlier_artifacts(wider, tmp_path):
     data = tmp_path / "wider"
     shutil.copytree(wider, data)
@@ -82,6 +83,7 @@ def _checkpoint(path, state):
     return path
 
 
+@pytest.mark.slow
 def test_wrong_or_truncated_checkpoint_is_one_clear_line(wider, tmp_path):
     import torch
 

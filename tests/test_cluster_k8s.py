@@ -200,12 +200,12 @@ def test_inference_pods_run_here_equal_one_host(tmp_path):
     from data_scripts.widerface.sample import make_sample
     from zoobox.cluster.k8s import manifests
     from zoobox.cluster.plan import write_plan
-    from zoobox.run.session import build_engine, settings_from
+    from zoobox.pipeline.configure import build_pipeline, settings_from
 
     data = tmp_path / "wider"
     make_sample(str(data), events=2, per_event=3)
     params = {"allow_random": True, "input_size": 320}
-    one_host = build_engine(
+    one_host = build_pipeline(
         settings_from({"zoobox": {"echo": False}}),
         "retinaface",
         data=str(data),
@@ -249,7 +249,7 @@ def test_inference_pods_run_here_equal_one_host(tmp_path):
     assert (shared / "retinaface" / "report" / "summary.json").is_file()
     # The merged output is recorded as the one-host engine would record it: a one-host
     # run on the same folder, same inputs, finds every stage up to date.
-    again = build_engine(
+    again = build_pipeline(
         settings_from({"zoobox": {"echo": False}}),
         "retinaface",
         data=str(data),

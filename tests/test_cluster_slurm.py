@@ -64,12 +64,12 @@ def _predictions(folder):
 
 def test_retinaface_inference_sharded_over_both_nodes_equals_one_host(cluster, tmp_path):
     from data_scripts.widerface.sample import make_sample
-    from zoobox.run.session import build_engine, settings_from
+    from zoobox.pipeline.configure import build_pipeline, settings_from
 
     data = tmp_path / "wider"
     make_sample(str(data), events=2, per_event=3)
     params = {"allow_random": True, "input_size": 320}
-    one_host = build_engine(
+    one_host = build_pipeline(
         settings_from({"zoobox": {"echo": False}}),
         "retinaface",
         data=str(data),

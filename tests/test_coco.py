@@ -14,9 +14,9 @@ import sys
 import numpy as np
 import pytest
 
-from data_scripts import store
 from data_scripts.coco import evaluate, layout, prepare, sample
 from tests.conftest import input_args, recipe_feed
+from zoostage import store
 from zoostage.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -271,6 +271,7 @@ def prepared(tmp_path_factory):
     return root, out, data
 
 
+@pytest.mark.slow
 def test_seed_profile_prepares_the_seed_scripts_pixels(prepared, tmp_path):
     """--profile seed (the default): Retinanet_preprocess.py's size rule and
     cv2.resize(INTER_LINEAR) on the uint8 image (cv2.imread's), then the same feed."""

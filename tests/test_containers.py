@@ -22,8 +22,8 @@ import pytest
 from tests.conftest import REPO
 from zoobox.core.envspec import get_env
 from zoobox.dev import podman as devengine
-from zoobox.envs import images, locks
-from zoobox.hosts.probe import container_engine
+from zoobox.envs import image_build, locks
+from zoobox.hosts.detect import container_engine
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -436,7 +436,7 @@ def test_a_rebuild_from_the_same_lock_installs_the_same_set(engine_env, built, m
     and equal to the lock, every transitive package included."""
     monkeypatch.setenv("DOCKER_HOST", engine_env["DOCKER_HOST"])
     spec = get_env(REBUILT)
-    plan = images.plan_build(spec, no_cache=True)
+    plan = image_build.plan_build(spec, no_cache=True)
     tag = f"zoobox-test/{spec.name}-rebuild:{spec.hash[:12]}"
     argv = [tag if arg == spec.image else arg for arg in plan.argv]
     assert "--no-cache" in argv and tag in argv

@@ -82,7 +82,7 @@ def test_demo_on_real_photos_with_the_published_weights(
     published_retinaface, tmp_path, monkeypatch, capsys
 ):
     from zoobox.jobs.demo import run_demo
-    from zoobox.run.session import settings_from
+    from zoobox.pipeline.configure import settings_from
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     settings = settings_from(

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from data_scripts.store import Store, feed_spec, to_input, write_store
 from zoostage.backends import get_backend
 from zoostage.backends.harness import infer_store, summarize
 from zoostage.errors import UserError
+from zoostage.store import Store, feed_spec, to_input, write_store
 
 
 def test_summarize_hand_computed():
@@ -152,7 +152,7 @@ def test_aie_compile_asks_torch_aie_for_the_seed_settings(tmp_path, fake_torch_a
         precision="fp16",
         soc_version="Ascend310P3",
     )
-    assert calls["inputs"] == [("Input", (1, 3, 4, 4))]
+    assert calls["inputs"] == [("Input", (1, 3, 4, 4), torch.float)]  # as both seeds
     assert calls["precision_policy"] == "fp16-policy"
     assert calls["soc_version"] == "Ascend310P3"
     assert calls["device"] == 1 and calls["saved"] == str(tmp_path / "c.ts")

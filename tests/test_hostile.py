@@ -164,6 +164,7 @@ def test_item01_names_read_from_manifests_stay_inside_their_folder(tmp_path):
         fetch(str(tmp_path), "../w.pth", url="http://127.0.0.1:9/w.pth", cache=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_item10_wider_mat_with_an_empty_event_name_is_one_error_line(tmp_path):
     """10. `.mat` with an empty event name: IndexError."""
     root = _wider_sample(tmp_path / "wider", lambda ids: ["/" + ids[0].split("/")[1], *ids[1:]])
@@ -249,6 +250,7 @@ def _env_python(name):
     return str(cache.python(get_env(name)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env", ["host", "export", "atc"])
 def test_item02_planted_checkpoint_payload_is_refused(tmp_path, env):
     """2. Checkpoints can run code: with torch 1.10.1 (the export env: venv and image) a
@@ -322,8 +324,8 @@ def test_item03_every_backend_module_counts_for_every_stage_that_loads_backends(
 # -- items 4, 8, 17: what a stage's fingerprint covers, and the reason line ----------------
 def _toy_engine(tmp_path, data=None, **params):
     from zoobox.core.recipe import load_recipe_file
-    from zoobox.run.choice import Choice
-    from zoobox.run.engine import Engine, Options
+    from zoobox.pipeline.choice import Choice
+    from zoobox.pipeline.pipeline import Options, Pipeline
     from zoobox.runners.host import HostRunner
 
     data = data or tmp_path / "data"
@@ -334,7 +336,7 @@ def _toy_engine(tmp_path, data=None, **params):
         artifacts=tmp_path / "art", cache=tmp_path / "cache", data=data, params=params
     )
     recipe = load_recipe_file(REPO / "tests" / "toy" / "recipe.yaml")
-    return Engine(recipe, Choice("host", "torchscript", [0], "test"), HostRunner(), options)
+    return Pipeline(recipe, Choice("host", "torchscript", [0], "test"), HostRunner(), options)
 
 
 def _plan(result):
@@ -354,11 +356,11 @@ def test_item04_data_kept_inside_the_artifacts_folder_is_fingerprinted(tmp_path)
 def test_item08_a_new_file_in_the_weights_cache_reruns_nothing(tmp_path):
     """8. Any new file in the weights cache reruns every stage: fingerprint the file the
     stage uses, not the cache folder."""
-    from zoobox.run.session import build_engine, settings_from
+    from zoobox.pipeline.configure import build_pipeline, settings_from
 
     def weights_run():
         settings = settings_from({"zoobox": {"echo": False, "cache": str(tmp_path / "cache")}})
-        engine = build_engine(
+        engine = build_pipeline(
             settings,
             "retinaface",
             artifacts=str(tmp_path / "art"),
@@ -390,9 +392,10 @@ def test_item08_an_upstream_rerun_with_identical_output_reruns_nothing_below(tmp
     }
 
 
+@pytest.mark.slow
 def test_item17_the_reason_line_names_what_changed(tmp_path, monkeypatch):
     """17. The reason line says "changed: parameters" when code or an upstream changed."""
-    import zoobox.run.inputs as inputs
+    import zoobox.pipeline.inputs as inputs
 
     _toy_engine(tmp_path).run()
     plan = _plan(_toy_engine(tmp_path, add_a=2).run())
@@ -489,7 +492,7 @@ _DYING_WORKER = """
 import os, signal, sys
 import numpy as np
 
-from data_scripts.store import feed_spec, write_store
+from zoostage.store import feed_spec, write_store
 from zoostage.errors import UserError
 
 def prepare(item):
@@ -558,21 +561,23 @@ def test_item19_jpeg_with_garbage_mid_stream_is_bad_unless_the_reference_accepts
     """19. A JPEG with garbage mid-stream is accepted with only a libjpeg warning: count
     it as bad (as --skip-bad would) unless the reference decoder accepts it too, and say
     which."""
-    from data_scripts import images
+    from zoostage import image_decode
 
     path = _damaged_jpeg(tmp_path / "damaged.jpg")
     with pytest.raises(UserError, match=r"damaged JPEG data \(libjpeg: Corrupt JPEG data"):
-        images.read_image(path)
+        image_decode.read_image(path)
     capfd.readouterr()
-    assert images.read_image(path, reference="cv2").shape == (120, 160, 3)
+    assert image_decode.read_image(path, reference="cv2").shape == (120, 160, 3)
     note = capfd.readouterr().err
     assert "kept, as the reference decoder (cv2.imread) decodes it too" in note
     pytest.importorskip("PIL", reason="PIL decides for the detectron2 (PIL) reference")
-    assert images.read_image(path, reference="pil").shape == (120, 160, 3)
+    assert image_decode.read_image(path, reference="pil").shape == (120, 160, 3)
     assert "(PIL) decodes it too" in capfd.readouterr().err
-    monkeypatch.setattr(images, "_pil_accepts", lambda data: (False, "PIL refuses it too (x)"))
+    monkeypatch.setattr(
+        image_decode, "_pil_accepts", lambda data: (False, "PIL refuses it too (x)")
+    )
     with pytest.raises(UserError, match="the reference decoder PIL refuses it too"):
-        images.read_image(path, reference="pil")
+        image_decode.read_image(path, reference="pil")
 
 
 # -- items 6, 13, 14, 16: kills, signals, and what is said about them ------------------------

@@ -14,7 +14,7 @@ from zoobox.core.envspec import get_env, load_envs
 from zoobox.core.errors import UserError
 from zoobox.dev import bases
 from zoobox.dev import podman as devengine
-from zoobox.envs import checks, images, installers, locks, requirements
+from zoobox.envs import image_build, image_check, installers, locks, requirements
 from zoobox.envs import wheels as wheels_mod
 
 SPECS = [spec for spec in load_envs().values() if spec.dockerfile]
@@ -51,8 +51,8 @@ def test_every_env_with_an_image_has_its_dockerfile():
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_dockerfile_defaults_match_the_spec(spec):
     text = _dockerfile(spec).read_text()
-    args = images.dockerfile_args(_dockerfile(spec))
-    steps = images._instructions(text)
+    args = image_build.dockerfile_args(_dockerfile(spec))
+    steps = image_build._instructions(text)
     assert steps[0] == "ARG BASE_IMAGE=" + spec.base_image
     assert "FROM ${BASE_IMAGE}" in steps
     assert args["ZOOBOX_PYTHON"] == spec.python
@@ -91,8 +91,8 @@ def test_dockerfile_defaults_match_the_spec(spec):
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_npu_layers_exist_exactly_for_npu_envs(spec):
     text = _dockerfile(spec).read_text()
-    args = images.dockerfile_args(_dockerfile(spec))
-    steps = images._instructions(text)
+    args = image_build.dockerfile_args(_dockerfile(spec))
+    steps = image_build._instructions(text)
     if not spec.npu:
         assert "NPU" not in args and "npu-installers" not in text
         assert any('org.zoobox.npu="absent"' in s for s in steps)
@@ -133,8 +133,8 @@ def test_npu_layers_exist_exactly_for_npu_envs(spec):
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_every_image_can_give_an_unknown_uid_a_passwd_entry(spec):
-    steps = images._instructions(_dockerfile(spec).read_text())
-    args = images.dockerfile_args(_dockerfile(spec))
+    steps = image_build._instructions(_dockerfile(spec).read_text())
+    args = image_build.dockerfile_args(_dockerfile(spec))
     assert args["NSS_WRAPPER_DEB"] == "1.1.12-1"  # Debian bookworm's, pinned
     install = next(s for s in steps if "libnss-wrapper" in s)
     assert 'libnss-wrapper="${NSS_WRAPPER_DEB}"' in install
@@ -144,7 +144,7 @@ def test_every_image_can_give_an_unknown_uid_a_passwd_entry(spec):
 def test_aie_runtime_is_world_readable_and_its_set_env_sourced_from_its_folder():
     text = _dockerfile(get_env("aie")).read_text()
     layer = next(
-        s for s in images._instructions(text) if s.startswith("RUN") and "AIE_RUNTIME" in s
+        s for s in image_build._instructions(text) if s.startswith("RUN") and "AIE_RUNTIME" in s
     )
     assert 'bash "/tmp/npu/${runtime}" --install --quiet' in layer
     assert "chmod -R a+rX /usr/local/Ascend /tmp/zoobox-npu" in layer
@@ -156,7 +156,7 @@ def test_train_image_requires_the_binary_kernels():
     spec = get_env("train")
     kernels = next(e for e in installers.expected_installers(spec, "aarch64") if e.key == "kernels")
     assert kernels.required and "jit_compile=False" in kernels.what
-    steps = images._instructions(_dockerfile(spec).read_text())
+    steps = image_build._instructions(_dockerfile(spec).read_text())
     layer = next(s for s in steps if s.startswith("RUN") and "CANN_KERNELS_RUN" in s)
     assert 'test -n "${kernels}"' in layer
     assert 'bash "/tmp/npu/${kernels}" --install --quiet --install-for-all' in layer
@@ -164,7 +164,7 @@ def test_train_image_requires_the_binary_kernels():
 
 def test_pip_never_copies_the_ca_bundle_or_wheels_into_a_layer():
     for spec in SPECS:
-        steps = images._instructions(_dockerfile(spec).read_text())
+        steps = image_build._instructions(_dockerfile(spec).read_text())
         for step in steps:
             if step.startswith(("COPY", "ADD")):
                 assert "local" not in step.split()[1:-1], step
@@ -378,7 +378,7 @@ def test_installer_readmes_list_what_the_check_expects():
 def test_build_plan_with_installers_builds_the_npu_layers(tmp_path):
     _touch(tmp_path, *AIE_FILES)
     spec = get_env("aie")
-    plan = images.plan_build(
+    plan = image_build.plan_build(
         spec, base="spec", installers_dir=tmp_path, arch="aarch64", push="registry.example:5000"
     )
     argv = plan.argv
@@ -414,7 +414,7 @@ def test_build_plan_with_installers_builds_the_npu_layers(tmp_path):
 
 def test_build_args_are_only_those_the_dockerfile_declares():
     spec = get_env("export")
-    plan = images.plan_build(spec, base="local", installers_dir=Path("/nonexistent"))
+    plan = image_build.plan_build(spec, base="local", installers_dir=Path("/nonexistent"))
     keys = [plan.argv[i + 1].split("=")[0] for i, a in enumerate(plan.argv) if a == "--build-arg"]
     assert "NPU" not in keys and "CANN_VERSION" not in keys
     assert f"BASE_IMAGE={bases.PYTHON_IMAGE.format(version='3.9')}" in plan.argv
@@ -429,18 +429,18 @@ def _build_args(plan):
 def test_build_installs_the_lock_for_the_npu_mode_and_arch_and_labels_it(tmp_path):
     _touch(tmp_path, *AIE_FILES)
     aie = get_env("aie")
-    with_npu = images.plan_build(aie, base="spec", installers_dir=tmp_path, arch="aarch64")
+    with_npu = image_build.plan_build(aie, base="spec", installers_dir=tmp_path, arch="aarch64")
     assert with_npu.lock.path.name == "aie-npu.aarch64.lock"
     assert _build_args(with_npu)["ZOOBOX_LOCK"] == with_npu.lock.id
     assert with_npu.lock.id.startswith("aie-npu.aarch64.lock@")
-    cpu = images.plan_build(aie, base="spec", npu="no", arch="x86_64")
+    cpu = image_build.plan_build(aie, base="spec", npu="no", arch="x86_64")
     assert cpu.lock.path.name == "aie.x86_64.lock"
 
 
 def test_an_arch_pypi_cannot_serve_stops_the_build_with_the_reason(tmp_path):
     # The build names the wheel to bring and the relock that records it ...
     with pytest.raises(UserError) as error:
-        images.plan_build(
+        image_build.plan_build(
             get_env("atc"), base="spec", npu="no", arch="aarch64", wheels_dir=tmp_path
         )
     assert "PyPI has no aarch64 wheel" in str(error.value)
@@ -458,23 +458,23 @@ def test_a_spec_edited_without_relocking_stops_the_build(monkeypatch):
     export = get_env("export")
     data = dict(export.raw, packages=[*export.packages, "six==1.16.0"])
     with pytest.raises(UserError, match=r"export.x86_64.lock is stale: .*invoke envs.lock"):
-        images.plan_build(_from_dict(data), base="spec", arch="x86_64")
+        image_build.plan_build(_from_dict(data), base="spec", arch="x86_64")
 
 
 def test_pip_patience_comes_from_the_host_or_the_defaults(monkeypatch):
-    assert images.pip_patience({}) == {"PIP_DEFAULT_TIMEOUT": "120", "PIP_RETRIES": "5"}
-    assert images.pip_patience({"PIP_DEFAULT_TIMEOUT": "300", "PIP_RETRIES": ""}) == {
+    assert image_build.pip_patience({}) == {"PIP_DEFAULT_TIMEOUT": "120", "PIP_RETRIES": "5"}
+    assert image_build.pip_patience({"PIP_DEFAULT_TIMEOUT": "300", "PIP_RETRIES": ""}) == {
         "PIP_DEFAULT_TIMEOUT": "300",
         "PIP_RETRIES": "5",
     }
     monkeypatch.setenv("PIP_DEFAULT_TIMEOUT", "45")
     monkeypatch.setenv("PIP_RETRIES", "9")
-    args = _build_args(images.plan_build(get_env("export"), base="spec", arch="x86_64"))
+    args = _build_args(image_build.plan_build(get_env("export"), base="spec", arch="x86_64"))
     assert args["PIP_DEFAULT_TIMEOUT"] == "45" and args["PIP_RETRIES"] == "9"
 
 
 def test_an_image_built_from_another_lock_is_not_up_to_date(monkeypatch):
-    plan = images.plan_build(get_env("export"), base="spec", arch="x86_64")
+    plan = image_build.plan_build(get_env("export"), base="spec", arch="x86_64")
     labels = {
         "org.zoobox.spec": plan.spec.hash[:12],
         "org.zoobox.lock": plan.lock.id,
@@ -482,17 +482,17 @@ def test_an_image_built_from_another_lock_is_not_up_to_date(monkeypatch):
         "org.opencontainers.image.base.name": plan.base_image,
     }
     info = {"Config": {"Labels": labels}}
-    monkeypatch.setattr(images, "image_info", lambda image, docker=None: info)
-    assert images.up_to_date(plan)
+    monkeypatch.setattr(image_build, "image_info", lambda image, docker=None: info)
+    assert image_build.up_to_date(plan)
     labels["org.zoobox.lock"] = "export.x86_64.lock@000000000000"
-    assert not images.up_to_date(plan)
+    assert not image_build.up_to_date(plan)
 
 
 def test_atc_on_aarch64_needs_a_local_torch_1_5_wheel_and_says_so(tmp_path):
     spec = get_env("atc")
     wheels = tmp_path / "wheels"
     with pytest.raises(UserError) as error:
-        images.plan_build(
+        image_build.plan_build(
             spec, base="spec", installers_dir=tmp_path, arch="aarch64", wheels_dir=wheels
         )
     message = str(error.value)
@@ -501,11 +501,13 @@ def test_atc_on_aarch64_needs_a_local_torch_1_5_wheel_and_says_so(tmp_path):
     _touch(wheels, "torch-1.5.0a0+gitabcdef-cp37-cp37m-linux_aarch64.whl")  # a source build
     # With the wheel there, what is missing is a lock that holds it: the next step is named.
     with pytest.raises(UserError, match=r"--arch aarch64 --find-links docker/local/wheels"):
-        images.plan_build(
+        image_build.plan_build(
             spec, base="spec", installers_dir=tmp_path, arch="aarch64", wheels_dir=wheels
         )
     # x86_64 has PyPI's wheel; the other envs' pins have aarch64 wheels on PyPI
-    images.plan_build(spec, base="spec", installers_dir=tmp_path, arch="x86_64", wheels_dir=wheels)
+    image_build.plan_build(
+        spec, base="spec", installers_dir=tmp_path, arch="x86_64", wheels_dir=wheels
+    )
     for name in ("export", "aie", "train"):
         wheels_mod.require_local_wheels(get_env(name), "aarch64", tmp_path / "none")
 
@@ -529,13 +531,13 @@ def test_pip_finds_the_local_wheels_beside_the_machines_own(tmp_path):
 
 def test_base_image_choice(monkeypatch):
     spec = get_env("atc")
-    assert images.base_image_for(spec, "spec") == "python:3.7-slim-bookworm"
-    assert images.base_image_for(spec, "local") == "localhost/zoobox/python:3.7-bookworm"
-    assert images.base_image_for(spec, "my/python:3.7") == "my/python:3.7"
+    assert image_build.base_image_for(spec, "spec") == "python:3.7-slim-bookworm"
+    assert image_build.base_image_for(spec, "local") == "localhost/zoobox/python:3.7-bookworm"
+    assert image_build.base_image_for(spec, "my/python:3.7") == "my/python:3.7"
     monkeypatch.setenv("DOCKER_HOST", devengine.docker_host())
-    assert images.base_image_for(spec, "auto") == "localhost/zoobox/python:3.7-bookworm"
+    assert image_build.base_image_for(spec, "auto") == "localhost/zoobox/python:3.7-bookworm"
     monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
-    assert images.base_image_for(spec, "auto") == "python:3.7-slim-bookworm"
+    assert image_build.base_image_for(spec, "auto") == "python:3.7-slim-bookworm"
 
 
 def _invoke(*args, env=None):
@@ -618,7 +620,7 @@ def test_check_accepts_a_cpu_image_that_matches_its_spec():
             if r.split("==")[0] not in info["packages"]
         }
     )
-    assert _errors(checks.compare(spec, {"org.zoobox.npu": "absent"}, info)) == []
+    assert _errors(image_check.compare(spec, {"org.zoobox.npu": "absent"}, info)) == []
 
 
 def test_check_names_a_wrong_torch_and_a_missing_torch_aie():
@@ -632,7 +634,7 @@ def test_check_names_a_wrong_torch_and_a_missing_torch_aie():
         }
     )
     info["packages"]["torch"] = "1.13.1"
-    errors = dict(_errors(checks.compare(spec, {"org.zoobox.npu": "present"}, info)))
+    errors = dict(_errors(image_check.compare(spec, {"org.zoobox.npu": "present"}, info)))
     assert errors["torch"] == "1.13.1" and errors["import torch"] == "1.13.1"
     assert errors["torch_aie"] == "missing" and errors["CANN"] == "missing"
     assert "attrs" in errors  # the NPU pins are checked when the image claims the NPU
@@ -642,22 +644,24 @@ def test_check_names_drift_from_the_images_lock():
     lock = locks.read_lock(REPO / "docker" / "requirements" / "export.x86_64.lock")
     labels = {"org.zoobox.lock": lock.id}
     installed = dict(lock.pins, pip="23.0.1")
-    rows = checks.lock_rows(labels, {"installed": installed})
+    rows = image_check.lock_rows(labels, {"installed": installed})
     assert _errors(rows) == []
     installed.update(numpy="1.24.0", six="1.16.0")
-    errors = dict(_errors(checks.lock_rows(labels, {"installed": installed})))
+    errors = dict(_errors(image_check.lock_rows(labels, {"installed": installed})))
     assert errors == {"installed = lock": "numpy 1.23.5 -> 1.24.0, six - -> 1.16.0"}
     old = {"org.zoobox.lock": "export.x86_64.lock@000000000000"}
-    assert dict(_errors(checks.lock_rows(old, {"installed": lock.pins}))) == {
+    assert dict(_errors(image_check.lock_rows(old, {"installed": lock.pins}))) == {
         "lock": "export.x86_64.lock@000000000000"
     }
-    assert _errors(checks.lock_rows({}, {}))[0][0] == "lock"  # built before locks
+    assert _errors(image_check.lock_rows({}, {}))[0][0] == "lock"  # built before locks
 
 
 def test_check_wrong_python():
     errors = dict(
         _errors(
-            checks.compare(get_env("atc"), {"org.zoobox.npu": "absent"}, _probe(python="3.9.18"))
+            image_check.compare(
+                get_env("atc"), {"org.zoobox.npu": "absent"}, _probe(python="3.9.18")
+            )
         )
     )
     assert errors["python"] == "3.9.18"

@@ -13,12 +13,12 @@ import pytest
 from tests.conftest import REPO
 from zoobox.core.errors import UserError
 from zoobox.core.recipe import load_recipe_file
-from zoobox.hosts import probe
+from zoobox.hosts import detect
+from zoobox.hosts.detect import NpuHost, container_engine, device_access_problem
 from zoobox.hosts.npucompat import diagnose
-from zoobox.hosts.probe import NpuHost, container_engine, device_access_problem
-from zoobox.run.choice import Choice
-from zoobox.run.engine import Engine, Options
-from zoobox.run.session import check_npu_access
+from zoobox.pipeline.choice import Choice
+from zoobox.pipeline.configure import check_npu_access
+from zoobox.pipeline.pipeline import Options, Pipeline
 from zoobox.runners.base import Completed
 from zoobox.runners.docker import DockerRunner, DockerSettings
 from zoobox.runners.host import HostRunner
@@ -122,7 +122,7 @@ class NpuFailingRunner(HostRunner):
 def _engine(tmp_path, runner):
     options = Options(artifacts=tmp_path / "art", cache=tmp_path, data=tmp_path)
     recipe = load_recipe_file(REPO / "tests" / "toy" / "recipe.yaml")
-    return Engine(recipe, Choice("host", "aie", [2], "test"), runner, options)
+    return Pipeline(recipe, Choice("host", "aie", [2], "test"), runner, options)
 
 
 def test_a_failed_npu_stage_keeps_its_logs_and_says_where(tmp_path):
@@ -222,7 +222,7 @@ def test_the_cli_runs_containers_on_the_dev_engine_and_says_so(fake_engine, tmp_
 
 def test_probe_module_exposes_the_dev_engine_socket(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOOBOX_ENGINE_DIR", str(tmp_path))
-    assert probe.dev_engine_host() == f"unix://{tmp_path}/podman.sock"
+    assert detect.dev_engine_host() == f"unix://{tmp_path}/podman.sock"
 
 
 # -- 1. the training launcher's workers get a writable working directory ----------------------

@@ -177,6 +177,7 @@ def exported(tmp_path_factory):
         return str(out), json.load(handle)
 
 
+@pytest.mark.slow
 def test_export_manifest(exported):
     _, record = exported
     assert record["weights"] == "random"
@@ -191,6 +192,7 @@ def test_export_manifest(exported):
     assert record["max_abs_diff"] is not None and record["max_abs_diff"] < 1e-3
 
 
+@pytest.mark.slow
 def test_onnxruntime_equals_torch(exported, model):
     import onnxruntime
     import torch
@@ -211,6 +213,7 @@ def test_onnxruntime_equals_torch(exported, model):
     np.testing.assert_allclose(found[3].sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_graph_io_finds_real_output_nodes(exported):
     import onnx
 
@@ -542,10 +545,11 @@ def _assert_same_detections(found, expected, atol=2e-3):
         assert distance.min(axis=0).max() <= atol and distance.min(axis=1).max() <= atol
 
 
+@pytest.mark.slow
 def test_infer_stage_end_to_end(exported, tmp_path):
     import onnxruntime
 
-    from data_scripts.store import Store, feed_spec, write_store
+    from zoostage.store import Store, feed_spec, write_store
 
     folder, _ = exported
     data = tmp_path / "data"
@@ -635,6 +639,7 @@ def test_detections_text_reads_back_exact_float32(tmp_path):
     assert len(data["images"]["000001"]) == 20
 
 
+@pytest.mark.slow
 def test_infer_arguments(tmp_path):
     from models.refinedet.infer import RefineDetTask, build_parser
     from zoostage import infer

@@ -50,9 +50,10 @@ def test_per_batch_throughput_is_read_from_the_timing_record():
     assert rows[0]["measured"] == 400.0 and rows[0]["status"] == "info"
 
 
+@pytest.mark.slow
 def test_ci_on_a_generated_sample_runs_the_recipe_and_writes_a_summary(tmp_path, capsys):
     from zoobox.jobs.ci import run_ci
-    from zoobox.run.session import settings_from
+    from zoobox.pipeline.configure import settings_from
 
     settings = settings_from({"zoobox": {"echo": False}})
     assert (
@@ -132,10 +133,55 @@ def test_each_profile_is_compared_with_its_own_published_number():
         compare(published, {"AP": 38.2}, timing, "official", 5000, 5000, True, "upstream")
     )
     assert seed["AP"] == "pass" and upstream["AP"] == "fail"  # 38.2 < 38.6 - 0.2
-    # A profile with no number of its own is compared with the seed's, and says so.
+    # RetinaNet's upstream profile publishes no speed of its own: measured only.
+    assert upstream["throughput"] == "no upstream number published"
+    # A profile with no number of its own is compared with nothing, and says so.
     face = load_recipe("retinaface").published
-    assert published_for(face["easy"], "upstream")["value"] == 90.06
-    assert "seed profile only" in published_for(face["easy"], "upstream")["note"]
+    easy = published_for(face["easy"], "upstream")
+    assert easy["value"] is None and easy["tolerance"] is None and not easy["own_number"]
+    assert "seed profile only (90.06" in easy["note"]
+    assert published_for(face["easy"])["value"] == 90.06
+
+
+def test_an_upstream_report_compares_nothing_with_the_seeds_numbers(tmp_path):
+    """RetinaFace publishes 90.06 / 86.90 / 72.04 for the seed's pipeline only: an upstream
+    run, even one far below them, gets no verdict in report.md, summary.json or the
+    console table, and each says why."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from zoobox.jobs.summary import render_summary
+    from zoostage.recipe import load_recipe
+    from zoostage.report import render
+    from zoostage.verdict import profile_note
+
+    face = load_recipe("retinaface")
+    metrics = {"easy": 50.0, "medium": 40.0, "hard": 30.0}
+    timing = {"throughput": 5.0}
+    for profile in ("seed", "upstream"):
+        rows = compare(face.published, metrics, timing, "official", 3226, 3226, True, profile)
+        recipe = SimpleNamespace(title=face.title, dataset=face.dataset)
+        doc = {"images": 3226}
+        text = render(recipe, rows, doc, timing, {"weights": "official"}, {}, [], profile)
+        out = Path(tmp_path) / profile
+        out.mkdir()
+        summary = {"recipe": "retinaface", "rows": rows, "throughput": 5.0, "profile": profile,
+                   "profile_note": profile_note(rows, profile)}  # fmt: skip
+        (out / "summary.json").write_text(json.dumps(summary))
+        console = render_summary(out)
+        statuses = set(_status(rows).values())
+        if profile == "seed":
+            assert statuses == {"fail", "info"} and "| easy | 50.00 | 90.06 AP % |" in text
+            assert "this pipeline's" in text and "no published number" not in text
+            continue
+        assert statuses == {"no upstream number published"}
+        assert "90.06" not in text and "86.90" not in text and "fail" not in text
+        assert "| easy | 50.00 | - |" in text
+        assert "> **profile upstream: no published number of its own for easy, medium, " \
+            "hard, throughput; those rows are measured only, with no verdict" in text  # fmt: skip
+        assert "this pipeline's" not in text and "nothing above is judged" in text
+        assert "90.06" not in console and "fail" not in console and "50.00 vs -" in console
+        assert "no published number of its own for easy, medium, hard" in console
 
 
 def test_where_measured_shows_the_lock_the_stage_ran_on(tmp_path, monkeypatch):

@@ -11,7 +11,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from data_scripts.store import Store, feed_spec, write_store  # noqa: E402
 from data_scripts.widerface.predictions import (  # noqa: E402
     read_image_predictions,
     write_image_predictions,
@@ -27,6 +26,7 @@ from zoostage import infer  # noqa: E402
 from zoostage.cli import write_json  # noqa: E402
 from zoostage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
 from zoostage.shards import parse_shard  # noqa: E402
+from zoostage.store import Store, feed_spec, write_store  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 320
@@ -400,6 +400,7 @@ def exported(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_export_stage_end_to_end(exported):
     with open(os.path.join(exported, "export.json")) as handle:
         info = json.load(handle)
@@ -489,6 +490,7 @@ def store_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_infer_stage_end_to_end(exported, store_dir, tmp_path):
     out = tmp_path / "infer"
     result = run_stage(
@@ -539,6 +541,7 @@ def test_infer_stage_end_to_end(exported, store_dir, tmp_path):
             np.testing.assert_allclose(found[:, :2], np.trunc(dets[:, :2]), atol=1)
 
 
+@pytest.mark.slow
 def test_infer_shard_and_model_lookup(exported, store_dir, tmp_path):
     out = tmp_path / "shard"
     out.mkdir()
@@ -578,7 +581,9 @@ def test_seed_compiles_with_torch_aies_default_precision(tmp_path, fake_torch_ai
     facts = backend.compile(
         str(tmp_path / "m.ts"), str(tmp_path / "c.ts"), [1, 3, 4, 4], precision="default"
     )
-    assert "precision_policy" not in calls and calls["inputs"] == [("Input", (1, 3, 4, 4))]
+    assert "precision_policy" not in calls and calls["inputs"] == [
+        ("Input", (1, 3, 4, 4), torch.float)
+    ]
     assert facts["precision"] == "default (torch_aie's own)"
     backend.compile(str(tmp_path / "m.ts"), str(tmp_path / "d.ts"), [1, 3, 4, 4], precision="fp32")
     assert calls["precision_policy"] == "fp32-policy"
@@ -591,15 +596,15 @@ def test_seed_compiles_with_torch_aies_default_precision(tmp_path, fake_torch_ai
 def test_both_profiles_run_end_to_end_on_generated_data(tmp_path, monkeypatch, capfd):
     from data_scripts.widerface.sample import make_sample
     from zoobox.core.errors import StageStopped
-    from zoobox.jobs.run import run_and_summarize
-    from zoobox.run.session import build_engine, settings_from
+    from zoobox.jobs.run_and_summarize import run_and_summarize
+    from zoobox.pipeline.configure import build_pipeline, settings_from
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     data = tmp_path / "wider"
     make_sample(str(data), events=2, per_event=2)
 
     def run(**params):
-        engine = build_engine(
+        engine = build_pipeline(
             settings_from({"zoobox": {"echo": False}}),
             "retinaface",
             data=str(data),
@@ -621,7 +626,9 @@ def test_both_profiles_run_end_to_end_on_generated_data(tmp_path, monkeypatch, c
     result, summary = run(profile="upstream", top_k=5000, keep_top_k=750)
     assert summary["profile"] == "upstream"
     rows = dict((r["metric"], r) for r in summary["rows"])
-    assert rows["easy"]["note"] == "published for the seed profile only"
+    assert rows["easy"]["note"].startswith("published for the seed profile only")
+    assert rows["easy"]["published"] is None
+    assert rows["easy"]["status"] == "no upstream number published"
     infer_record = json.loads((result.stage_dir("infer") / "infer.json").read_text())
     assert infer_record["postprocess"]["keep_top_k"] == 750
     store = json.loads((result.stage_dir("data") / "index.json").read_text())

@@ -35,16 +35,27 @@ def wider_root(folder):
     return folder
 
 
+def test_the_sample_root_holds_the_202_listed_images_of_all_61_events(tmp_path):
+    """The quick part: the root the slow test runs on is what the pinned APs were
+    measured on (every listed image there, all 61 events, the official .mat files)."""
+    root = wider_root(tmp_path / "root")
+    listing = fixture_path("widerface-val-sample", "list.txt").read_text().split()
+    assert len(listing) == 202 and len(set(listing)) == 202
+    assert len({name.split("/")[0] for name in listing}) == 61
+    assert all((root / "images" / name).is_file() for name in listing)
+    assert {p.name for p in root.glob("*.mat")} >= {"wider_face_val.mat", "wider_hard_val.mat"}
+
+
 @pytest.mark.slow
 def test_published_weights_on_the_202_image_val_sample(published_retinaface, tmp_path, monkeypatch):
-    from zoobox.jobs.run import run_and_summarize
-    from zoobox.run.session import build_engine, settings_from
+    from zoobox.jobs.run_and_summarize import run_and_summarize
+    from zoobox.pipeline.configure import build_pipeline, settings_from
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two shared cores: one thread is faster
     root = wider_root(tmp_path / "root")
     listing = fixture_path("widerface-val-sample", "list.txt")
     settings = settings_from({"zoobox": {"cache": str(published_retinaface.parent / "cache")}})
-    engine = build_engine(
+    engine = build_pipeline(
         settings,
         "retinaface",
         data=str(root),

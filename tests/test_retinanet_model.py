@@ -12,13 +12,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from data_scripts.store import Store, feed_spec, write_store  # noqa: E402
 from models.common.checkpoint import load_strict  # noqa: E402
 from models.retinanet import PIXEL_MEAN_BGR, PIXEL_STD_BGR, checkpoint, net, postprocess  # noqa: E402
 from models.retinanet import anchors as anchor_lib  # noqa: E402
 from tests.conftest import run_stage  # noqa: E402
 from zoostage import infer as skeleton  # noqa: E402
 from zoostage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
+from zoostage.store import Store, feed_spec, write_store  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = 128
@@ -171,6 +171,7 @@ def test_topk_wrapper_matches_dense_network(model):
 # --------------------------------------------------------------------------- checkpoints
 
 
+@pytest.mark.slow
 def test_detectron2_pickle_loads_every_key(tmp_path, model, model_state):
     other = dict((k, v + 0.5) for k, v in model_state.items())
     path = _detectron2_pickle(str(tmp_path / "model_final.pkl"), other)
@@ -227,6 +228,7 @@ def test_wrong_shapes_and_wrong_anchors_are_user_errors(model, model_state):
         checkpoint.clean_state_dict(odd)
 
 
+@pytest.mark.slow
 def test_damaged_or_missing_checkpoint_is_a_user_error(tmp_path):
     data = pickle.dumps({"model": {"head.cls_score.bias": np.zeros(720, np.float32)}})
     cut = str(tmp_path / "cut.pkl")
@@ -523,6 +525,7 @@ def _has(module):
     return True
 
 
+@pytest.mark.slow
 def test_export_traced_equals_eager(stage_dirs, model):
     export = stage_dirs["export"]
     facts = json.loads((export / "export.json").read_text())
@@ -541,6 +544,7 @@ def test_export_traced_equals_eager(stage_dirs, model):
         assert facts["onnx_vs_eager_max_rel_diff"] <= 1e-4
 
 
+@pytest.mark.slow
 def test_infer_stage_end_to_end_torchscript(stage_dirs):
     """The upstream profile: detectron2's postprocess, boxes clipped to the image
     (test_retinanet_seed.py covers the seed profile)."""
@@ -599,6 +603,7 @@ def test_infer_stage_end_to_end_torchscript(stage_dirs):
     np.testing.assert_allclose([d["score"] for d in mine], scores, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_infer_stage_shard_and_onnxruntime(stage_dirs):
     if not (stage_dirs["export"] / "model.onnx").is_file() or not _has("onnxruntime"):
         pytest.skip("onnx / onnxruntime not installed: no ONNX model to run")
@@ -627,6 +632,7 @@ def test_infer_stage_shard_and_onnxruntime(stage_dirs):
     assert ids == {802}
 
 
+@pytest.mark.slow
 def test_stage_user_errors_are_one_line(stage_dirs, tmp_path):
     result = run_stage(
         "models.retinanet.infer",
@@ -664,6 +670,7 @@ def test_stage_user_errors_are_one_line(stage_dirs, tmp_path):
     assert result.returncode == USER_ERROR_EXIT and "0 <= I < N" in result.stderr
 
 
+@pytest.mark.slow
 def test_topk_export_and_infer_in_process(stage_dirs, model, tmp_path):
 
     from models.retinanet import export, infer

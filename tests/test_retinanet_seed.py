@@ -21,7 +21,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from data_scripts.store import feed_spec, write_store  # noqa: E402
 from models.common.boxes import batched_nms, multiclass_nms  # noqa: E402
 from models.retinanet import PIXEL_MEAN_BGR, PIXEL_STD_BGR, export, net, seed_graph  # noqa: E402
 from models.retinanet import anchors as anchor_lib  # noqa: E402
@@ -34,6 +33,7 @@ from models.retinanet.seed_postprocess import (  # noqa: E402
 )
 from tests.conftest import run_stage  # noqa: E402
 from zoostage.errors import USER_ERROR_EXIT, UserError  # noqa: E402
+from zoostage.store import feed_spec, write_store  # noqa: E402
 
 SMALL = 64  # levels of 576, 144, 36, 9, 9 anchors: only P3 has more than 200
 
@@ -294,6 +294,7 @@ def _infer(stages, kind, profile, name):
     return result, out
 
 
+@pytest.mark.slow
 def test_seed_infer_from_the_seed_graph_equals_from_dense_outputs(stages):
     facts = json.loads((stages["exports"]["class_topk"] / "export.json").read_text())
     assert facts["output_kind"] == "class_topk" and facts["profile"] == "seed"

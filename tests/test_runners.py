@@ -11,8 +11,8 @@ from tests.conftest import REPO
 from zoobox.core.envspec import get_env, load_envs
 from zoobox.core.errors import UserError
 from zoobox.core.recipe import StageSpec, render_args
-from zoobox.hosts.probe import ContainerEngine, NpuHost, driver_version, npu_host
-from zoobox.run.choice import choose, parse_devices
+from zoobox.hosts.detect import ContainerEngine, NpuHost, driver_version, npu_host
+from zoobox.pipeline.choice import choose, parse_devices
 from zoobox.runners.base import StageCall
 from zoobox.runners.docker import DockerRunner, DockerSettings
 from zoobox.runners.host import HostRunner
@@ -126,13 +126,13 @@ def test_docker_npu_command_mounts_devices_and_driver_read_only(fake_310p, tmp_p
         "-e",
         f"ZOOBOX_IMAGE={image}",
         "--device",
-        f"{dev}/davinci2",
+        f"{dev}/davinci2:/dev/davinci2",
         "--device",
-        f"{dev}/davinci_manager",
+        f"{dev}/davinci_manager:/dev/davinci_manager",
         "--device",
-        f"{dev}/devmm_svm",
+        f"{dev}/devmm_svm:/dev/devmm_svm",
         "--device",
-        f"{dev}/hisi_hdc",
+        f"{dev}/hisi_hdc:/dev/hisi_hdc",
         # a driver kept elsewhere goes where the entrypoint and CANN look for it
         "--mount",
         f"type=bind,source={driver},target=/usr/local/Ascend/driver,readonly",
@@ -528,8 +528,8 @@ def test_busy_device_is_diagnosed_naming_the_device():
 
 def test_npu_stage_failing_with_8005_is_reported_as_busy_device(tmp_path, monkeypatch):
     from zoobox.core.recipe import load_recipe_file
-    from zoobox.run.choice import Choice
-    from zoobox.run.engine import Engine, Options
+    from zoobox.pipeline.choice import Choice
+    from zoobox.pipeline.pipeline import Options, Pipeline
     from zoobox.runners.base import Completed
 
     class BusyRunner(HostRunner):
@@ -539,7 +539,7 @@ def test_npu_stage_failing_with_8005_is_reported_as_busy_device(tmp_path, monkey
             return Completed(1, "dcmi module initialize failed. ret is -8005\n")
 
     options = Options(artifacts=tmp_path / "art", cache=tmp_path, data=tmp_path)
-    engine = Engine(
+    engine = Pipeline(
         load_recipe_file(REPO / "tests" / "toy" / "recipe.yaml"),
         Choice("host", "aie", [2], "test"),
         BusyRunner(),
@@ -559,10 +559,11 @@ def test_named_volume_replaces_the_bind_mount(tmp_path):
     assert not any(f"{tmp_path}/vol" in a for a in argv)
 
 
+@pytest.mark.slow
 def test_npu_containers_join_the_group_owning_the_device_nodes(fake_310p, tmp_path):
     import dataclasses
 
-    from zoobox.hosts.probe import device_group
+    from zoobox.hosts.detect import device_group
 
     node = fake_310p.dev_root / "davinci2"
     os.chown(node, os.getuid(), 1234)  # HwHiAiUser's group on a real host

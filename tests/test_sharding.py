@@ -2,12 +2,14 @@
 
 import json
 
-from zoobox.run.session import build_engine, settings_from
+import pytest
+
+from zoobox.pipeline.configure import build_pipeline, settings_from
 
 
-def _run(tmp_path, data, name, devices):
+def _run(tmp_path, data, name, devices, dry=False):
     settings = settings_from({"zoobox": {"echo": False}})
-    engine = build_engine(
+    pipeline = build_pipeline(
         settings,
         "retinaface",
         data=str(data),
@@ -16,8 +18,9 @@ def _run(tmp_path, data, name, devices):
         backend="torchscript",
         devices=devices,
         params={"allow_random": True, "input_size": 320},
+        dry=dry,
     )
-    return engine.run()
+    return pipeline.run()
 
 
 def _predictions(folder):
@@ -27,6 +30,19 @@ def _predictions(folder):
     }
 
 
+def test_the_plan_shards_infer_over_the_devices_and_nothing_else(tmp_path):
+    """The quick part: with two devices the infer stage plans one --shard call per device
+    (the stages that do not take shards plan one call), and nothing runs."""
+    data = tmp_path / "wider"
+    data.mkdir()
+    plans = {plan.name: plan for plan in _run(tmp_path, data, "dry", "0,1", dry=True).plans}
+    infer = plans["infer"].command
+    assert "--shard 0/2" in infer and "--shard 1/2" in infer
+    assert all("--shard" not in plan.command for name, plan in plans.items() if name != "infer")
+    assert not (tmp_path / "dry" / "retinaface" / "infer").exists()
+
+
+@pytest.mark.slow
 def test_two_cpu_devices_give_the_single_device_results(tmp_path):
     from data_scripts.widerface.sample import make_sample
 

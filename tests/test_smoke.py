@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from zoobox.hosts.probe import ContainerEngine
+from zoobox.hosts.detect import ContainerEngine
 from zoobox.jobs.smoke import render, run_smoke
-from zoobox.run.session import settings_from
+from zoobox.pipeline.configure import settings_from
 from zoostage.smoke import common
 from zoostage.smoke.checks import Checks
 
@@ -47,6 +47,7 @@ def fake_dev(tmp_path):
     return dev
 
 
+@pytest.mark.slow
 def test_aie_checks_against_the_fakes(tmp_path, fake_dev):
     found = _run_module(
         "zoostage.smoke.aie", tmp_path / "out", "--devices", "0,1", "--dev-root", str(fake_dev)
@@ -156,6 +157,7 @@ def test_an_unknown_uid_fails_the_identity_check(monkeypatch):
     assert "no passwd entry" in checks.results[0]["detail"]
 
 
+@pytest.mark.slow
 def test_the_host_job_with_fake_devices_runs_the_modules_on_the_host_runner(
     tmp_path, fake_dev, monkeypatch
 ):

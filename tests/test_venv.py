@@ -34,8 +34,8 @@ from zoobox.envs.venvs import (
     find_interpreter,
     venv_hash,
 )
-from zoobox.run.choice import Choice
-from zoobox.run.engine import Engine, Options
+from zoobox.pipeline.choice import Choice
+from zoobox.pipeline.pipeline import Options, Pipeline
 from zoobox.runners.base import StageCall
 from zoobox.runners.host import HostRunner
 from zoobox.runners.venv import VenvRunner
@@ -144,6 +144,7 @@ def test_host_env_runs_with_the_current_interpreter(tmp_path):
 
 
 # -- the cache ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_second_build_reuses_and_a_changed_pin_gets_a_new_venv(tmp_path, pip_calls, lock_dir):
     need_python("3.9")
     cache = quiet_cache(tmp_path / "venvs")
@@ -219,7 +220,7 @@ def stall(python):
     open(sys.argv[2], "w").write("venv created")
     time.sleep(600)
 
-venvs._scan = stall
+venvs.scan_interpreter = stall
 venvs.VenvCache(sys.argv[1]).build(_from_dict({"name": "tiny", "python": "3.9"}))
 """
 
@@ -282,6 +283,7 @@ def test_missing_interpreter_is_one_user_error(tmp_path):
     assert not any(p.is_dir() for p in cache.root.iterdir())
 
 
+@pytest.mark.slow
 def test_a_lock_whose_hash_does_not_match_is_one_user_error(tmp_path, capfd, lock_dir):
     need_python("3.9")
     cache = quiet_cache(tmp_path / "venvs")
@@ -311,12 +313,12 @@ def test_a_spec_without_a_lock_is_one_user_error_before_anything_is_made(tmp_pat
 
 def _toy_engine(tmp_path, runner):
     options = Options(artifacts=tmp_path / "art", cache=tmp_path / "cache", data=tmp_path)
-    return Engine(
+    return Pipeline(
         load_recipe_file(TOY), Choice("venv", "torchscript", [0], "test"), runner, options
     )
 
 
-def test_engine_stops_before_a_stage_whose_venv_cannot_run(tmp_path):
+def test_pipeline_stops_before_a_stage_whose_venv_cannot_run(tmp_path):
     nowhere = tmp_path / "nowhere" / "python3.9"
     runner = VenvRunner(quiet_cache(tmp_path / "venvs", pythons={"3.9": str(nowhere)}))
     with pytest.raises(UserError, match=rf"env export needs CPython 3.9.*{nowhere} does not"):
@@ -397,7 +399,7 @@ def test_npu_env_sources_the_hosts_set_env_scripts_or_says_what_is_missing(tmp_p
 
 # -- settings and tasks ------------------------------------------------------------------
 def test_runner_venv_from_settings_and_a_dry_plan(tmp_path, capsys):
-    from zoobox.run.session import build_engine, settings_from
+    from zoobox.pipeline.configure import build_pipeline, settings_from
 
     settings = settings_from(
         {
@@ -409,7 +411,7 @@ def test_runner_venv_from_settings_and_a_dry_plan(tmp_path, capsys):
             }
         }
     )
-    engine = build_engine(
+    engine = build_pipeline(
         settings,
         "retinaface",
         runner="venv",
@@ -463,7 +465,7 @@ def _venv_engine(tmp_path, recipe, backend, cache, **params):
         data=None,
         params=dict(allow_random=True, **params),
     )
-    return Engine(
+    return Pipeline(
         load_recipe(recipe), Choice("venv", backend, [0], "test"), VenvRunner(cache), options
     )
 

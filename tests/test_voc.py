@@ -13,7 +13,6 @@ import shutil
 import numpy as np
 import pytest
 
-from data_scripts.store import Store
 from data_scripts.voc import evaluate as voc_eval_mod
 from data_scripts.voc import voc07
 from data_scripts.voc.evaluate import summarize
@@ -22,6 +21,7 @@ from data_scripts.voc.sample import make_sample
 from data_scripts.voc.voc07 import match_class, results_file_round_trip, voc07_ap, voc07_eval
 from tests.conftest import input_args, run_stage
 from zoostage.errors import UserError
+from zoostage.store import Store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(os.path.dirname(REPO), "shared", "fixtures", "voc2007-mini")

@@ -14,12 +14,12 @@ import shutil
 import numpy as np
 import pytest
 
-from data_scripts.store import Store
 from data_scripts.widerface import evaluate as ev
 from data_scripts.widerface import layout, prepare, sample
 from data_scripts.widerface.predictions import write_image_predictions
 from tests.conftest import input_args, run_stage
 from zoostage.errors import UserError
+from zoostage.store import Store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(os.path.dirname(REPO), "shared", "fixtures")
@@ -361,7 +361,7 @@ def test_sample_is_deterministic_and_reads_back(tmp_path):
     da, dc = layout.load(a), layout.load(c)
     assert da.ids == ids and len(da) == 6
     assert not all(np.array_equal(x, y) for x, y in zip(da.boxes, dc.boxes))
-    from data_scripts.store import read_image
+    from zoostage.store import read_image
 
     for i in range(len(da)):
         image = read_image(da.image_path(i))

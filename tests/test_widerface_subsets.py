@@ -17,10 +17,10 @@ import shutil
 import numpy as np
 import pytest
 
-from data_scripts.store import Store, to_input
 from data_scripts.widerface import layout, prepare, sample, select
 from tests.conftest import fixture_path, input_args, recipe_feed, run_stage
 from zoostage.errors import UserError
+from zoostage.store import Store, to_input
 
 SEED_SIZE = 1000
 

@@ -2,10 +2,11 @@
 
 Layers, each a subpackage that imports only from the ones above it:
 
-    core/      paths, errors, recipes, fingerprints, the artifact store, the engine
-    hosts/     what this machine offers: container engine, NPUs, driver; doctor
+    core/      paths, errors, recipes, fingerprints, the artifact store and its lock
+    hosts/     what this machine offers: a container engine (Docker, podman), NPUs, driver
     envs/      env specs and their materializations: images, virtual environments
     runners/   where a stage runs: host, docker, venv (and the factory picking one)
+    pipeline/  a recipe's stages planned, skipped when up to date, run on a runner
     jobs/      what a task does: run a recipe and summarize, demo, ci
     tasks/     the invoke task tree (thin)
     dev/       development machines only: podman serving the Docker API

@@ -180,7 +180,7 @@ class _Postprocess(object):
 
 def run(args, task_class):
     """The infer stage: returns the timing record it wrote."""
-    from data_scripts.store import Store
+    from zoostage.store import Store
 
     check_arguments(args)
     shard = parse_shard(args.shard)

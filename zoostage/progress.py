@@ -27,7 +27,7 @@ class Progress(object):
         self.label = label
         self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
-        # ZOOBOX_TTY: the engine reads our output through a pipe but prints to a terminal.
+        # ZOOBOX_TTY: the host (zoobox) reads our output through a pipe but prints to a terminal.
         self.tty = (hasattr(self.stream, "isatty") and self.stream.isatty()) or bool(
             os.environ.get("ZOOBOX_TTY")
         )

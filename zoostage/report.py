@@ -10,7 +10,9 @@ A metric's status:
 - pass / fail: accuracy within `tolerance` below the published value (or better);
 - not meaningful: the network ran from a random initialisation;
 - subset: evaluated on fewer images than the published number was;
-- other device: a speed measured on another device than the published one.
+- other device: a speed measured on another device than the published one;
+- no <profile> number published: the profile that ran has no published number of its
+  own (only the seed's pipeline published one): measured only, no verdict.
 """
 
 import json
@@ -20,7 +22,7 @@ import shutil
 from zoostage import cli
 from zoostage.errors import UserError
 from zoostage.recipe import load_recipe
-from zoostage.verdict import compare
+from zoostage.verdict import compare, profile_note
 
 
 def _read_json(folder, name, required=True):
@@ -55,6 +57,16 @@ def subset_note(images, full_images):
     return None
 
 
+def profile_fact(rows, profile):
+    """The report's profile line: whose published numbers the rows compare with."""
+    own = [row["metric"] for row in rows if row.get("own_number", True)]
+    if len(own) == len(rows):
+        return "%s (the published numbers above are this pipeline's)" % profile
+    if not own:
+        return "%s (no published number of its own: nothing above is judged)" % profile
+    return "%s (published numbers of its own for %s only)" % (profile, ", ".join(own))
+
+
 def render(recipe, rows, metrics_doc, timing, export, versions, figures, profile=None):
     weights = export.get("weights", "unknown")
     lines = ["# %s: zoobox report" % recipe.title, ""]
@@ -67,12 +79,16 @@ def render(recipe, rows, metrics_doc, timing, export, versions, figures, profile
     note = subset_note(metrics_doc.get("images"), recipe.dataset.get("images"))
     if note:
         lines += ["> **Subset: %s.**" % note, ""]
+    profile = profile or "seed"
+    unpublished = profile_note(rows, profile)
+    if unpublished:
+        lines += ["> **%s.**" % unpublished, ""]
     lines += [
         "| metric | measured | published | tolerance | status |",
         "| --- | --- | --- | --- | --- |",
     ]
     for row in rows:
-        unit = (" " + row["unit"]) if row["unit"] else ""
+        unit = (" " + row["unit"]) if row["unit"] and row["published"] is not None else ""
         lines.append(
             "| %s | %s | %s%s | %s | %s |"
             % (
@@ -98,7 +114,7 @@ def render(recipe, rows, metrics_doc, timing, export, versions, figures, profile
             ),
         ),
         ("images evaluated", metrics_doc.get("images")),
-        ("profile", "%s (the published numbers above are this pipeline's)" % (profile or "seed")),
+        ("profile", profile_fact(rows, profile)),
         ("backend", timing.get("backend")),
         ("device", timing.get("device")),
         ("batch size", timing.get("batch_size")),
@@ -186,6 +202,7 @@ def main(args):
         "subset": subset_note(metrics_doc.get("images"), full),
         "weights_source": export.get("source"),
         "profile": args.profile,
+        "profile_note": profile_note(rows, args.profile or "seed"),
     }
     cli.write_json(os.path.join(args.out, "summary.json"), summary)
 

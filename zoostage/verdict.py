@@ -83,29 +83,60 @@ def published_for(ref, profile=DEFAULT_PROFILE):
     """A published entry as it applies to a profile.
 
     An entry's own value is the seed's (the ModelZoo script's) number; `profiles` gives
-    the numbers another pipeline was published with, e.g. {upstream: {value: 38.6}}.
+    the numbers another pipeline was published with, e.g. {upstream: {value: 38.6}}. A
+    profile with no number of its own gets none (value None, `own_number` False): the
+    seed's number belongs to another pipeline, so nothing is compared with it.
     """
     override = (ref.get("profiles") or {}).get(profile)
     merged = dict(ref)
     merged.pop("profiles", None)
+    merged["own_number"] = True
     if override:
         merged.update(override)
     elif profile != DEFAULT_PROFILE:
-        merged["note"] = "published for the %s profile only" % DEFAULT_PROFILE
+        merged.update(value=None, tolerance=None, own_number=False)
+        merged["note"] = "published for the %s profile only (%s%s); none for the %s profile" % (
+            DEFAULT_PROFILE,
+            ref.get("value"),
+            " " + ref["unit"] if ref.get("unit") else "",
+            profile,
+        )
     return merged
+
+
+def no_number_status(profile):
+    """The status of a metric whose profile has no published number: no verdict."""
+    return "no %s number published" % profile
+
+
+def profile_note(rows, profile):
+    """One line for report.md and the console when some metrics have no published number
+    of this profile's own, else None."""
+    missing = [row["metric"] for row in rows if row.get("own_number") is False]
+    if not missing:
+        return None
+    return (
+        "profile %s: no published number of its own for %s; those rows are measured only, "
+        "with no verdict (the %s profile's numbers come from another pipeline)"
+        % (profile, ", ".join(missing), DEFAULT_PROFILE)
+    )
 
 
 def compare(published, metrics, timing, weights, images, full_images, npu, profile=None):
     """One row per published metric of an inference recipe, with its status.
 
-    Each metric is compared with the number published for `profile` (default: seed).
+    Each metric is compared with the number published for `profile` (default: seed); a
+    metric with none for that profile is measured only (`own_number` False, no verdict).
     """
+    profile = profile or DEFAULT_PROFILE
     rows = []
     for key, entry in published.items():
-        ref = published_for(entry, profile or DEFAULT_PROFILE)
+        ref = published_for(entry, profile)
         speed = bool(ref.get("speed"))
         measured = measured_speed(key, timing) if speed else metrics.get(key)
-        if speed:
+        if not ref["own_number"]:
+            status = no_number_status(profile)
+        elif speed:
             status = speed_status(measured, ref.get("value"), npu)
         else:
             status = accuracy_status(
@@ -125,6 +156,7 @@ def compare(published, metrics, timing, weights, images, full_images, npu, profi
                 "measured": measured,
                 "where": ref.get("where", ""),
                 "note": ref.get("note", ""),
+                "own_number": ref["own_number"],
                 "status": status,
             }
         )

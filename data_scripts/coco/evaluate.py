@@ -31,9 +31,8 @@ import math
 import os
 import sys
 
-from data_scripts import store
 from data_scripts.coco import figure, layout
-from zoostage import cli
+from zoostage import cli, store
 from zoostage.errors import UserError
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")

@@ -24,7 +24,7 @@ Both profiles (INPUT.FORMAT BGR, shorter side 800, longer at most 1333, PIXEL_ME
    (the seed: cv2.subtract, then cv2.copyMakeBorder(..., value=0) on the float image;
    detectron2 pads the normalized tensor: padding is 0 after normalization either way).
 
-Steps 1-3 are stored as uint8 pixels (`data_scripts.store`): the seed converts to float32
+Steps 1-3 are stored as uint8 pixels (`zoostage.store`): the seed converts to float32
 only after the resize, so its float values are these uint8 ones exactly; step 4 is the
 store's feed recipe (mean, std, pad after normalization), applied when batches are read;
 those are the model's facts, passed by the recipe from its `input` block.
@@ -47,9 +47,8 @@ import sys
 
 import numpy as np
 
-from data_scripts import store
 from data_scripts.coco import layout
-from zoostage import cli
+from zoostage import cli, store
 from zoostage.errors import UserError
 
 MIN_SIZE = 800
@@ -184,7 +183,7 @@ def prepare(
 ):
     """Preprocess COCO val2017 at `root` into a store at `out`; return (images, skipped).
 
-    `feed` is the model's input recipe (data_scripts.store.feed_spec); `profile` picks the
+    `feed` is the model's input recipe (zoostage.store.feed_spec); `profile` picks the
     size rule and the default resize method (module docstring).
     """
     size_rule(profile)  # a UserError for an unknown profile, before any work

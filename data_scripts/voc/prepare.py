@@ -22,15 +22,15 @@ import json
 import os
 import sys
 
-from data_scripts.store import (
+from data_scripts.voc.layout import VOC_CLASSES, VOCLayout
+from zoostage import cli
+from zoostage.store import (
     INDEX_FILE,
     add_prepare_arguments,
     check_prepare_arguments,
     read_image,
     write_store_for,
 )
-from data_scripts.voc.layout import VOC_CLASSES, VOCLayout
-from zoostage import cli
 
 
 def prepare_image(item):

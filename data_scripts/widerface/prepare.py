@@ -33,15 +33,15 @@ spread over events); the store's index records the choice.
         [--image-list FILE] [--limit N] [--workers N] [--skip-bad]
 """
 
-from data_scripts.store import (
+from data_scripts.widerface import layout
+from data_scripts.widerface.select import SUBSETS, select
+from zoostage import cli
+from zoostage.store import (
     add_prepare_arguments,
     check_prepare_arguments,
     read_image,
     write_store_for,
 )
-from data_scripts.widerface import layout
-from data_scripts.widerface.select import SUBSETS, select
-from zoostage import cli
 
 DEFAULT_INPUT_SIZE = 1000
 

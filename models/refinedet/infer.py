@@ -4,7 +4,7 @@
         --backend onnxruntime|om --batch-size 1 --device cpu [--shard I/N] [--keep-top-k K]
 
 The skeleton (zoostage.infer) runs the backend and times it; this module adds RefineDet's
-part. The store (data_scripts.store) holds records {"id": "000001", "orig_hw": [h, w],
+part. The store (zoostage.store) holds records {"id": "000001", "orig_hw": [h, w],
 ...}; the model returns (arm_loc, arm_conf, odm_loc, odm_conf) in some order, which
 postprocess.order_outputs sorts out; models.refinedet.postprocess decodes and filters.
 

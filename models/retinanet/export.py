@@ -121,11 +121,11 @@ class Checker(object):
     """Compares an exported model's outputs with the eager module's on one check input.
 
     dense: every output, numerically. topk and class_topk: the outputs whose values do not
-    depend on how an engine orders equal scores (box_deltas; the sorted top-200 scores)
+    depend on how a runtime orders equal scores (box_deltas; the sorted top-200 scores)
     numerically, and the rest by what the host makes of them: detections from the
     exported outputs must match those the profile's postprocess finds from the eager
     *dense* network. Equal scores may be picked or ordered differently by another
-    engine's top-k (either way is right), so a detection or two may differ.
+    runtime's top-k (either way is right), so a detection or two may differ.
     """
 
     def __init__(self, model, module, kind, size):

@@ -18,7 +18,7 @@ postprocess, then back to the original image:
 The kind of outputs is told apart by their count and shape; a kind the profile cannot
 use is a one-line error. Writes OUT/detections.json: COCO results [{"image_id",
 "category_id", "bbox": [x, y, w, h], "score"}], compact. Imports no torch itself: the
-backend brings its engine.
+backend brings its runtime.
 """
 
 import json

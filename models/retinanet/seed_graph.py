@@ -21,7 +21,7 @@ Differences from the seed's graph, none of which changes which detections a corr
 reading of the seed allows: batched (the seed traces one image); the top-k taken of the
 logits, then the sigmoid (the seed: sigmoid, then top-k), which picks the same pairs and
 orders equal float32 scores (sigmoid saturates at 1.0 from logit ~17) by logit, where the
-seed leaves their order to the engine, so that this graph and the host's dense path
+seed leaves their order to the runtime, so that this graph and the host's dense path
 agree; float32 outputs (the seed casts to float16 in the graph; the host does the same
 rounding).
 """

@@ -41,11 +41,11 @@ def _say(text: str) -> None:
 
 
 def build(plan: ClusterPlan, artifacts=None, devices: list[int] | None = None, params=None):
-    from zoobox.run.session import build_engine, settings_from
+    from zoobox.pipeline.configure import build_pipeline, settings_from
 
     merged = dict(plan.params)
     merged.update(params or {})
-    return build_engine(
+    return build_pipeline(
         settings_from({"zoobox": {"runner": plan.runner}}),
         plan.recipe,
         data=plan.data,
@@ -60,7 +60,7 @@ def build(plan: ClusterPlan, artifacts=None, devices: list[int] | None = None, p
 def prepare(plan: ClusterPlan, stage: str | None = None) -> None:
     """The stages before the sharded one (only `stage` of them when given: a pod runs
     each in its own env's image)."""
-    from zoobox.run.session import check_dataset
+    from zoobox.pipeline.configure import check_dataset
 
     engine = build(plan)
     needs = [n for n in engine.recipe.upstream(plan.shard_stage) if n != plan.shard_stage]
@@ -114,7 +114,7 @@ def shard(plan: ClusterPlan, index: int) -> None:
     )
     with ThreadPoolExecutor(len(calls)) as pool:
         try:
-            list(pool.map(lambda pair: engine._run_checked(pair[0]), calls))
+            list(pool.map(lambda pair: engine.run_checked(pair[0]), calls))
         except BaseException:
             for call, _ in calls:
                 shutil.rmtree(call.out, ignore_errors=True)
@@ -129,7 +129,7 @@ def shard(plan: ClusterPlan, index: int) -> None:
 
 def finish(plan: ClusterPlan) -> None:
     from zoobox.core.envspec import get_env
-    from zoobox.jobs.run import run_and_summarize
+    from zoobox.jobs.run_and_summarize import run_and_summarize
     from zoobox.runners.base import StageCall
     from zoobox.runners.host import HostRunner
 
@@ -159,7 +159,7 @@ def finish(plan: ClusterPlan) -> None:
             merged,
             get_env("host"),
         )
-        argv = engine._run_with(HostRunner(), call)
+        argv = engine.run_with(HostRunner(), call)
         engine.adopt(stage, merged, [argv], started)
         shutil.rmtree(merged, ignore_errors=True)
     finally:

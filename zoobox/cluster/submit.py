@@ -110,7 +110,7 @@ def submit_slurm(plan: ClusterPlan, settings, dry: bool = False) -> list[str]:
 # -- Kubernetes ----------------------------------------------------------------------------
 def check_images(images: list[str], settings, image_exists=None) -> None:
     """Every image the manifests name was built here (`invoke images.build`)."""
-    from zoobox.envs.images import image_info
+    from zoobox.envs.image_build import image_info
 
     exists = image_exists or (lambda name: image_info(name) is not None)
     registry = (settings.registry or "").rstrip("/")

@@ -3,6 +3,7 @@
 import signal
 import sys
 
+from zoobox.core.children import signals_as_interrupts
 from zoostage.errors import USER_ERROR_EXIT, UserError, describe_exit, signal_name
 
 __all__ = ["USER_ERROR_EXIT", "StageFailed", "StageStopped", "UserError", "main_guard"]
@@ -37,10 +38,12 @@ def main_guard(func):
 
     A stage that stopped on a user error already printed its own `error:` line. An
     interrupt (Ctrl-C, or SIGTERM / SIGHUP turned into one) is one line too, and the
-    exit status a shell gives a process killed by that signal.
+    exit status a shell gives a process killed by that signal. Children started with
+    zoobox.core.children stop with the task.
     """
     try:
-        return func()
+        with signals_as_interrupts():
+            return func()
     except StageStopped:
         raise SystemExit(2) from None  # the stage's own `error:` line says it all
     except UserError as error:

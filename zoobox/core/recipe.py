@@ -87,7 +87,7 @@ def check_recipe(recipe: Recipe) -> None:
     where = recipe.path
     envs = load_envs()
     for role, names in recipe.backends.items():
-        # cpu may list several backends: --backend auto measures them (zoobox.run.speed).
+        # cpu may list several backends: --backend auto measures them (zoobox.pipeline.speed).
         listed = names if role == "cpu" and isinstance(names, list) and names else [names]
         for name in listed:
             if name not in BACKEND_NAMES:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from zoobox.core.errors import UserError
-from zoobox.dev.podman import _log, _podman, podman_env, state_dir
+from zoobox.dev.podman import log, podman, podman_env, state_dir
 
 SUITE = "bookworm"
 
@@ -128,7 +128,7 @@ def _read(path: Path) -> str:
 
 def image_labels(name: str) -> dict | None:
     """The labels of a local image, or None when it does not exist."""
-    result = _podman("image", "inspect", "--format", "{{json .Labels}}", name, check=False)
+    result = podman("image", "inspect", "--format", "{{json .Labels}}", name, check=False)
     if result.returncode != 0:
         return None
     try:
@@ -143,7 +143,7 @@ def ensure_debian_base(mirror: str | None = None) -> str:
     if os.geteuid() != 0:
         raise UserError("creating the base image needs root (debootstrap); rerun as root")
     mirror = mirror or debian_mirror()
-    _log(f"creating {DEBIAN_IMAGE}: debootstrap --variant=minbase {SUITE} from {mirror}")
+    log(f"creating {DEBIAN_IMAGE}: debootstrap --variant=minbase {SUITE} from {mirror}")
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="zoobox-rootfs-", dir=state_dir()) as tmp:
         rootfs = Path(tmp) / "rootfs"
@@ -180,7 +180,7 @@ def ensure_debian_base(mirror: str | None = None) -> str:
         if imported.returncode != 0:
             raise UserError(f"podman import failed: {imported.stderr.strip()}")
         shutil.rmtree(rootfs, ignore_errors=True)
-    _log(f"created {DEBIAN_IMAGE} in {time.time() - started:.0f} s")
+    log(f"created {DEBIAN_IMAGE} in {time.time() - started:.0f} s")
     return DEBIAN_IMAGE
 
 
@@ -219,14 +219,14 @@ def ensure_python_base(minor: str) -> str | None:
     source = pyenv_python(minor)
     name = PYTHON_IMAGE.format(version=minor)
     if source is None:
-        _log(f"no CPython {minor} under {PYENV_ROOT}/versions: {name} not made")
+        log(f"no CPython {minor} under {PYENV_ROOT}/versions: {name} not made")
         return None
     version = source.name
     key = python_image_key(version)
     labels = image_labels(name)
     if labels is not None and labels.get("org.zoobox.base-key") == key:
         return name
-    _log(f"creating {name} from {source}")
+    log(f"creating {name} from {source}")
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="zoobox-python-", dir=state_dir()) as tmp:
         context = Path(tmp)
@@ -243,7 +243,7 @@ def ensure_python_base(minor: str) -> str | None:
                 packages=" ".join(PYTHON_RUNTIME_PACKAGES),
             )
         )
-        result = _podman(
+        result = podman(
             "build",
             "--layers",
             "-f",
@@ -256,7 +256,7 @@ def ensure_python_base(minor: str) -> str | None:
         if result.returncode != 0:
             tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
             raise UserError(f"building {name} failed: {' / '.join(tail)}")
-    _log(f"created {name} in {time.time() - started:.0f} s")
+    log(f"created {name} in {time.time() - started:.0f} s")
     return name
 
 

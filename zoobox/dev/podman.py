@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from zoobox.core.errors import UserError
-from zoobox.hosts.probe import dev_engine_dir, dev_engine_host
+from zoobox.hosts.detect import dev_engine_dir, dev_engine_host
 
 PACKAGES = ("podman", "runc", "debootstrap")
 
@@ -49,7 +49,7 @@ events_logger = "file"
 """
 
 
-def _log(text: str) -> None:
+def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
@@ -77,7 +77,7 @@ def podman_env() -> dict:
     return env
 
 
-def _podman(*args, check=True, capture=True, **kwargs) -> subprocess.CompletedProcess:
+def podman(*args, check=True, capture=True, **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(
         ["podman", *args],
         env=podman_env(),
@@ -113,7 +113,7 @@ def ensure_packages() -> None:
             f"{', '.join(missing)} not found: run `sudo apt-get install -y "
             f"{' '.join(PACKAGES)}` (installing needs root), then rerun"
         )
-    _log(f"installing {' '.join(PACKAGES)} (apt-get)")
+    log(f"installing {' '.join(PACKAGES)} (apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
         result = subprocess.run(argv, env=env, capture_output=True, text=True)
@@ -248,9 +248,9 @@ def up(pythons: list[str] | None = None, bases: bool = True) -> str:
         for minor in pythons if pythons is not None else python_versions():
             ensure_python_base(minor)
     pid = start_service()
-    _log(f"podman system service (pid {pid}) answers at {docker_host()}")
+    log(f"podman system service (pid {pid}) answers at {docker_host()}")
     if shutil.which("docker") is None:
-        _log(
+        log(
             "warning: no docker CLI on PATH; zoobox's docker runner and images.* call it. "
             "Install Docker's CLI (a static `docker` binary, or Debian's docker.io package)"
         )
@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.action == "stop":
-            _log("stopped" if stop_service() else "no zoobox podman service was running")
+            log("stopped" if stop_service() else "no zoobox podman service was running")
         elif args.action == "status":
             info = status()
             for key, value in info.items():

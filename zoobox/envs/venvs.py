@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoobox.core.artifacts import read_json, write_json_atomic
+from zoobox.core.children import run_child
 from zoobox.core.envspec import EnvSpec
 from zoobox.core.errors import UserError
 from zoobox.core.paths import default_cache, repo_relative
@@ -146,7 +147,8 @@ class VenvCache:
         self.root = Path(self.root).expanduser()
         self.pythons = {str(k): str(v) for k, v in (self.pythons or {}).items() if v}
 
-    def _say(self, text: str) -> None:
+    def note(self, text: str) -> None:
+        """A progress line, through `say` when given."""
         (self.say or _print)(text)
 
     # -- names -----------------------------------------------------------------------------
@@ -207,16 +209,16 @@ class VenvCache:
         target = venv_target(spec)
         # The lock first: a stale or missing one is an error before anything is made.
         lock = locks.lock_for(spec, target.arch, npu=False) if target else None
-        with BuildLock(self.root / f".{self.stem(spec)}.lock", spec.name, self._say) as build_lock:
+        with BuildLock(self.root / f".{self.stem(spec)}.lock", spec.name, self.note) as build_lock:
             if not force:
                 state = self.state(spec)
                 if state.ok:
                     return BuildResult(final, state.marker, built=False)
                 if state.broken:
-                    self._say(f"venv {spec.name}: {final} is broken ({state.broken}); rebuilding")
+                    self.note(f"venv {spec.name}: {final} is broken ({state.broken}); rebuilding")
             interpreter = self.interpreter(spec)
             for stale in self._leftovers(spec):
-                self._say(f"venv {spec.name}: removing {stale.name}, left by a build that died")
+                self.note(f"venv {spec.name}: removing {stale.name}, left by a build that died")
                 shutil.rmtree(stale, ignore_errors=True)
             started = time.time()
             temp = self.root / f".{self.stem(spec)}.tmp-{uuid.uuid4().hex[:8]}"
@@ -227,7 +229,7 @@ class VenvCache:
                 shutil.rmtree(temp, ignore_errors=True)
                 raise
         seconds = time.time() - started
-        self._say(
+        self.note(
             f"venv {spec.name}: built in {seconds:.1f} s at {final} ({human_size(dir_size(final))})"
         )
         return BuildResult(final, marker, built=True, seconds=seconds)
@@ -249,24 +251,27 @@ class VenvCache:
         final: Path,
         lock_fd: int,
     ) -> dict:
-        self._say(
+        self.note(
             f"venv {spec.name}: creating with {interpreter.path} (Python {interpreter.version}, "
             f"from {interpreter.source})"
         )
         command = [interpreter.path, "-m", "venv"]
         if lock is None:
             command.append("--without-pip")
-        result = subprocess.run(
+        output: list[str] = []
+        code = run_child(
             [*command, str(temp)],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             env=clean_environment(),
             pass_fds=(lock_fd,),
+            on_output=lambda process: output.append(process.stdout.read()),
         )
-        if result.returncode != 0:
+        if code != 0:
             raise UserError(
                 f"env {spec.name}: `{interpreter.path} -m venv` failed "
-                f"({last_line(result.stderr or result.stdout)}); install that Python's venv "
+                f"({last_line(''.join(output))}); install that Python's venv "
                 f"module (Debian: apt-get install python{spec.python}-venv) or point "
                 f"{SETTING} at another CPython {spec.python}"
             )
@@ -274,12 +279,12 @@ class VenvCache:
         if lock is not None:
             # The venv keeps the very file it was installed from (ZOOBOX_LOCK_FILE).
             shutil.copyfile(lock.path, temp / lock.path.name)
-            self._say(
+            self.note(
                 f"venv {spec.name}: pip install --require-hashes -r {repo_relative(lock.path)} "
                 f"({len(lock.pins)} packages)"
             )
             _pip_install(python, spec, temp / lock.path.name, lock_fd)
-        seen = _scan(python)
+        seen = scan_interpreter(python)
         relocate(temp, final)
         marker = {
             "env": spec.name,
@@ -323,9 +328,9 @@ class VenvCache:
             stem, kind = parsed
             if kind == "venv" and stem in current:
                 continue
-            lock = BuildLock(self.root / f".{stem}.lock", stem, self._say)
+            lock = BuildLock(self.root / f".{stem}.lock", stem, self.note)
             if not lock.try_acquire():
-                self._say(f"keeping {entry.name}: a build of it is running")
+                self.note(f"keeping {entry.name}: a build of it is running")
                 continue
             try:
                 removed.append(entry)
@@ -366,24 +371,22 @@ def _pip_install(python: Path, spec: EnvSpec, lock_file: Path, lock_fd: int) -> 
     """pip install the env's lock, hashes checked; its stderr is shown, its last error kept."""
     command = [str(python), "-m", "pip", "install", "--no-input", "--require-hashes"]
     command += [*spec.pip_args, "-r", str(lock_file)]
-    process = subprocess.Popen(
+    tail: collections.deque = collections.deque(maxlen=200)
+
+    def relay(process):
+        for line in process.stderr:
+            sys.stderr.write(line)
+            tail.append(line.rstrip())
+
+    code = run_child(
         command,
         stderr=subprocess.PIPE,
         text=True,
         errors="replace",
         env=pip_environment(clean_environment()),  # + docker/local/wheels/ when there
         pass_fds=(lock_fd,),
+        on_output=relay,
     )
-    tail: collections.deque = collections.deque(maxlen=200)
-    try:
-        for line in process.stderr:
-            sys.stderr.write(line)
-            tail.append(line.rstrip())
-        code = process.wait()
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
     if code != 0:
         errors = [line for line in tail if line.startswith("ERROR:")]
         why = errors[-1] if errors else last_line("\n".join(tail))
@@ -395,7 +398,7 @@ def _pip_install(python: Path, spec: EnvSpec, lock_file: Path, lock_fd: int) -> 
         )
 
 
-def _scan(python: Path) -> dict:
+def scan_interpreter(python: Path) -> dict:
     result = subprocess.run(
         [str(python), "-I", "-c", _SCAN],
         capture_output=True,

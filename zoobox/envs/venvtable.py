@@ -17,7 +17,7 @@ def lock_state(cache: VenvCache, spec) -> str:
     if lock_file is None or not lock_file.is_file():
         return "-"  # no packages: nothing to lock
     lock = locks.read_lock(lock_file)
-    drifted = locks.drift(lock.pins, venvs._scan(cache.python(spec))["packages"])
+    drifted = locks.drift(lock.pins, venvs.scan_interpreter(cache.python(spec))["packages"])
     if drifted:
         return f"DRIFT from {lock.id}: {locks.describe_drift(drifted)}"
     return f"{lock.id}, installed = lock"
@@ -87,7 +87,7 @@ def build_all(cache: VenvCache, specs: dict, env: str | None = None, force: bool
             failed.append(spec.name)
             continue
         if not result.built:
-            cache._say(f"venv {spec.name}: up to date at {result.path}")
+            cache.note(f"venv {spec.name}: up to date at {result.path}")
     if failed:
         raise UserError(
             f"{len(failed)} of {len(chosen)} venvs could not be built ({', '.join(failed)}); "

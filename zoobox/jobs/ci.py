@@ -18,9 +18,9 @@ from zoobox.core.errors import UserError
 from zoobox.core.recipe import load_recipe, recipe_names
 from zoobox.core.text import table
 from zoobox.jobs.datasets import make_sample
-from zoobox.jobs.run import run_and_summarize
+from zoobox.jobs.run_and_summarize import run_and_summarize
 from zoobox.jobs.summary import HEADER, summary_rows
-from zoobox.run.session import build_engine, flag_path, setting_path
+from zoobox.pipeline.configure import build_pipeline, flag_path, setting_path
 
 
 def _recipes(names: str | None) -> list[str]:
@@ -59,7 +59,7 @@ def run_ci(
             if not data.exists():
                 make_sample(recipe.dataset["name"], str(data))
             params["allow_random"] = True
-        engine = build_engine(
+        pipeline = build_pipeline(
             settings,
             name,
             data=str(data) if data else None,
@@ -69,7 +69,7 @@ def run_ci(
             devices=devices,
             params=params,
         )
-        _, summary = run_and_summarize(engine, show=False)
+        _, summary = run_and_summarize(pipeline, show=False)
         summaries[name] = summary
         rows += summary_rows(summary)
         failures += [f"{name}.{r['metric']}" for r in summary["rows"] if r["status"] == "fail"]

@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 
 from zoobox.core.paths import REPO
-from zoobox.jobs.run import run_and_summarize
-from zoobox.run.session import build_engine, flag_path, setting_path
+from zoobox.jobs.run_and_summarize import run_and_summarize
+from zoobox.pipeline.configure import build_pipeline, flag_path, setting_path
 
 SAMPLE = REPO / "samples" / "widerface"
 
@@ -38,8 +38,8 @@ def _data(root: Path) -> Path:
     return data
 
 
-def _last_weights(engine) -> dict:
-    path = engine.store.stage_dir("weights") / "weights.json"
+def _last_weights(pipeline) -> dict:
+    path = pipeline.store.stage_dir("weights") / "weights.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -68,8 +68,8 @@ def run_demo(settings: dict, artifacts=None, weights=None, force=False):
     data = _data(root)
     images = len(list((data / "images").rglob("*.jpg")))
 
-    def engine_for(forced):
-        return build_engine(
+    def pipeline_for(forced):
+        return build_pipeline(
             settings,
             "retinaface",
             data=str(data),
@@ -79,22 +79,22 @@ def run_demo(settings: dict, artifacts=None, weights=None, force=False):
             force=forced,
         )
 
-    engine = engine_for(("*",) if force else ())
+    pipeline = pipeline_for(("*",) if force else ())
     # Random weights last time (offline then): try the published ones again.
-    if not force and _last_weights(engine).get("source") == "random":
-        engine = engine_for(("weights",))
+    if not force and _last_weights(pipeline).get("source") == "random":
+        pipeline = pipeline_for(("weights",))
     fetched = io.StringIO()
     try:
         with contextlib.redirect_stdout(fetched):
-            engine.run("weights")
+            pipeline.run("weights")
     finally:
-        manifest = _last_weights(engine)
+        manifest = _last_weights(pipeline)
         if manifest:
             print(first_line(manifest, images, data))
-        print(fetched.getvalue(), end="")  # the engine's line: runner, backend and why
+        print(fetched.getvalue(), end="")  # the pipeline's first line: runner, backend and why
     # The weights just ran: forcing them again would fetch twice.
-    forced = engine.options.force
+    forced = pipeline.options.force
     if "*" in forced:
-        forced = tuple(engine.recipe.stage_names)
-    engine.options.force = tuple(n for n in forced if n != "weights")
-    return run_and_summarize(engine)[0]
+        forced = tuple(pipeline.recipe.stage_names)
+    pipeline.options.force = tuple(n for n in forced if n != "weights")
+    return run_and_summarize(pipeline)[0]

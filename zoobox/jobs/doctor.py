@@ -8,10 +8,10 @@ from zoobox.core.envspec import load_envs
 from zoobox.core.errors import UserError
 from zoobox.core.recipe import load_recipe, recipe_names
 from zoobox.core.text import table
+from zoobox.hosts.detect import container_engine, npu_host, use_engine
 from zoobox.hosts.npucompat import image_compatibility
-from zoobox.hosts.probe import container_engine, npu_host, use_engine
-from zoobox.run.choice import choose
-from zoobox.run.speed import fastest_cpu_backend
+from zoobox.pipeline.choice import choose
+from zoobox.pipeline.speed import fastest_cpu_backend
 
 
 def _version(name: str) -> str | None:
@@ -49,6 +49,8 @@ def report(settings: dict, probe_engine=container_engine) -> str:
         ["CANN (host)", cann_version() or "not found", "/usr/local/Ascend/ascend-toolkit"],
     ]
     text = table(rows, ["check", "found", "detail"])
+    if engine.advice():
+        text += f"\nnote: {engine.advice()}"
     plan_rows = []
     for name in recipe_names():
         try:

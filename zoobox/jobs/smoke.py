@@ -21,10 +21,10 @@ from pathlib import Path
 from zoobox.core.envspec import get_env
 from zoobox.core.errors import UserError
 from zoobox.core.text import table
-from zoobox.hosts import probe
+from zoobox.hosts import detect
 from zoobox.hosts.npucompat import image_compatibility
-from zoobox.run.choice import parse_devices
-from zoobox.run.session import flag_path, setting_path
+from zoobox.pipeline.choice import parse_devices
+from zoobox.pipeline.configure import flag_path, setting_path
 from zoobox.runners.base import Runner, StageCall
 from zoobox.runners.factory import make_runner
 from zoobox.runners.host import HostRunner
@@ -35,7 +35,7 @@ RUN_TIMEOUT_NOTE = "each env's checks run in one process; compile and ATC take a
 
 
 # -- host checks -----------------------------------------------------------------------------
-def _driver(npu: probe.NpuHost) -> str:
+def _driver(npu: detect.NpuHost) -> str:
     if npu.driver_version is None:
         raise NeedsHost(f"not an Ascend host: no driver version in {npu.driver_dir}/version.info")
     rows = image_compatibility(npu.driver_version, [get_env(env) for env, _ in CHECK_MODULES])
@@ -48,13 +48,13 @@ def _driver(npu: probe.NpuHost) -> str:
     return f"driver {npu.driver_version} at {npu.driver_dir}"
 
 
-def _devices(npu: probe.NpuHost) -> str:
+def _devices(npu: detect.NpuHost) -> str:
     if not npu.present:
         raise NeedsHost(f"not an Ascend host: no {npu.dev_root}/davinci*")
     return f"davinci {', '.join(map(str, npu.devices))}"
 
 
-def _npu_smi(npu: probe.NpuHost) -> str:
+def _npu_smi(npu: detect.NpuHost) -> str:
     if npu.npu_smi is None:
         raise NeedsHost("not an Ascend host: no npu-smi")
     result = subprocess.run([str(npu.npu_smi), "info"], capture_output=True, text=True, timeout=60)
@@ -64,17 +64,17 @@ def _npu_smi(npu: probe.NpuHost) -> str:
     return " | ".join(line.strip(" |") for line in lines[:3]) or "answers"
 
 
-def _access(npu: probe.NpuHost, devices: list[int], runner: Runner) -> str:
+def _access(npu: detect.NpuHost, devices: list[int], runner: Runner) -> str:
     if not npu.present:
         raise NeedsHost("not an Ascend host: no device nodes to open")
     uid, gids = runner.npu_identity()
-    problem = probe.device_access_problem(npu.dev_root, devices, uid, gids)
+    problem = detect.device_access_problem(npu.dev_root, devices, uid, gids)
     if problem:
         raise PermissionError(problem)
     return f"uid {uid} with groups {sorted(gids)} can open davinci{devices}"
 
 
-def _engine(engine: probe.ContainerEngine) -> str:
+def _engine(engine: detect.ContainerEngine) -> str:
     if not engine.reachable:
         raise Skip(f"no Docker engine ({engine.detail}): the checks ran on the host runner")
     return engine.detail
@@ -82,7 +82,7 @@ def _engine(engine: probe.ContainerEngine) -> str:
 
 # -- the check modules, in their envs --------------------------------------------------------
 def pick_runner(
-    name: str, settings: dict, npu: probe.NpuHost, engine: probe.ContainerEngine, out: Path
+    name: str, settings: dict, npu: detect.NpuHost, engine: detect.ContainerEngine, out: Path
 ):
     """(runner, why): docker when an engine answers and the aie / atc images exist."""
     if name in ("auto", "docker") and engine.reachable:
@@ -148,16 +148,16 @@ def run_smoke(
     runner: str | None = None,
     devices=None,
     soc_version: str = "Ascend310P3",
-    probe_engine=probe.container_engine,
+    probe_engine=detect.container_engine,
 ) -> dict:
     """Run every check; write the report; return {"checks", "report", "failed", "needs_host"}."""
     docker = settings.get("docker") or {}
-    npu = probe.npu_host(
+    npu = detect.npu_host(
         dev_root=Path(docker.get("dev_root") or "/dev"),
         driver_dir=Path(docker.get("driver_dir") or "/usr/local/Ascend/driver"),
     )
     engine = probe_engine()
-    probe.use_engine(engine)
+    detect.use_engine(engine)
     final = flag_path(artifacts) or setting_path(settings["artifacts"]) / "npu-smoke"
     # Written beside, then swapped in: an interrupted run leaves the last report whole.
     out = final.parent / f".{final.name}.tmp-{os.getpid()}"

@@ -42,6 +42,8 @@ def render_summary(report_dir: Path) -> str:
     text = table(summary_rows(summary), HEADER)
     if summary.get("subset"):
         text += f"\n{summary['subset']}"
+    if summary.get("profile_note"):
+        text += f"\n{summary['profile_note']}"
     if summary.get("weights") == "random":
         text += (
             "\nweights: seeded random initialisation -- accuracy is not meaningful; "

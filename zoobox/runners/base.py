@@ -8,8 +8,6 @@ output. `--dry` prints the same argv without running it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import os
 import signal
 import subprocess
@@ -19,6 +17,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zoobox.core.children import (  # noqa: F401 - the engine and shards use them from here
+    FORWARDED_SIGNALS,
+    Terminated,
+    die_with_parent_hook,
+    signal_group,
+    signal_of,
+    signals_as_interrupts,
+)
 from zoobox.core.envspec import EnvSpec
 from zoobox.core.text import quote  # noqa: F401 - runners and the engine use it from here
 
@@ -47,8 +53,6 @@ STOP_GRACE_SECONDS = 10.0
 # Told to a stage started here: it leads a process group made for it (zoostage.cli
 # takes that group down when it is terminated).
 GROUP_ENV = "ZOOBOX_STAGE_GROUP"
-_PR_SET_PDEATHSIG = 1
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Completed:
@@ -59,79 +63,10 @@ class Completed:
         self.tail = tail
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP reached zoobox: handled like Ctrl-C, forwarded as it came."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def signal_of(interrupt: BaseException) -> int:
-    """The signal an interrupt stands for: SIGINT for Ctrl-C, else the one received."""
-    return getattr(interrupt, "signum", signal.SIGINT)
-
-
-@contextlib.contextmanager
-def signals_as_interrupts():
-    """While the block runs (main thread only), SIGTERM and SIGHUP raise Terminated.
-
-    A run stopped by `kill` or a closed terminal then unwinds as Ctrl-C does: stages
-    are stopped, temporary folders removed, the lock released last.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def raise_terminated(signum, frame):
-        raise Terminated(signum)
-
-    previous = {sig: signal.signal(sig, raise_terminated) for sig in _FORWARDED[1:]}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-@functools.lru_cache(maxsize=None)
-def _prctl():
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-def _die_with_parent_hook():
-    """A preexec_fn that makes the child get SIGTERM when zoobox dies (Linux), or None.
-
-    Resolved before the fork: the child then makes one prctl call and nothing else
-    (a preexec_fn must not take locks another thread may hold).
-    """
-    prctl = _prctl() if sys.platform.startswith("linux") else None
-    if prctl is None:
-        return None
-    parent = os.getpid()
-
-    def hook():
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # zoobox died before the prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
-
-
 # Stage processes running now; an interrupt in the main thread stops them all (sharded
 # stages run theirs from worker threads).
 _LIVE: set = set()
 _LIVE_LOCK = threading.Lock()
-
-
-def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    try:
-        os.killpg(process.pid, signum)  # the stage leads its own group: helpers too
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @contextlib.contextmanager
@@ -141,7 +76,9 @@ def _interrupts_deferred():
         yield
         return
     pending = []
-    previous = {sig: signal.signal(sig, lambda s, f: pending.append(s)) for sig in _FORWARDED}
+    previous = {
+        sig: signal.signal(sig, lambda s, f: pending.append(s)) for sig in FORWARDED_SIGNALS
+    }
     try:
         yield
     finally:
@@ -158,13 +95,13 @@ def stop_all(signum: int, grace: float = STOP_GRACE_SECONDS) -> None:
         processes = list(_LIVE)
     with _interrupts_deferred():
         for process in processes:
-            _signal_group(process, signum)
+            signal_group(process, signum)
         deadline = time.monotonic() + grace
         for process in processes:
             try:
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
+                signal_group(process, signal.SIGKILL)
                 process.wait()
 
 
@@ -208,7 +145,7 @@ def execute(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_die_with_parent_hook(),
+        preexec_fn=die_with_parent_hook(),
         pass_fds=tuple(keep_fds),
     )
     with _LIVE_LOCK:
@@ -220,7 +157,7 @@ def execute(
         code = process.wait()
         # Helpers the stage left behind in its group end with it: nothing of the run
         # outlives the run (or keeps the lock, or the output pipe, open).
-        _signal_group(process, signal.SIGKILL)
+        signal_group(process, signal.SIGKILL)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or Terminated
         stop_all(signal_of(interrupt))
         reader.join(STOP_GRACE_SECONDS)  # the stage's last lines

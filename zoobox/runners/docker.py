@@ -25,7 +25,7 @@ from pathlib import Path
 from zoobox.core.envspec import EnvSpec
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
-from zoobox.hosts.probe import NpuHost
+from zoobox.hosts.detect import NpuHost
 from zoobox.runners import npu as npu_args
 from zoobox.runners.base import Completed, Runner, StageCall, execute
 from zoobox.runners.host import HostRunner

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from zoobox.core.errors import UserError
-from zoobox.hosts.probe import ContainerEngine, NpuHost
+from zoobox.hosts.detect import ContainerEngine, NpuHost
 from zoobox.runners.base import Runner
 
 

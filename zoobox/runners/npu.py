@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoobox.core.errors import UserError
-from zoobox.hosts.probe import NPU_CONTROL_NODES, NpuHost
+from zoobox.hosts.detect import NPU_CONTROL_NODES, NpuHost
 from zoobox.runners.base import StageCall
 
 ASCEND_DRIVER = "/usr/local/Ascend/driver"  # where the entrypoint and CANN look for it
@@ -72,10 +72,12 @@ def device_args(npu: NpuHost, devices: list[int], ascend_runtime: bool) -> list[
     if ascend_runtime:
         visible = ",".join(str(d) for d in devices)
         return ["--runtime", "ascend", "-e", f"ASCEND_VISIBLE_DEVICES={visible}", *args]
+    # Each node goes to its /dev name inside, wherever the host keeps it (dev_root):
+    # CANN looks in /dev only.
     for device in devices:
-        args += ["--device", f"{npu.dev_root}/davinci{device}"]
+        args += ["--device", f"{npu.dev_root}/davinci{device}:/dev/davinci{device}"]
     for node in NPU_CONTROL_NODES:
-        args += ["--device", f"{npu.dev_root}/{node}"]
+        args += ["--device", f"{npu.dev_root}/{node}:/dev/{node}"]
     # The driver goes where the container looks for it, wherever the host keeps it. Like
     # every host path here, only when it exists: a run without it stops in preflight().
     if Path(npu.driver_dir).is_dir():

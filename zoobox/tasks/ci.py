@@ -22,7 +22,7 @@ def ci(
     """Run every recipe and fail when an accuracy falls below published minus tolerance."""
     from zoobox.core.errors import main_guard
     from zoobox.jobs.ci import run_ci
-    from zoobox.run.session import settings_from
+    from zoobox.pipeline.configure import settings_from
 
     main_guard(
         lambda: run_ci(

@@ -25,7 +25,7 @@ COMMON_HELP = {
 def _plan(c, target, nodes, devices_per_node, artifacts, data, backend, random_init, limit, param):
     from zoobox.cluster.plan import make_plan, parse_target
     from zoobox.core.recipe import load_recipe
-    from zoobox.run.session import data_root, parse_params, settings_from
+    from zoobox.pipeline.configure import data_root, parse_params, settings_from
 
     params = parse_params(param)
     if random_init:
@@ -64,7 +64,7 @@ def _dataclass_from(cls, values: dict, where: str):
 
 
 def _settings(c) -> dict:
-    from zoobox.run.session import settings_from
+    from zoobox.pipeline.configure import settings_from
 
     return dict(settings_from(c.config).get("cluster") or {})
 

@@ -42,6 +42,10 @@ def engine(c, stop=False, status=False, python=None, no_bases=False):
         host = devengine.up(pythons=python or None, bases=not no_bases)
         print(f"export DOCKER_HOST={host}")
         print(
+            "# zoobox finds this engine without DOCKER_HOST; the plain `docker` CLI needs the "
+            'line above: eval "$(invoke dev.engine)"',
+        )
+        print(
             "# then: invoke images.build  (FROM the local python bases while DOCKER_HOST is "
             "this engine's)",
         )

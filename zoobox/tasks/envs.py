@@ -7,7 +7,7 @@ from invoke import task
 
 def _cache(c):
     from zoobox.envs.venvs import cache_from_settings
-    from zoobox.run.session import settings_from
+    from zoobox.pipeline.configure import settings_from
 
     return cache_from_settings(settings_from(c.config))
 

@@ -11,7 +11,7 @@ DEFAULTS = {"base": "auto", "npu": "auto", "docker": "docker"}
 
 
 def _settings(c) -> dict:
-    from zoobox.run.session import settings_from
+    from zoobox.pipeline.configure import settings_from
 
     merged = dict(DEFAULTS)
     merged.update(settings_from(c.config).get("images") or {})
@@ -71,7 +71,7 @@ def build(
     and echoes every command.
     """
     from zoobox.core.errors import main_guard
-    from zoobox.envs.images import build_images
+    from zoobox.envs.image_build import build_images
 
     settings = _settings(c)
     main_guard(
@@ -94,7 +94,7 @@ def build(
 def list_(c):
     """List the env images: tag, built or not, id, digest, size, NPU stack, version labels."""
     from zoobox.core.errors import main_guard
-    from zoobox.envs.checks import list_images
+    from zoobox.envs.image_check import list_images
 
     main_guard(lambda: print(list_images(docker=_settings(c)["docker"])))
 
@@ -108,7 +108,7 @@ def check(c, env=None):
     org.zoobox.npu=present is an error naming it (exit 2).
     """
     from zoobox.core.errors import main_guard
-    from zoobox.envs.checks import check_images
+    from zoobox.envs.image_check import check_images
 
     main_guard(lambda: print(check_images(env=env, docker=_settings(c)["docker"])))
 

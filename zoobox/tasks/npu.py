@@ -29,7 +29,7 @@ def smoke(c, artifacts=None, runner=None, devices=None, soc_version="Ascend310P3
     """
     from zoobox.core.errors import UserError, main_guard
     from zoobox.jobs.smoke import render, run_smoke
-    from zoobox.run.session import settings_from
+    from zoobox.pipeline.configure import settings_from
 
     def go():
         summary = run_smoke(

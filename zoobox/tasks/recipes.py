@@ -51,7 +51,7 @@ def _stage_task(recipe_name: str, target: str | None, doc: str) -> Task:
         dry=False,
         extra_params=None,
     ):
-        from zoobox.tasks.run import run_recipe
+        from zoobox.tasks.recipe_task import run_recipe
 
         params = {
             "batch_size": batch_size,

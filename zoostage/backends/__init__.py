@@ -1,4 +1,4 @@
-"""Inference backends (stage side): one interface, four engines.
+"""Inference backends (stage side): one interface, four runtimes.
 
 | backend      | model file          | device                 | where            |
 | ------------ | ------------------- | ---------------------- | ---------------- |
@@ -7,7 +7,7 @@
 | aie          | torch_aie-compiled  | npu:N                  | `aie` env, NPU   |
 | om           | ATC .om             | NPU device N           | `atc` env, NPU   |
 
-Each backend module imports its engine (torch, onnxruntime, torch_aie, ais_bench) only
+Each backend module imports its runtime (torch, onnxruntime, torch_aie, ais_bench) only
 when it is used, so this package imports anywhere.
 """
 
@@ -22,6 +22,14 @@ _MODULES = {
 }
 NAMES = tuple(_MODULES)
 NPU_BACKENDS = ("aie", "om")
+# The distribution each backend imports: an env must provide it for a stage that runs the
+# backend there. The NPU ones come from installers (docker/npu-installers/), not pins.
+DISTRIBUTIONS = {
+    "torchscript": "torch",
+    "onnxruntime": "onnxruntime",
+    "aie": "torch_aie",
+    "om": "ais_bench",
+}
 
 
 def get_backend(name, **options):

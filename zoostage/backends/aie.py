@@ -70,7 +70,9 @@ class Backend(BaseBackend):
         model = torch.jit.load(source).eval()
         compiled = torch_aie.compile(
             model,
-            inputs=[torch_aie.Input(tuple(int(v) for v in input_shape))],
+            # Both seeds pass dtype=torch.float: the input is float32 whatever Input's
+            # default dtype is in the installed torch_aie (the smoke check reports it).
+            inputs=[torch_aie.Input(tuple(int(v) for v in input_shape), dtype=torch.float)],
             soc_version=soc_version,
             # The seeds compile the whole graph where possible and let torch run the rest.
             require_full_compilation=False,

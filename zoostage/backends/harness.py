@@ -6,7 +6,8 @@ outside the timed region.
 
 Two times per call, because the ModelZoo seeds report only the first:
 - compute: the model's forward alone, input already on the device, between two device
-  synchronisations (what the seeds time, after 5 warm-up calls);
+  synchronisations (the span the seeds time; they drop their first 5 images' times,
+  zoobox runs 5 extra untimed calls of the first batch instead);
 - end_to_end: host to device, forward, device to host.
 A backend that splits a call (to_device / forward / to_host) gets both measured here; one
 that reports its own device time (compute_seconds(), e.g. ais_bench's) has that taken

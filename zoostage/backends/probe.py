@@ -10,7 +10,7 @@ each backend loads its file the way the infer stage does and runs one untimed ca
 then --calls timed ones on the same input. OUT/probe.json: {"shape": [...], "calls": N,
 "images_per_s": {backend: images/s}}.
 Slow to run (seconds to a minute on a small CPU): the host caches the answer
-(zoobox.run.speed).
+(zoobox.pipeline.speed).
 """
 
 import importlib

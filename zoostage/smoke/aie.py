@@ -44,7 +44,8 @@ def _module(state):
 
 
 def input_dtype(state):
-    """What torch_aie.Input(shape) assumes when no dtype is given (zoobox passes none)."""
+    """What torch_aie.Input(shape) assumes when no dtype is given (zoobox passes
+    dtype=torch.float, as both seeds do; this reports the default for other callers)."""
     spec = _module(state).Input(SHAPE)
     dtype = getattr(spec, "dtype", None)
     return "Input(%s).dtype = %r" % (list(SHAPE), dtype) if dtype is not None else repr(spec)

@@ -8,6 +8,7 @@ ARTIFACTS/retinanet/train/model_final.pth`.
 | -------------- | ------------------------------------------------------------- | ------- |
 | targets.py     | anchor matching (IoU 0.5 / 0.4, low-quality), delta targets   | numpy   |
 | losses.py      | sigmoid focal loss + L1, normalised by the positives          | torch   |
+| profiles.py    | what the seed / upstream profile changes in training          | -       |
 | data.py        | COCO train records, resize / flip, batch plan, collate        | numpy   |
 | schedule.py    | SGD, linear warm-up, steps at epochs 8 and 11, lr scaling     | -       |
 | backbone.py    | ImageNet backbone, frozen stages, calibrated random init      | torch   |
@@ -22,7 +23,10 @@ ARTIFACTS/retinanet/train/model_final.pth`.
 
 Reference: Ascend ModelZoo RetinaNet_for_PyTorch (mmdetection v2.9 retinanet_r50_fpn_1x,
 COCO 2017, 910, apex O1, lr 0.04 and gradients clipped at norm 10 on 1 and 8 devices):
-1 device mAP 0.366 at 17 images/s after 1 epoch, 8 devices 0.360 at 112 after 12.
+1 device mAP 0.366 after 12 epochs (train_full_1p.sh) and 17 images/s (the 1-epoch
+train_performance_1p.sh), 8 devices 0.360 at 112 after 12. The `profile` (profiles.py):
+seed trains as the ModelZoo's executed mmdetection (first 40 boxes an image, fixed
+1344 x 800 / 800 x 1344 frames, static loss scale 64), upstream as mmdetection's config.
 Known differences from it, kept on purpose: the backbone is detectron2's MSRA ResNet
 (BGR, mean subtracted, std 1, stride in the 1x1 convs, FrozenBN with frozen affine terms
 too) because the inference recipe's network is; mmdet's is torchvision's (RGB / std,

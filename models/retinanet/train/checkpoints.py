@@ -36,6 +36,7 @@ RESUME_KEYS = (
     "min_size",
     "max_size",
     "pad_size",
+    "profile",
     "base_lr",
     "warmup_iters",
     "warmup_ratio",

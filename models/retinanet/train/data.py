@@ -21,7 +21,10 @@ What mmdetection v2.9's coco_detection.py train pipeline does, and so does this 
   normalization. It runs on the device (`to_input`): batches travel as uint8;
 - batches padded at the bottom / right to a multiple of 32 (Pad size_divisor=32, then
   collation to the largest image), or to a fixed square `pad_size` (static shapes for
-  graph-compiled devices);
+  graph-compiled devices): the upstream profile. The seed profile pads as the seed's
+  modified Pad does (profiles.py): each image to its orientation's fixed frame
+  (`seed_frame`: 1344 x 800 when h >= w, else 800 x 1344), every anchor of the frame
+  valid, and keeps an image's first 40 boxes (`TrainDataset` max_boxes);
 - GroupSampler: images are grouped by orientation (w / h > 1 or not) so a batch holds one
   kind; every group is padded to whole steps by repeating its own images.
 
@@ -174,13 +177,28 @@ def flip_boxes(boxes, width):
     return flipped
 
 
-class TrainDataset(object):
-    """Map-style dataset; an item is (record index, flip) as the batch plan hands it out."""
+def first_boxes(boxes, labels, max_boxes):
+    """An image's first `max_boxes` boxes and their labels, together (0: all of them).
 
-    def __init__(self, records, min_size=MIN_SIZE, max_size=MAX_SIZE):
+    The seed's Pad._pad_bboxes / _pad_labels cut both arrays at 40 rows, in annotation
+    order after the crowd and invalid-box filter (what load_split keeps, in file order).
+    """
+    if max_boxes and len(labels) > max_boxes:
+        return boxes[:max_boxes], labels[:max_boxes]
+    return boxes, labels
+
+
+class TrainDataset(object):
+    """Map-style dataset; an item is (record index, flip) as the batch plan hands it out.
+
+    `max_boxes` > 0 keeps each image's first `max_boxes` boxes (the seed profile: 40).
+    """
+
+    def __init__(self, records, min_size=MIN_SIZE, max_size=MAX_SIZE, max_boxes=0):
         self.records = records
         self.min_size = int(min_size)
         self.max_size = int(max_size)
+        self.max_boxes = int(max_boxes or 0)
 
     def __len__(self):
         return len(self.records)
@@ -188,7 +206,7 @@ class TrainDataset(object):
     def __getitem__(self, item):
         import cv2
 
-        from data_scripts.store import read_image
+        from zoostage.store import read_image
 
         index, flip = item
         record = self.records[index]
@@ -201,7 +219,8 @@ class TrainDataset(object):
             )
         new_h, new_w = rescaled_hw(height, width, self.min_size, self.max_size)
         pixels = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        boxes = resize_boxes(record["boxes"], (height, width), (new_h, new_w))
+        boxes, labels = first_boxes(record["boxes"], record["labels"], self.max_boxes)
+        boxes = resize_boxes(boxes, (height, width), (new_h, new_w))
         if flip:
             pixels = np.ascontiguousarray(pixels[:, ::-1])
             boxes = flip_boxes(boxes, new_w)
@@ -209,7 +228,7 @@ class TrainDataset(object):
             "id": record["id"],
             "pixels": pixels,
             "boxes": boxes,
-            "labels": record["labels"],
+            "labels": labels,
             "flip": bool(flip),
         }
 
@@ -294,19 +313,50 @@ def padded_size(sizes, divisor=SIZE_DIVISOR, pad_size=0):
     return -(-height // divisor) * divisor, -(-width // divisor) * divisor
 
 
-class Collate(object):
-    """Pads a list of items into one uint8 batch and computes its anchor targets."""
+def seed_frame(height, width, min_size=MIN_SIZE, max_size=MAX_SIZE, divisor=SIZE_DIVISOR):
+    """(H, W) the seed's Pad._pad_img pads a resized `height` x `width` image to.
 
-    def __init__(self, num_classes=NUM_CLASSES, divisor=SIZE_DIVISOR, pad_size=0):
+    The seed: [1344, 800] when height >= width, else [800, 1344], i.e. the config's
+    img_scale (1333, 800) rounded up to 32 in the image's orientation; here derived from
+    `max_size` / `min_size` the same way, which every resized image fits (its long side
+    is at most max_size, its short side at most min_size).
+    """
+    long_side = -(-int(max_size) // divisor) * divisor
+    short_side = -(-int(min_size) // divisor) * divisor
+    return (long_side, short_side) if height >= width else (short_side, long_side)
+
+
+class Collate(object):
+    """Pads a list of items into one uint8 batch and computes its anchor targets.
+
+    `frames` = (min_size, max_size) pads as the seed profile does: each image to its
+    `seed_frame`, the batch to the largest frame (mmcv's collate; the orientation groups
+    give one frame per batch), every anchor of an image's frame valid. Else (upstream)
+    the batch is the largest image rounded up to `divisor`, or `pad_size` square, and an
+    image's valid anchors are those of its own size rounded up to `divisor`.
+    """
+
+    def __init__(self, num_classes=NUM_CLASSES, divisor=SIZE_DIVISOR, pad_size=0, frames=None):
         self.num_classes = int(num_classes)
         self.divisor = int(divisor)
         self.pad_size = int(pad_size)
+        self.frames = tuple(int(v) for v in frames) if frames else None
+
+    def own_padding(self, h, w):
+        """An image's padded extent: its valid anchors are those inside it."""
+        if self.frames:
+            return seed_frame(h, w, self.frames[0], self.frames[1], self.divisor)
+        return -(-h // self.divisor) * self.divisor, -(-w // self.divisor) * self.divisor
 
     def __call__(self, items):
         import torch
 
         sizes = [item["pixels"].shape[:2] for item in items]
-        height, width = padded_size(sizes, self.divisor, self.pad_size)
+        if self.frames:
+            pads = [self.own_padding(h, w) for h, w in sizes]
+            height, width = max(h for h, _ in pads), max(w for _, w in pads)
+        else:
+            height, width = padded_size(sizes, self.divisor, self.pad_size)
         if any(h > height or w > width for h, w in sizes):
             raise UserError(
                 "an image resized to %s does not fit --pad-size %d: use a pad size of at "
@@ -319,8 +369,7 @@ class Collate(object):
         num_pos = []
         for row, (item, (h, w)) in enumerate(zip(items, sizes)):
             pixels[row, :h, :w] = item["pixels"]
-            own_pad = (-(-h // self.divisor) * self.divisor, -(-w // self.divisor) * self.divisor)
-            valid = target_lib.valid_flags((height, width), own_pad)
+            valid = target_lib.valid_flags((height, width), self.own_padding(h, w))
             cls_targets[row], box_targets[row], count = target_lib.image_targets(
                 anchors, item["boxes"], item["labels"], valid, self.num_classes
             )

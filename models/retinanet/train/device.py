@@ -17,7 +17,7 @@ from zoostage.errors import UserError
 
 # -- device and process group --------------------------------------------------------------
 def npu_present():
-    """Ascend device nodes exist (the check zoobox.hosts.probe makes), without torch_npu."""
+    """Ascend device nodes exist (the check zoobox.hosts.detect makes), without torch_npu."""
     import glob
 
     return bool(glob.glob("/dev/davinci[0-9]*"))
@@ -149,12 +149,76 @@ def autocast(device_type, dtype):
     return torch.cuda.amp.autocast()  # torch < 1.10 (CUDA only)
 
 
-def grad_scaler(device_type, dtype):
-    """A dynamic loss scaler for float16 (mmdet / apex O1 use one); None otherwise."""
+class StaticLossScaler(object):
+    """A fixed loss scale, as apex's LossScaler with a number for `loss_scale` does.
+
+    The seed's `amp.initialize(..., opt_level='O1', loss_scale=64.0)` (its
+    mmdet/apis/train.py) builds Ascend apex's LossScaler in static mode: the loss is
+    multiplied by 64 before backward, the gradients divided by 64 before the optimizer
+    hook clips them, and then, because the scaler is not dynamic, no overflow check
+    (`check_overflow_and_sync` sets no overflow, `unscale` checks only when dynamic),
+    no skipped step (`update_scale` skips only when dynamic) and no change of the scale,
+    ever. So a step whose gradients overflow is taken as it is; on a device that makes
+    inf / NaN of it (CPU, CUDA) the loss log's finiteness check stops the run
+    (hooks.py). The same interface as torch's GradScaler, for trainer.Step.
+    """
+
+    def __init__(self, scale):
+        self._scale = float(scale)
+        self._unscaled = set()
+
+    def scale(self, loss):
+        return loss * self._scale
+
+    def unscale_(self, optimizer):
+        """Divide the gradients of `optimizer`'s parameters by the scale, once a step."""
+        import torch
+
+        if id(optimizer) in self._unscaled:
+            return
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    if param.grad is not None:
+                        param.grad.mul_(1.0 / self._scale)
+        self._unscaled.add(id(optimizer))
+
+    def step(self, optimizer):
+        """The optimizer step, always (unscaling first if the caller did not)."""
+        self.unscale_(optimizer)
+        return optimizer.step()
+
+    def update(self):
+        self._unscaled.clear()
+
+    def get_scale(self):
+        return self._scale
+
+    def state_dict(self):
+        return {"scale": self._scale, "static": True}
+
+    def load_state_dict(self, state):
+        if not state.get("static"):
+            raise UserError(
+                "the checkpoint's loss scaler is dynamic, this run's is static (%g): resume "
+                "with the profile the checkpoint was made with" % self._scale
+            )
+        self._scale = float(state["scale"])
+
+
+def grad_scaler(device_type, dtype, loss_scale="dynamic"):
+    """The float16 loss scaler, or None (float32 / bfloat16 need none).
+
+    `loss_scale` a number: a StaticLossScaler (the seed profile: apex O1 with
+    loss_scale=64.0); "dynamic": torch's GradScaler (the upstream profile: growth x2
+    every 2000 clean steps, overflowing steps skipped and the scale halved).
+    """
     import torch
 
     if dtype is None or dtype != torch.float16:
         return None
+    if loss_scale != "dynamic":
+        return StaticLossScaler(loss_scale)
     if device_type == "npu":
         return torch.npu.amp.GradScaler()
     amp = getattr(torch, "amp", None)

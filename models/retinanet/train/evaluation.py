@@ -5,7 +5,7 @@ eager in this process instead of exported:
 
 1. data: data_scripts.coco.prepare.prepare_image, the data stage's per-image work (the
    profile's resize rule and method into the padded input), and the store's feed
-   (data_scripts.store.to_input: mean, std, padding after normalization);
+   (zoostage.store.to_input: mean, std, padding after normalization);
 2. infer: models.retinanet.infer.RetinaNetTask, the infer stage's postprocess and COCO
    writer for the profile (OUT/eval/detections.json);
 3. evaluate: data_scripts.coco.evaluate.evaluate over exactly the images run
@@ -57,11 +57,11 @@ def evaluate(model, settings, device):
     """
     import torch
 
-    from data_scripts import store as store_lib
     from data_scripts.coco import evaluate as coco_eval
     from data_scripts.coco import layout, prepare
     from models.retinanet import PIXEL_MEAN_BGR, PIXEL_STD_BGR
     from models.retinanet.infer import RetinaNetTask
+    from zoostage import store as store_lib
     from zoostage.progress import Progress
 
     root, profile = settings["root"], settings.get("profile") or "seed"

@@ -141,6 +141,11 @@ def _check_args(args):
                 "--pad-size %d must be a multiple of 32 and at least %d (--max-size %d rounded "
                 "up to 32)" % (args.pad_size, need, args.max_size)
             )
+        if args.profile == "seed":
+            raise UserError(
+                "--pad-size pads the upstream profile's batches; the seed profile pads each "
+                "image to its fixed frame (1344 x 800 or 800 x 1344): pass --profile upstream"
+            )
     if args.weights and not os.path.isfile(args.weights):
         raise UserError("backbone weights file not found: %s" % args.weights)
     if args.connect_timeout <= 0:
@@ -200,7 +205,8 @@ def build_config(args, nodes):
         "eval_input_size": args.eval_input_size,
         "eval_min_size": args.eval_min_size or data_lib.MIN_SIZE,
         "eval_max_size": args.eval_max_size or data_lib.MAX_SIZE,
-        "eval_profile": args.eval_profile,
+        "profile": args.profile,
+        "eval_profile": args.eval_profile or args.profile,
         "nnodes": nodes.nnodes,
         "node_rank": nodes.node_rank,
         "local_addr": nodes.local_addr,
@@ -454,10 +460,16 @@ def build_parser():
     add("--eval-min-size", type=int, default=0, help="eval short side (0: 800)")
     add("--eval-max-size", type=int, default=0, help="eval long side cap (0: 1333)")
     add(
-        "--eval-profile",
+        "--profile",
         default="seed",
         choices=("seed", "upstream"),
-        help="the inference recipe's profile the evaluation follows (seed)",
+        help="seed (default): the ModelZoo's executed mmdetection (first 40 boxes an image, "
+        "fixed 1344 x 800 frames, static loss scale 64); upstream: mmdetection's config",
+    )
+    add(
+        "--eval-profile",
+        choices=("seed", "upstream"),
+        help="the inference recipe's profile the evaluation follows (default: --profile)",
     )
     # Several nodes (nodes.py): a flag not given is read from the scheduler's variables.
     add("--nnodes", type=int, help="machines taking part (else NNODES / WORLD_SIZE; 1)")

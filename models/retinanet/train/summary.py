@@ -3,14 +3,15 @@
 `summarize` is rank 0's record of the run (worker.py writes it); launch.py adds the
 recipe's `published_train` numbers for this number of devices (`published_numbers`) and
 the comparison (`compare`, zoostage.verdict's rule): AP against the published AP minus
-the tolerance, images/s as information. A published row says how many epochs it was
-measured after (the seed's 1-device row: 1 epoch); a run of another length is not
-judged against it.
+the tolerance, images/s as information. A published row says how many epochs its AP
+was measured after (12 on 1 and on 8 devices); a run of another length is not judged
+against it. The numbers are the seed profile's: an upstream run is measured only.
 """
 
 import os
 import platform
 
+from models.retinanet.train import data as data_lib
 from models.retinanet.train import device as device_lib
 from models.retinanet.train.hooks import FINAL_FILE
 from zoostage import verdict
@@ -45,6 +46,9 @@ def summarize(config, run, trainer, step, hooks, seconds):
             "steps": list(run.schedule.steps),
             "final": run.schedule.last_lr,
         },
+        "profile": run.profile.name,
+        "boxes_cap": boxes_cap(run.records, run.profile.max_boxes),
+        "padding": padding(config, run.profile),
         "amp": device_lib.dtype_name(run.dtype),
         "loss_scale": float(run.scaler.get_scale()) if run.scaler is not None else None,
         "clip_grad": float(config.get("clip_grad") or 0) or None,
@@ -64,6 +68,24 @@ def summarize(config, run, trainer, step, hooks, seconds):
     }
 
 
+def boxes_cap(records, max_boxes):
+    """How many images the seed profile's cap cut, and how many boxes it left out."""
+    if not max_boxes:
+        return None
+    over = [len(r["labels"]) - max_boxes for r in records if len(r["labels"]) > max_boxes]
+    return {"max_boxes": max_boxes, "images_capped": len(over), "boxes_left_out": sum(over)}
+
+
+def padding(config, profile):
+    """How the run padded its images, in words."""
+    if profile.fixed_frames:
+        frame = data_lib.seed_frame(1, 0, config["min_size"], config["max_size"])
+        return "fixed frames %d x %d / %d x %d (h x w, seed)" % (frame + frame[::-1])
+    if config.get("pad_size"):
+        return "%d x %d" % (config["pad_size"], config["pad_size"])
+    return "multiple of 32"
+
+
 def published_numbers(recipe):
     """The recipe's `published_train` section, or {} (no recipe file given or no section)."""
     if not recipe:
@@ -74,10 +96,17 @@ def published_numbers(recipe):
 
 
 def compare(summary, published):
-    """Rows: AP and images/s measured vs the ModelZoo's for this number of devices."""
+    """Rows: AP and images/s measured vs the ModelZoo's for this number of devices.
+
+    The ModelZoo's numbers are the seed profile's; a run of another profile is measured
+    only, with no published number and no verdict.
+    """
     runs = published.get("runs") or {}
     world = summary.get("world_size")
     ref = runs.get(world) or runs.get(str(world)) or {}
+    profile = summary.get("profile") or "seed"
+    if profile != "seed":
+        return other_profile_rows(summary, ref, profile)
     rows = []
     evaluation = summary.get("eval") or {}
     measured_ap = (evaluation.get("metrics") or {}).get("AP")
@@ -137,3 +166,25 @@ def compare(summary, published):
         }
     )
     return rows
+
+
+def other_profile_rows(summary, ref, profile):
+    """AP and images/s of a run whose profile has no published training numbers."""
+    measured_ap = ((summary.get("eval") or {}).get("metrics") or {}).get("AP")
+    seed = "AP %s after %s epochs" % (ref.get("AP"), ref.get("epochs")) if ref else "nothing"
+    status = "published for the seed profile only (%s); none for the %s profile: not compared"
+    return [
+        {
+            "metric": "AP",
+            "measured": measured_ap,
+            "published": None,
+            "status": status % (seed, profile),
+        },
+        {
+            "metric": "images_per_s",
+            "measured": summary.get("images_per_s"),
+            "published": None,
+            "status": status
+            % ("%s images/s" % ref.get("images_per_s") if ref else "nothing", profile),
+        },
+    ]

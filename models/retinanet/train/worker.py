@@ -70,6 +70,7 @@ def run_settings(config, records, world_size, base_lr):
         "min_size": int(config["min_size"]),
         "max_size": int(config["max_size"]),
         "pad_size": int(config.get("pad_size") or 0),
+        "profile": config.get("profile") or "seed",
         "base_lr": float(base_lr),
         "warmup_iters": int(config["warmup_iters"]),
         "warmup_ratio": float(config["warmup_ratio"]),
@@ -201,10 +202,14 @@ def start_process(config):
 def build_run(config, run):
     """Data, network, optimizer, schedule, scaler and the resumed state, onto `run`."""
     from models.retinanet.train import data as data_lib
+    from models.retinanet.train.profiles import training_profile
     from models.retinanet.train.schedule import StepSchedule, build_optimizer, scaled_lr
 
+    run.profile = training_profile(config.get("profile"))
     run.records = load_records(config["records"])
-    run.dataset = data_lib.TrainDataset(run.records, config["min_size"], config["max_size"])
+    run.dataset = data_lib.TrainDataset(
+        run.records, config["min_size"], config["max_size"], max_boxes=run.profile.max_boxes
+    )
     run.groups = run.dataset.aspect_groups()
     run.per_epoch = data_lib.steps_per_epoch(run.groups, run.batch_size, run.world_size)
     run.total = run.per_epoch * int(config["epochs"])
@@ -219,7 +224,7 @@ def build_run(config, run):
     )  # fmt: skip
     run.optimizer = build_optimizer(run.model, run.base_lr)
     run.dtype = device_lib.amp_dtype(config.get("amp", "auto"), run.device_type)
-    run.scaler = device_lib.grad_scaler(run.device_type, run.dtype)
+    run.scaler = device_lib.grad_scaler(run.device_type, run.dtype, run.profile.loss_scale)
     parts = dict(
         model=run.model, optimizer=run.optimizer, schedule=run.schedule, scaler=run.scaler,
         device_type=run.device_type,
@@ -242,7 +247,10 @@ def build_step(config, run):
             run.groups, run.batch_size, run.world_size, run.rank, run.seed, run.iteration,
             run.stop_at,
         ),
-        collate_fn=data_lib.Collate(pad_size=int(config.get("pad_size") or 0)),
+        collate_fn=data_lib.Collate(
+            pad_size=int(config.get("pad_size") or 0),
+            frames=(config["min_size"], config["max_size"]) if run.profile.fixed_frames else None,
+        ),
         num_workers=workers,
         worker_init_fn=data_lib.worker_init if workers else None,
         pin_memory=run.device_type == "cuda",
@@ -346,7 +354,7 @@ def eval_settings(config):
         "min_size": config.get("eval_min_size") or 800,
         "max_size": config.get("eval_max_size") or 1333,
         "limit": config.get("eval_limit") or 0,
-        "profile": config.get("eval_profile") or "seed",
+        "profile": config.get("eval_profile") or config.get("profile") or "seed",
     }
 
 

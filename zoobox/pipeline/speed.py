@@ -34,7 +34,7 @@ PROBE_TIMEOUT = 600
 
 
 def installed(backend: str) -> bool:
-    """Whether the backend's engine can be imported here (found, not imported)."""
+    """Whether the backend's runtime library can be imported here (found, not imported)."""
     module = REQUIRES.get(backend, (None,))[0]
     return module is not None and util.find_spec(module) is not None
 

@@ -20,8 +20,8 @@ import os
 
 import numpy as np
 
-from data_scripts.images import read_image  # noqa: F401 - the data stages import it from here
 from zoostage.errors import UserError
+from zoostage.image_decode import read_image  # noqa: F401 - the data stages import it from here
 from zoostage.pool import map_unordered
 from zoostage.progress import Progress
 from zoostage.space import allocate_npy

@@ -136,6 +136,9 @@ def device_access_problem(
     return None
 
 
+NO_DOCKER_CLI = "no docker CLI on PATH"
+
+
 @dataclass
 class ContainerEngine:
     """A Docker-compatible engine as the docker CLI sees it."""
@@ -145,10 +148,34 @@ class ContainerEngine:
     server_version: str | None = None
     runtimes: tuple[str, ...] = ()
     docker_host: str | None = None  # the DOCKER_HOST that reached it; None: the default
+    dev_fallback: bool = False  # found at the `invoke dev.engine` socket, not DOCKER_HOST
 
     @property
     def ascend_runtime(self) -> bool:
         return "ascend" in self.runtimes
+
+    def advice(self) -> str | None:
+        """What a user of the plain `docker` CLI must know about this engine, or None.
+
+        zoobox finds the podman service `invoke dev.engine` started by its socket; the
+        docker CLI in the user's shell does not, until DOCKER_HOST is exported.
+        """
+        if self.dev_fallback and self.docker_host:
+            return (
+                "zoobox uses the engine `invoke dev.engine` started; the plain `docker` CLI "
+                f'needs `export DOCKER_HOST={self.docker_host}` (or `eval "$(.ci/engine)"`)'
+            )
+        if self.reachable:
+            return None
+        if self.detail == NO_DOCKER_CLI:
+            return (
+                "install the docker CLI and an engine, or on a Linux machine without Docker "
+                "run `invoke dev.engine` (podman serving the Docker API)"
+            )
+        return (
+            "no Docker daemon here? `invoke dev.engine` brings up podman serving the Docker "
+            "API (zoobox then finds it without DOCKER_HOST)"
+        )
 
 
 def container_engine(timeout: float = 5.0, dev_fallback: bool = True) -> ContainerEngine:
@@ -159,7 +186,7 @@ def container_engine(timeout: float = 5.0, dev_fallback: bool = True) -> Contain
     it, so a user need not export its DOCKER_HOST line first.
     """
     if shutil.which("docker") is None:
-        return ContainerEngine(False, "no docker CLI on PATH")
+        return ContainerEngine(False, NO_DOCKER_CLI)
     configured = os.environ.get("DOCKER_HOST") or None
     found = _docker_info(timeout, configured)
     if found.reachable or configured or not dev_fallback:
@@ -171,6 +198,7 @@ def container_engine(timeout: float = 5.0, dev_fallback: bool = True) -> Contain
     if not fallback.reachable:
         return found
     fallback.detail += " (the engine `invoke dev.engine` started)"
+    fallback.dev_fallback = True
     return fallback
 
 

@@ -1,4 +1,4 @@
-"""From settings and flags to a ready Engine: the logic behind every recipe task.
+"""From settings and flags to a ready Pipeline: the logic behind every recipe task.
 
 Settings come from invoke's config (`zoobox:` in invoke.yaml, INVOKE_ZOOBOX_* variables);
 flags given on the command line win. Relative paths in settings are relative to the
@@ -12,7 +12,7 @@ from pathlib import Path
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO, default_cache
 from zoobox.core.recipe import load_recipe, resolve_params
-from zoobox.hosts.probe import (
+from zoobox.hosts.detect import (
     ContainerEngine,
     NpuHost,
     container_engine,
@@ -20,9 +20,10 @@ from zoobox.hosts.probe import (
     npu_host,
     use_engine,
 )
-from zoobox.run.choice import choose
-from zoobox.run.engine import Engine, Options, reads_dataset
-from zoobox.run.speed import fastest_cpu_backend
+from zoobox.pipeline.backend_envs import backend_problem, check_backend_in_envs
+from zoobox.pipeline.choice import choose
+from zoobox.pipeline.pipeline import Options, Pipeline, reads_dataset
+from zoobox.pipeline.speed import fastest_cpu_backend
 from zoobox.runners.factory import make_runner
 
 DEFAULTS = {
@@ -68,7 +69,7 @@ def data_root(settings: dict, recipe, flag) -> Path:
     return setting_path(configured or recipe.dataset.get("root") or f"data/{dataset}")
 
 
-def build_engine(
+def build_pipeline(
     settings: dict,
     recipe_name: str,
     *,
@@ -81,7 +82,7 @@ def build_engine(
     force=(),
     dry=False,
     probe_engine=container_engine,
-) -> Engine:
+) -> Pipeline:
     recipe = load_recipe(recipe_name)
     overrides = dict(settings.get(recipe.name) or {})
     overrides.update({k: v for k, v in (params or {}).items() if v is not None})
@@ -106,6 +107,9 @@ def build_engine(
         npu,
         dry=dry,
         pick_cpu=lambda candidates: fastest_cpu_backend(recipe.name, candidates, dry=dry),
+        cpu_usable=lambda runner, name: (
+            not backend_problem(recipe, recipe.stage_names, runner, name)
+        ),
     )
     artifacts_dir = flag_path(artifacts) or setting_path(settings["artifacts"])
     cache = setting_path(settings.get("cache")) or default_cache() / "weights"
@@ -130,7 +134,7 @@ def build_engine(
         dry=dry,
         echo=bool(settings.get("echo", True)),
     )
-    return Engine(recipe, choice, runner_obj, options)
+    return Pipeline(recipe, choice, runner_obj, options)
 
 
 def check_npu_access(npu: NpuHost, devices: list[int], runner) -> None:
@@ -146,12 +150,19 @@ def check_npu_access(npu: NpuHost, devices: list[int], runner) -> None:
         )
 
 
-def check_dataset(engine: Engine, target: str | None) -> None:
+def check_backend(pipeline: Pipeline, target: str | None) -> None:
+    """The envs of the stages that will load the backend install it (docker, venv)."""
+    recipe = pipeline.recipe
+    names = recipe.upstream(target) if target else recipe.default_stages
+    check_backend_in_envs(recipe, names, pipeline.choice.runner, pipeline.choice.backend)
+
+
+def check_dataset(pipeline: Pipeline, target: str | None) -> None:
     """A missing dataset is one line saying where it was looked for and how to get it."""
-    recipe = engine.recipe
+    recipe = pipeline.recipe
     names = recipe.upstream(target) if target else recipe.default_stages
     uses_data = any(reads_dataset(recipe.stage(n)) for n in names)
-    root = engine.options.data
+    root = pipeline.options.data
     if uses_data and root is not None and not Path(root).exists():
         how = recipe.dataset.get("get", "")
         raise UserError(

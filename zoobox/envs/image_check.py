@@ -16,7 +16,7 @@ from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO
 from zoobox.core.text import quote, table
 from zoobox.envs import locks
-from zoobox.envs.images import DOCKER, image_info, labels_of, require_engine
+from zoobox.envs.image_build import DOCKER, image_info, labels_of, require_engine
 from zoobox.envs.requirements import REQUIREMENTS, buildable_envs, npu_packages
 
 

@@ -1,6 +1,6 @@
 """A sharded stage: one process (container) per device on a slice of the data, one merge.
 
-The engine runs a stage with `shard: true` this way when more than one device is asked
+The Pipeline runs a stage with `shard: true` this way when more than one device is asked
 for; `zoostage.shards` merges the shards' outputs into the stage's output folder.
 """
 
@@ -14,25 +14,25 @@ from zoobox.core.envspec import get_env
 from zoobox.runners.base import StageCall, signal_of, stop_all
 
 
-def shard_calls(engine, call: StageCall, temp: Path) -> list[StageCall]:
+def shard_calls(pipeline, call: StageCall, temp: Path) -> list[StageCall]:
     """One call per device, each with --shard I/N and its own folder inside `temp`."""
-    devices = engine.choice.devices
+    devices = pipeline.choice.devices
     calls = []
     for index, device in enumerate(devices):
-        shard = engine.call_for(call.stage, temp / f"shard-{index}", devices=[device])
+        shard = pipeline.call_for(call.stage, temp / f"shard-{index}", devices=[device])
         shard.args += ["--shard", f"{index}/{len(devices)}"]
         calls.append(shard)
     return calls
 
 
-def run_shards(engine, call: StageCall, temp: Path) -> list[list[str]]:
+def run_shards(pipeline, call: StageCall, temp: Path) -> list[list[str]]:
     """Run the shards side by side, then the merge into `temp`; returns the argvs run."""
     from zoobox.runners.host import HostRunner
 
-    calls = shard_calls(engine, call, temp)
+    calls = shard_calls(pipeline, call, temp)
     with ThreadPoolExecutor(len(calls)) as pool:
         try:
-            argvs = list(pool.map(engine._run_checked, calls))
+            argvs = list(pool.map(pipeline.run_checked, calls))
         except BaseException as error:
             # One shard failed, or an interrupt reached the main thread while the shards
             # run in worker threads: stop them all before leaving.
@@ -48,7 +48,7 @@ def run_shards(engine, call: StageCall, temp: Path) -> list[list[str]]:
         get_env("host"),
         keep_fds=call.keep_fds,
     )
-    argvs.append(engine._run_with(HostRunner(), merge))
+    argvs.append(pipeline.run_with(HostRunner(), merge))
     for shard in calls:
         shutil.rmtree(shard.out, ignore_errors=True)
     return argvs

@@ -1,4 +1,4 @@
-"""The engine on a toy recipe: skipping, reruns, atomic outputs, kills, the lock."""
+"""The pipeline on a toy recipe: skipping, reruns, atomic outputs, kills, the lock."""
 
 import json
 import os
@@ -15,14 +15,14 @@ from zoobox.core.artifacts import RecipeLock
 from zoobox.core.errors import UserError
 from zoobox.core.fingerprint import code_fingerprint
 from zoobox.core.recipe import load_recipe_file
-from zoobox.run.choice import Choice
-from zoobox.run.engine import Engine, Options
+from zoobox.pipeline.choice import Choice
+from zoobox.pipeline.pipeline import Options, Pipeline
 from zoobox.runners.host import HostRunner
 
 TOY = REPO / "tests" / "toy" / "recipe.yaml"
 
 
-def make_engine(tmp_path, force=(), dry=False, devices=(0,), **params):
+def make_pipeline(tmp_path, force=(), dry=False, devices=(0,), **params):
     data = tmp_path / "data"
     if not data.exists():
         data.mkdir()
@@ -35,7 +35,7 @@ def make_engine(tmp_path, force=(), dry=False, devices=(0,), **params):
         force=force,
         dry=dry,
     )
-    return Engine(
+    return Pipeline(
         load_recipe_file(TOY),
         Choice("host", "torchscript", list(devices), "test"),
         HostRunner(),
@@ -56,7 +56,7 @@ def leftovers(tmp_path):
 
 
 def test_run_then_noop_rerun_skips_everything(tmp_path):
-    first = make_engine(tmp_path).run()
+    first = make_pipeline(tmp_path).run()
     assert actions(first) == {"a": "run", "b": "run", "c": "run", "d": "run"}
     assert value(tmp_path, "c") == 111
     record = json.loads((tmp_path / "art" / "toy" / "c" / "stage.json").read_text())
@@ -64,47 +64,47 @@ def test_run_then_noop_rerun_skips_everything(tmp_path):
     assert record["versions"]["python"]  # the stage's env.json, folded in
     assert record["inputs"]["b"] == first.plans[1].record["output_digest"]
     assert {"start", "end", "fingerprint", "zoobox_revision", "env"} <= set(record)
-    second = make_engine(tmp_path).run()
+    second = make_pipeline(tmp_path).run()
     assert actions(second) == {"a": "skip", "b": "skip", "c": "skip", "d": "skip"}
     assert leftovers(tmp_path) == []
 
 
 def test_changed_parameter_reruns_that_stage_and_downstream(tmp_path):
-    make_engine(tmp_path).run()
-    result = make_engine(tmp_path, add_b=20).run()
+    make_pipeline(tmp_path).run()
+    result = make_pipeline(tmp_path, add_b=20).run()
     assert actions(result) == {"a": "skip", "b": "run", "c": "run", "d": "run"}
     assert "parameters" in result.plans[1].reason
     assert value(tmp_path, "c") == 121
 
 
 def test_force_reruns_one_stage_and_what_is_downstream(tmp_path):
-    make_engine(tmp_path).run()
-    result = make_engine(tmp_path, force=("b",)).run()
+    make_pipeline(tmp_path).run()
+    result = make_pipeline(tmp_path, force=("b",)).run()
     assert actions(result) == {"a": "skip", "b": "run", "c": "run", "d": "run"}
 
 
 def test_target_runs_only_what_it_needs(tmp_path):
-    result = make_engine(tmp_path).run("b")
+    result = make_pipeline(tmp_path).run("b")
     assert actions(result) == {"a": "run", "b": "run"}
     assert not (tmp_path / "art" / "toy" / "c").exists()
 
 
 def test_changed_dataset_file_reruns_the_stage_that_reads_it(tmp_path):
-    make_engine(tmp_path).run()
+    make_pipeline(tmp_path).run()
     (tmp_path / "data" / "new.txt").write_text("more data")
-    result = make_engine(tmp_path).run()
+    result = make_pipeline(tmp_path).run()
     # a's output does not depend on the file's content: what is downstream stays.
     assert actions(result) == {"a": "run", "b": "skip", "c": "skip", "d": "skip"}
     assert result.plans[0].reason == "changed: input files <data>"
 
 
 def test_user_error_in_a_stage_keeps_earlier_artifacts(tmp_path, capfd):
-    make_engine(tmp_path).run()
+    make_pipeline(tmp_path).run()
     before = (tmp_path / "art" / "toy" / "b" / "stage.json").read_text()
     with pytest.raises(UserError, match="stage b stopped"):
-        make_engine(tmp_path, fail_b="user").run()
+        make_pipeline(tmp_path, fail_b="user").run()
     captured = capfd.readouterr()
-    output = captured.out + captured.err  # the stage's stderr comes through the engine
+    output = captured.out + captured.err  # the stage's stderr comes through the pipeline
     assert "error: toy stage refused its input" in output
     assert "Traceback" not in output
     assert (tmp_path / "art" / "toy" / "b" / "stage.json").read_text() == before
@@ -114,13 +114,13 @@ def test_user_error_in_a_stage_keeps_earlier_artifacts(tmp_path, capfd):
 
 def test_crashing_stage_is_reported_with_its_command(tmp_path):
     with pytest.raises(UserError, match=r"stage b failed \(exit 1\).*tests.toy.stage"):
-        make_engine(tmp_path, fail_b="crash").run()
+        make_pipeline(tmp_path, fail_b="crash").run()
     assert not (tmp_path / "art" / "toy" / "b").exists()
     assert leftovers(tmp_path) == []
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
-    result = make_engine(tmp_path, dry=True).run()
+    result = make_pipeline(tmp_path, dry=True).run()
     out = capsys.readouterr().out
     assert actions(result) == {"a": "run", "b": "run", "c": "run", "d": "run"}
     assert out.count("would run") == 4
@@ -129,31 +129,31 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
 
 
 def test_dry_run_after_a_run_says_skip(tmp_path, capsys):
-    make_engine(tmp_path).run()
+    make_pipeline(tmp_path).run()
     capsys.readouterr()
-    make_engine(tmp_path, dry=True, add_c=5).run()
+    make_pipeline(tmp_path, dry=True, add_c=5).run()
     out = capsys.readouterr().out
     assert "[a] skip" in out and "[b] skip" in out and "[c] would run" in out
 
 
 def test_concurrent_run_is_refused_naming_the_holder(tmp_path):
-    engine = make_engine(tmp_path)
-    lock = RecipeLock(engine.store.folder)
+    pipeline = make_pipeline(tmp_path)
+    lock = RecipeLock(pipeline.store.folder)
     lock.acquire("toy all (another terminal)")
     try:
         with pytest.raises(UserError, match=r"in use by pid \d+ .*another terminal"):
-            make_engine(tmp_path).run()
+            make_pipeline(tmp_path).run()
     finally:
         lock.release()
-    make_engine(tmp_path).run()  # free again
+    make_pipeline(tmp_path).run()  # free again
 
 
 _RUNNER = """
 import sys
-from tests.test_engine import make_engine
+from tests.test_pipeline import make_pipeline
 from pathlib import Path
 from zoobox.core.errors import main_guard
-main_guard(lambda: make_engine(Path(sys.argv[1]), pause=sys.argv[2]).run())
+main_guard(lambda: make_pipeline(Path(sys.argv[1]), pause=sys.argv[2]).run())
 """
 
 
@@ -183,7 +183,7 @@ def test_kill_9_of_a_stage_then_rerun_equals_an_uninterrupted_run(tmp_path):
     assert b"stage b failed (killed by SIGKILL (signal 9))" in err
     assert not (tmp_path / "art" / "toy" / "b").exists()  # nothing that looks complete
     assert leftovers(tmp_path) == []
-    result = make_engine(tmp_path).run()
+    result = make_pipeline(tmp_path).run()
     assert actions(result) == {"a": "skip", "b": "run", "c": "run", "d": "run"}
     assert value(tmp_path, "c") == 111
 
@@ -194,7 +194,7 @@ def test_kill_9_of_the_whole_run_leaves_nothing_complete_and_frees_the_lock(tmp_
     process.wait()
     os.kill(stage_pid, signal.SIGKILL)
     assert out_dir.exists() and not (tmp_path / "art" / "toy" / "b").exists()
-    result = make_engine(tmp_path).run()  # the lock died with its holder
+    result = make_pipeline(tmp_path).run()  # the lock died with its holder
     assert not out_dir.exists()  # the stale temporary folder was removed
     assert actions(result) == {"a": "skip", "b": "run", "c": "run", "d": "run"}
     assert value(tmp_path, "c") == 111
@@ -220,7 +220,7 @@ def test_code_fingerprint_follows_imports_inside_the_repo(tmp_path):
 
 def test_unknown_parameter_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no parameter"):
-        make_engine(tmp_path, add_z=1)
+        make_pipeline(tmp_path, add_z=1)
 
 
 def _tree(folder):
@@ -235,10 +235,10 @@ def _tree(folder):
 def test_sharded_stage_over_two_devices_equals_one_device(tmp_path):
     single = tmp_path / "single"
     single.mkdir()
-    make_engine(single).run()
+    make_pipeline(single).run()
     sharded = tmp_path / "sharded"
     sharded.mkdir()
-    result = make_engine(sharded, devices=(0, 1)).run()
+    result = make_pipeline(sharded, devices=(0, 1)).run()
     record = result.plans[-1].record
     assert len(record["command"]) == 3  # two shards and the merge
     assert "--shard" in record["command"][1] and "zoostage.shards" in record["command"][2]

@@ -1,4 +1,4 @@
-"""The engine: plan a recipe's stages, skip what is up to date, run the rest.
+"""The pipeline: plan a recipe's stages, skip what is up to date, run the rest.
 
 For each stage, in recipe order: render its command, fingerprint it (code, parameters,
 inputs, environment), compare with the stage.json of its last complete run, and either
@@ -22,9 +22,9 @@ from zoobox.core.fingerprint import content_digest, sha256_json
 from zoobox.core.paths import REPO, git_revision
 from zoobox.core.recipe import Recipe, context_for, load_recipe, render_args, resolve_params
 from zoobox.hosts.npucompat import diagnose
-from zoobox.run.choice import Choice
-from zoobox.run.inputs import external_inputs, parts_for, what_changed
-from zoobox.run.shards import run_shards, shard_calls
+from zoobox.pipeline.choice import Choice
+from zoobox.pipeline.inputs import external_inputs, parts_for, what_changed
+from zoobox.pipeline.shards import run_shards, shard_calls
 from zoobox.runners.base import Runner, StageCall, quote, signals_as_interrupts
 from zoostage.backends import NPU_BACKENDS
 
@@ -76,7 +76,13 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-class Engine:
+class Pipeline:
+    """A recipe's stages on one runner: `run(target)` plans, skips and executes them.
+
+    `run_checked` and `run_with` run one StageCall; zoobox.pipeline.shards uses them to
+    run a sharded stage's calls side by side.
+    """
+
     def __init__(self, recipe: Recipe | str, choice: Choice, runner: Runner, options: Options):
         self.recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
         self.choice = choice
@@ -151,7 +157,7 @@ class Engine:
         )
 
     def fingerprint_parts(self, call: StageCall, upstream: dict) -> dict:
-        """What the stage's result depends on (zoobox.run.inputs says what each part is)."""
+        """What the stage's result depends on (zoobox.pipeline.inputs says what each part is)."""
         env = self.runner.env_identity(call.env, self.options.dry)
         return parts_for(call, upstream, self._external_inputs(call), env, self.portable)
 
@@ -247,7 +253,7 @@ class Engine:
     def _sharded(self, call: StageCall) -> bool:
         return self.recipe.stage(call.stage).shard and len(self.choice.devices) > 1
 
-    def _run_checked(self, call: StageCall) -> list[str]:
+    def run_checked(self, call: StageCall) -> list[str]:
         """Run one call; a failure becomes the right error. Returns the argv it ran."""
         argv = self.runner.argv(call)
         if self.options.echo:
@@ -280,7 +286,8 @@ class Engine:
                 break
         return dataclasses.replace(call, out=out)
 
-    def _run_with(self, runner: Runner, call: StageCall) -> list[str]:
+    def run_with(self, runner: Runner, call: StageCall) -> list[str]:
+        """Run one call on another runner (a shard merge on the host); returns its argv."""
         argv = runner.argv(call)
         if self.options.echo:
             _say(f"  $ {quote(argv)}")
@@ -302,7 +309,7 @@ class Engine:
         )
         started = time.time()
         try:
-            argvs = run_shards(self, call, temp) if sharded else [self._run_checked(call)]
+            argvs = run_shards(self, call, temp) if sharded else [self.run_checked(call)]
         except KeyboardInterrupt:
             self.store.discard(temp)
             _say(f"[{call.stage}] stopped; its unfinished output was removed")

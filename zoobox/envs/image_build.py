@@ -14,7 +14,7 @@ content hash (`EnvSpec.image`, zoobox/<env>:<hash12>), built from docker/ as the
 
 Works with any Docker-compatible engine the docker CLI reaches (DOCKER_HOST): Docker with
 BuildKit, or podman's API as `invoke dev.engine` starts it. Every command is echoed.
-Listing and checking built images: zoobox.envs.checks.
+Listing and checking built images: zoobox.envs.image_check.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zoobox.core.children import run_child
 from zoobox.core.envspec import EnvSpec, get_env
 from zoobox.core.errors import UserError
 from zoobox.core.paths import REPO, repo_relative
 from zoobox.core.text import quote
+from zoobox.envs import build_cgroup
 from zoobox.envs.installers import InstallerCheck, check_installers, npu_mode
 from zoobox.envs.locks import Lock, lock_for, machine_arch
 from zoobox.envs.requirements import CONTEXT, buildable, buildable_envs
@@ -97,7 +99,7 @@ def base_image_for(spec: EnvSpec, base: str = "auto") -> str:
     the engine `invoke dev.engine` started, else spec. Anything else: that image.
     """
     if base == "auto":
-        from zoobox.hosts.probe import dev_engine_host
+        from zoobox.hosts.detect import dev_engine_host
 
         base = "local" if os.environ.get("DOCKER_HOST") == dev_engine_host() else "spec"
     if base == "spec":
@@ -221,7 +223,7 @@ def image_info(image: str, docker: str = DOCKER) -> dict | None:
 
 def require_engine() -> None:
     """A clear error when no Docker-compatible engine answers the docker CLI."""
-    from zoobox.hosts.probe import container_engine, use_engine
+    from zoobox.hosts.detect import container_engine, use_engine
 
     engine = container_engine(timeout=20)
     if not engine.reachable:
@@ -319,14 +321,32 @@ def build_images(
             print(f"$ {quote(plan.argv)}", flush=True)
             if not dry:
                 started = time.time()
-                result = subprocess.run(plan.argv)
-                if result.returncode != 0:
-                    raise UserError(f"building {spec.image} failed (exit {result.returncode})")
+                code = run_build(plan.argv, docker)
+                if code != 0:
+                    raise UserError(f"building {spec.image} failed (exit {code})")
                 print(f"built {spec.image} in {time.time() - started:.0f} s", flush=True)
         for argv in plan.push:
             print(f"$ {quote(argv)}", flush=True)
             if not dry:
-                result = subprocess.run(argv)
-                if result.returncode != 0:
-                    raise UserError(f"{argv[1]} {argv[-1]} failed (exit {result.returncode})")
+                code = run_child(argv)
+                if code != 0:
+                    raise UserError(f"{argv[1]} {argv[-1]} failed (exit {code})")
     return plans
+
+
+def run_build(argv: list[str], docker: str = DOCKER) -> int:
+    """`docker build`, stopped with its task: the client, and on a local podman the build.
+
+    Stopping the client is enough for Docker (it cancels the build); podman goes on
+    building, so there the build runs in a cgroup of its own, killed on stop
+    (zoobox.envs.build_cgroup).
+    """
+    if not build_cgroup.local_podman_cgroupfs(docker):
+        return run_child(argv)
+    cgroup = build_cgroup.new_cgroup_name()
+
+    def stop_engine_side():
+        killed = build_cgroup.kill_cgroup(cgroup)
+        print(f"stopped the build on the engine ({killed} process(es) of {cgroup})", flush=True)
+
+    return run_child(build_cgroup.with_cgroup_parent(argv, cgroup), on_stop=stop_engine_side)

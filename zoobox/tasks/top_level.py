@@ -9,7 +9,7 @@ from invoke import task
 def doctor(c):
     """Show what this machine offers (Docker, NPUs, driver) and what each recipe would use."""
     from zoobox.jobs.doctor import report
-    from zoobox.run.session import settings_from
+    from zoobox.pipeline.configure import settings_from
 
     print(report(settings_from(c.config)))
 
@@ -31,7 +31,7 @@ def demo(c, artifacts=None, weights=None, force=False):
     """
     from zoobox.core.errors import main_guard
     from zoobox.jobs.demo import run_demo
-    from zoobox.run.session import settings_from
+    from zoobox.pipeline.configure import settings_from
 
     main_guard(
         lambda: run_demo(settings_from(c.config), artifacts=artifacts, weights=weights, force=force)

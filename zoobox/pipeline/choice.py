@@ -3,7 +3,7 @@
 docker when an engine answers and NPU devices exist (the containers are for the NPU
 stacks); otherwise host. The recipe's NPU backend when NPU devices exist, else its CPU
 backend; a recipe that lists several CPU backends (`cpu: [onnxruntime, torchscript]`)
-gets the fastest measured on this machine (zoobox.run.speed) when its stages run on the
+gets the fastest measured on this machine (zoobox.pipeline.speed) when its stages run on the
 host, else the first listed. Each can be forced.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zoobox.core.errors import UserError
-from zoobox.hosts.probe import ContainerEngine, NpuHost
+from zoobox.hosts.detect import ContainerEngine, NpuHost
 from zoostage.backends import NAMES as BACKENDS
 from zoostage.backends import NPU_BACKENDS
 
@@ -53,11 +53,17 @@ def cpu_candidates(backends: dict) -> list[str]:
     return list(cpu) if isinstance(cpu, (list, tuple)) else [cpu]
 
 
-def _cpu_backend(backends: dict, runner: str, pick_cpu) -> tuple[str, str]:
+def _cpu_backend(backends: dict, runner: str, pick_cpu, cpu_usable=None) -> tuple[str, str]:
     candidates = cpu_candidates(backends)
     if len(candidates) == 1:
         return candidates[0], "no NPU devices (/dev/davinci*)"
     if runner != "host" or pick_cpu is None:
+        # In images and venvs only what their envs install can run.
+        usable = [c for c in candidates if cpu_usable is None or cpu_usable(runner, c)]
+        if usable and usable[0] != candidates[0]:
+            return usable[0], (
+                f"no NPU devices; the first CPU backend the {runner} runner's envs install"
+            )
         return candidates[0], f"no NPU devices; the first CPU backend ({runner} runner)"
     name, why = pick_cpu(candidates)
     return name, f"no NPU devices; {why}"
@@ -72,8 +78,11 @@ def choose(
     npu: NpuHost,
     dry: bool = False,
     pick_cpu=None,
+    cpu_usable=None,
 ) -> Choice:
-    """`pick_cpu(candidates) -> (name, why)` chooses among several CPU backends."""
+    """`pick_cpu(candidates) -> (name, why)` chooses among several CPU backends on the host;
+    `cpu_usable(runner, name) -> bool` says which the docker and venv runners' envs have.
+    """
     if runner not in RUNNERS:
         raise UserError(f"unknown runner {runner!r} (choose from {', '.join(RUNNERS)})")
     if backend != "auto" and backend not in BACKENDS:
@@ -90,12 +99,15 @@ def choose(
             )
     elif runner == "docker" and engine.reachable:
         reasons.append(f"Docker engine {engine.detail}")  # which engine runs the stages
+    if runner == "docker" and engine.dev_fallback:
+        # The echoed `docker run` lines are for rerunning by hand: say what they need.
+        reasons.append(f"echoed docker commands need DOCKER_HOST={engine.docker_host}")
     if backend == "auto":
         if npu.present:
             backend = backends["npu"]
             reasons.insert(0, f"NPU devices {npu.devices}")
         else:
-            backend, why = _cpu_backend(backends, runner, pick_cpu)
+            backend, why = _cpu_backend(backends, runner, pick_cpu, cpu_usable)
             reasons.insert(0, why)
     device_ids = parse_devices(devices)
     if not dry:
