@@ -46,7 +46,6 @@ def params(args):
         "log_every": 5,
         "checkpoint_epochs": 0,
         "checkpoint_every": 0,
-        "resume": "no",
         "connect_timeout": 300,
     }
 

@@ -381,7 +381,8 @@ def one_host(coco, tmp_path_factory):
         _start(_invoke_argv(artifacts, coco, "0,1,2,3", dict(PARAMS, max_iters=4)))
     )
     assert code == 0, output[-4000:]
-    return {"weights": _weights(artifacts), "summary": _summary(artifacts)}
+    weights = _weights(artifacts)
+    return {"weights": weights, "summary": _summary(artifacts), "moved": _moved(artifacts, weights)}
 
 
 def _ok(results):
