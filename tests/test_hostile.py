@@ -402,7 +402,9 @@ def test_item17_the_reason_line_names_what_changed(tmp_path, monkeypatch):
     assert plan["a"] == ("run", "changed: parameters")
     assert plan["b"] == ("run", "changed: upstream a")
     real = inputs.code_fingerprint
-    monkeypatch.setattr(inputs, "code_fingerprint", lambda module: real(module) + "-edited")
+    monkeypatch.setattr(
+        inputs, "code_fingerprint", lambda module, **named: real(module, **named) + "-edited"
+    )
     plan = _plan(_toy_engine(tmp_path, add_a=2).run())
     assert {name: reason for name, (_, reason) in plan.items()} == dict.fromkeys(
         "abcd", "changed: code"

@@ -4,6 +4,11 @@ A stage is `python -m some.module --out DIR ...`. `run(main, parser)` parses the
 arguments, creates DIR, runs `main(args)`, and records the environment it saw in
 DIR/env.json (the host side folds it into stage.json). A UserError ends the process
 with one line on stderr and USER_ERROR_EXIT, never a traceback.
+
+The stage's last act is DIR/status.json, {"status": "ok"}: the proof that it finished.
+The host accepts an output only when it holds that record, never on an exit code alone
+(a container engine may report 0 for a container that failed: podman's `docker run
+--rm`). A stage stopped by a UserError records {"status": "error", "exit": 3, ...}.
 """
 
 import argparse
@@ -19,6 +24,8 @@ from zoostage.errors import USER_ERROR_EXIT, UserError, signal_name
 GROUP_ENV = "ZOOBOX_STAGE_GROUP"
 
 ENV_FILE = "env.json"
+# Written last, by the stage process itself: what the host accepts an output by.
+STATUS_FILE = "status.json"
 
 
 def parser(description):
@@ -49,13 +56,40 @@ def call(function, args, **extra):
     return function(**kwargs)
 
 
+def open_new(path, mode="w"):
+    """A file created afresh at `path`, for writing; never the target of a link.
+
+    Whatever was at `path` (a file or a link left by an earlier run, or planted) is
+    removed first; O_EXCL | O_NOFOLLOW make sure the file opened is the one created
+    here. Use it for temporary names that are then renamed over the real one.
+    """
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(path, flags, 0o644), mode)
+
+
 def write_json(path, data):
-    """Write JSON through a temporary file so a reader never sees half of it."""
+    """Write JSON through a temporary file so a reader never sees half of it.
+
+    The temporary file is made by open_new (a link planted at its name is replaced,
+    never written through); os.replace then swaps names, not targets.
+    """
     tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
+    with open_new(tmp) as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
     os.replace(tmp, path)
+
+
+def _record_status(out, status):
+    """OUT/status.json; a failure to write it only means the host sees no completion."""
+    try:
+        write_json(os.path.join(out, STATUS_FILE), status)
+    except (IOError, OSError):
+        pass
 
 
 class Terminated(KeyboardInterrupt):
@@ -96,9 +130,15 @@ def run(main, argparser, argv=None):
             os.makedirs(args.out)
         main(args)
         write_json(os.path.join(args.out, ENV_FILE), environment())
+        # The last act: nothing after this line may fail, so "ok" means finished.
+        write_json(os.path.join(args.out, STATUS_FILE), {"status": "ok"})
     except UserError as error:
         sys.stderr.write("error: %s\n" % error)
         sys.stderr.flush()
+        if os.path.isdir(args.out):
+            _record_status(
+                args.out, {"status": "error", "exit": USER_ERROR_EXIT, "error": str(error)}
+            )
         sys.exit(USER_ERROR_EXIT)
     except KeyboardInterrupt as interrupt:
         signum = getattr(interrupt, "signum", signal.SIGINT)

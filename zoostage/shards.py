@@ -19,7 +19,7 @@ import shutil
 from zoostage import cli
 from zoostage.errors import UserError
 
-SKIP = ("env.json", "stage.json")
+SKIP = ("env.json", "stage.json", "status.json")  # the merge writes its own
 # Keys of a run summary that count things: each shard counts its own part, so they add
 # up even when two shards happen to count the same.
 COUNT_KEYS = ("images", "detections", "skipped", "calls", "boxes", "faces")

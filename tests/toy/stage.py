@@ -1,6 +1,7 @@
 """A toy stage: writes value.txt = upstream value + its own --add; can pause or fail.
 
-python -m tests.toy.stage --out OUT [--input DIR] --add N [--pause-file F] [--fail user]
+python -m tests.toy.stage --out OUT [--input DIR] --add N [--pause-file F]
+    [--fail user|crash|exit0]
     [--helper]    (starts a helper process, as a stage's worker pool does; pid in OUT)
 """
 
@@ -39,6 +40,8 @@ def main(args):
         raise UserError("toy stage refused its input")
     if args.fail == "crash":
         raise RuntimeError("toy stage crashed")
+    if args.fail == "exit0":
+        sys.exit(0)  # a process that ends with 0 before it finished (a library's exit)
     if args.items:
         # A sharded stage: items k with k % N == I, one file each, plus a timing record.
         index, count = (int(v) for v in (args.shard or "0/1").split("/"))

@@ -6,7 +6,14 @@ import sys
 from zoobox.core.children import signals_as_interrupts
 from zoostage.errors import USER_ERROR_EXIT, UserError, describe_exit, signal_name
 
-__all__ = ["USER_ERROR_EXIT", "StageFailed", "StageStopped", "UserError", "main_guard"]
+__all__ = [
+    "USER_ERROR_EXIT",
+    "StageFailed",
+    "StageIncomplete",
+    "StageStopped",
+    "UserError",
+    "main_guard",
+]
 
 
 class StageFailed(UserError):
@@ -20,6 +27,18 @@ class StageFailed(UserError):
         super().__init__(
             f"stage {stage} failed ({describe_exit(returncode)}){where}; earlier artifacts "
             f"are intact. Rerun by hand: {command}"
+        )
+
+
+class StageIncomplete(UserError):
+    """A stage's process reported success but the stage never recorded its completion."""
+
+    def __init__(self, stage, why, command):
+        self.stage = stage
+        super().__init__(
+            f"stage {stage} did not finish: {why} (its runner reported exit 0, which a "
+            "container engine may do for a container that failed); its output was "
+            f"discarded and earlier artifacts are intact. Rerun by hand: {command}"
         )
 
 

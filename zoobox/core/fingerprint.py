@@ -14,14 +14,17 @@ missing one would keep a stale result.
 from __future__ import annotations
 
 import ast
+import errno
 import hashlib
 import json
 import os
 import re
+import stat as stat_module
 from functools import lru_cache
 from pathlib import Path
 
 from zoobox.core.errors import UserError
+from zoobox.core.outputs import scan
 from zoobox.core.paths import REPO
 
 
@@ -98,11 +101,25 @@ def _code_files(module: str, repo_text: str) -> tuple[Path, ...]:
     return tuple(sorted(set(seen.values())))
 
 
-def code_fingerprint(module: str, repo: Path = REPO) -> str:
+def modules_named(values, repo: Path = REPO) -> list[str]:
+    """The values that name a module of the repository ("models.retinaface.onnx_weights").
+
+    A stage given a module by name (a recipe's `weights.convert`) imports it at run
+    time: that module is the stage's code as much as its static imports are.
+    """
+    return sorted(
+        {v for v in values if isinstance(v, str) and _DOTTED.match(v) and _module_file(v, repo)}
+    )
+
+
+def code_fingerprint(module: str, repo: Path = REPO, named: tuple[str, ...] = ()) -> str:
+    """sha256 of the files `module` runs, and those of the modules `named` to it."""
     digest = hashlib.sha256()
     files = code_files(module, repo)
     if not files:
         raise UserError(f"stage module {module} does not exist in {repo}")
+    for extra in named:
+        files = sorted(set(files) | set(code_files(extra, repo)))
     for path in files:
         digest.update(str(path.relative_to(repo)).encode())
         digest.update(b"\0")
@@ -110,30 +127,88 @@ def code_fingerprint(module: str, repo: Path = REPO) -> str:
     return digest.hexdigest()
 
 
-def tree_fingerprint(root: str | os.PathLike) -> str:
+def tree_fingerprint(root: str | os.PathLike, exclude: tuple[str | os.PathLike, ...] = ()) -> str:
     """A fast fingerprint of a folder or file: names, sizes and mtimes, not contents.
 
     Datasets are gigabytes; a changed, added or removed file changes this in
-    milliseconds, which is what deciding "rerun or not" needs.
+    milliseconds, which is what deciding "rerun or not" needs. Symbolic links are
+    followed, as reading the dataset follows them (an images/ folder on another disk),
+    and a link that points back at a folder it is in is a UserError, as is one that
+    loops on itself. Names are bytes (os.fsencode): any name a file system holds.
+    Folders in `exclude` (the artifact folder, when it lies inside the dataset) are
+    left out: what zoobox writes there is not the dataset.
     """
     root = Path(root)
     digest = hashlib.sha256()
-    if root.is_file():
-        stat = root.stat()
-        digest.update(f"{root.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-        return digest.hexdigest()
-    if not root.exists():
+    try:
+        info = os.stat(root)
+    except FileNotFoundError:
         return "missing"
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, root)
-        for name in sorted(filenames):
-            try:
-                stat = os.stat(os.path.join(dirpath, name))
-            except FileNotFoundError:
-                continue
-            digest.update(f"{rel}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    except OSError as error:
+        raise _unreadable(root, error) from None
+    if not stat_module.S_ISDIR(info.st_mode):
+        name = os.fsencode(root.name)
+        digest.update(name + f"\0{info.st_size}\0{info.st_mtime_ns}".encode())
+        return digest.hexdigest()
+    skip = set()
+    for folder in exclude:
+        try:
+            found = os.stat(folder)
+        except OSError:
+            continue
+        skip.add((found.st_dev, found.st_ino))
+    _walk_tree(os.fsencode(root), b".", digest, [(info.st_dev, info.st_ino)], skip)
     return digest.hexdigest()
+
+
+def _unreadable(path, error: OSError) -> UserError:
+    if error.errno == errno.ELOOP:
+        return UserError(
+            f"{os.fsdecode(path)} is a symbolic link that loops (it leads back to itself): "
+            "remove or fix the link in the dataset"
+        )
+    return UserError(
+        f"cannot read {os.fsdecode(path)} ({error.strerror or error}): fix its permissions "
+        "or remove it from the dataset"
+    )
+
+
+def _walk_tree(folder: bytes, rel: bytes, digest, ancestors: list, skip: set) -> None:
+    """os.walk's order (files sorted, then each folder), following links to folders.
+
+    Each file adds b"<rel>/<name>\\0<size>\\0<mtime_ns>\\n", the bytes the walk always
+    hashed, so the fingerprint of a tree without links or odd names is unchanged.
+    """
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as error:
+        raise _unreadable(folder, error) from None
+    folders = []
+    for entry in entries:
+        try:
+            info = entry.stat()  # follows links
+        except FileNotFoundError:
+            if entry.is_symlink():  # a dangling link: its target text is what there is
+                target = os.readlink(entry.path)
+                digest.update(rel + b"/" + entry.name + b"\0->" + target + b"\n")
+            continue  # removed while we walk
+        except OSError as error:
+            raise _unreadable(entry.path, error) from None
+        if stat_module.S_ISDIR(info.st_mode):
+            folders.append((entry, (info.st_dev, info.st_ino)))
+            continue
+        digest.update(rel + b"/" + entry.name + f"\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    for entry, identity in folders:
+        if identity in skip:
+            continue
+        if identity in ancestors:
+            raise UserError(
+                f"{os.fsdecode(entry.path)} is a symbolic link to a folder that contains it "
+                f"({os.fsdecode(os.path.realpath(entry.path))}): a loop; remove or fix the "
+                "link in the dataset"
+            )
+        child = entry.name if rel == b"." else rel + b"/" + entry.name
+        _walk_tree(entry.path, child, digest, [*ancestors, identity], skip)
 
 
 def content_digest(folder: str | os.PathLike, exclude: tuple[str, ...] = ()) -> str:
@@ -142,23 +217,4 @@ def content_digest(folder: str | os.PathLike, exclude: tuple[str, ...] = ()) -> 
     What a stage produced, by content: a downstream stage fingerprints its inputs with
     this, so an upstream rerun that writes byte-identical outputs reruns nothing below it.
     """
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    buffer = bytearray(8 << 20)  # one buffer, refilled: stores run to gigabytes
-    view = memoryview(buffer)
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, folder)
-        for name in sorted(filenames):
-            if rel == "." and name in exclude:
-                continue
-            with open(os.path.join(dirpath, name), "rb") as handle:
-                # name and size first: no two different trees hash the same bytes
-                size = os.fstat(handle.fileno()).st_size
-                digest.update(f"{rel}/{name}\0{size}\0".encode())
-                while True:
-                    count = handle.readinto(buffer)
-                    if not count:
-                        break
-                    digest.update(view[:count])
-    return digest.hexdigest()
+    return scan(folder, exclude)[0]

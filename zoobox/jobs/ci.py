@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from zoobox.core.artifacts import write_text_atomic
 from zoobox.core.errors import UserError
 from zoobox.core.recipe import load_recipe, recipe_names
 from zoobox.core.text import table
@@ -75,7 +76,7 @@ def run_ci(
         failures += [f"{name}.{r['metric']}" for r in summary["rows"] if r["status"] == "fail"]
     print()
     print(table(rows, HEADER))
-    (Path(root) / "ci-summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    write_text_atomic(Path(root) / "ci-summary.json", json.dumps(summaries, indent=2) + "\n")
     if failures:
         raise UserError(f"below the published number minus its tolerance: {', '.join(failures)}")
     return 0

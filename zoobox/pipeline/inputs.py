@@ -3,7 +3,8 @@
 A stage's fingerprint hashes these parts:
 
     module     the stage module
-    code       the repository files it runs (static imports and modules named as strings)
+    code       the repository files it runs (static imports and modules named as strings,
+               in its code or in its arguments: a recipe's weights.convert module)
     args       its rendered arguments, roots replaced by names (<artifacts>, <data>, ...)
     inputs     each upstream stage's output, by content (stage.json's output_digest)
     external   every other file or folder its arguments name, wherever it lives: the
@@ -21,7 +22,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from zoobox.core.fingerprint import code_fingerprint, tree_fingerprint
+from zoobox.core.fingerprint import code_fingerprint, modules_named, tree_fingerprint
 
 # How each part is named in a "changed: ..." reason.
 PART_NAMES = {
@@ -39,11 +40,15 @@ def is_under(value: str, root: str) -> bool:
     return value == root or value.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def external_inputs(args: list[str], exempt: list[str], cache: str, cache_file, portable):
+def external_inputs(
+    args: list[str], exempt: list[str], cache: str, cache_file, portable, inside=()
+):
     """{portable path: tree fingerprint} of the existing absolute paths `args` name.
 
     Paths under an `exempt` root are left out. `cache` (the weights cache folder) stands
-    for `cache_file` inside it: a new file in the cache changes nothing else.
+    for `cache_file` inside it: a new file in the cache changes nothing else. Folders in
+    `inside` (the artifact folder) are left out of the trees they lie in: a dataset
+    holding the artifact folder would otherwise change with every stage that runs.
     """
     found = {}
     for value in args:
@@ -56,8 +61,8 @@ def external_inputs(args: list[str], exempt: list[str], cache: str, cache_file, 
                 target = os.path.join(cache, cache_file)
                 found[portable(target)] = tree_fingerprint(target)
             continue
-        if os.path.exists(value):
-            found[portable(value)] = tree_fingerprint(value)
+        if os.path.lexists(value):
+            found[portable(value)] = tree_fingerprint(value, exclude=tuple(inside))
     return found
 
 
@@ -65,7 +70,8 @@ def parts_for(call, upstream: dict, external: dict, env: dict, portable) -> dict
     """The fingerprint's parts for one planned stage call."""
     return {
         "module": call.module,
-        "code": code_fingerprint(call.module),
+        # Modules its arguments name are imported by name at run time: code too.
+        "code": code_fingerprint(call.module, named=tuple(modules_named(call.args))),
         "args": [portable(a) for a in call.args],
         "inputs": upstream,
         "external": external,

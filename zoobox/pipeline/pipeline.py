@@ -15,10 +15,17 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoobox.core.artifacts import ENV_JSON, STAGE_JSON, ArtifactStore, RecipeLock
+from zoobox.core.artifacts import RECORD_FILES, ArtifactStore, RecipeLock, read_json
 from zoobox.core.envspec import get_env
-from zoobox.core.errors import USER_ERROR_EXIT, StageFailed, StageStopped, UserError
-from zoobox.core.fingerprint import content_digest, sha256_json
+from zoobox.core.errors import (
+    USER_ERROR_EXIT,
+    StageFailed,
+    StageIncomplete,
+    StageStopped,
+    UserError,
+)
+from zoobox.core.fingerprint import sha256_json
+from zoobox.core.outputs import scan
 from zoobox.core.paths import REPO, git_revision
 from zoobox.core.recipe import Recipe, context_for, load_recipe, render_args, resolve_params
 from zoobox.hosts.npucompat import diagnose
@@ -27,6 +34,7 @@ from zoobox.pipeline.inputs import external_inputs, parts_for, what_changed
 from zoobox.pipeline.shards import run_shards, shard_calls
 from zoobox.runners.base import Runner, StageCall, quote, signals_as_interrupts
 from zoostage.backends import NPU_BACKENDS
+from zoostage.cli import STATUS_FILE
 
 # ARTIFACTS/<recipe>/logs/<stage>/: what NPU tools log during a stage's last run, kept
 # when the stage fails (its output folder is not).
@@ -123,6 +131,7 @@ class Pipeline:
             cache=str(Path(self.options.cache).resolve()),
             cache_file=self.recipe.weights.get("file"),
             portable=self.portable,
+            inside=(str(self.store.root),),
         )
 
     def call_for(self, name: str, out: Path, devices: list[int] | None = None) -> StageCall:
@@ -222,6 +231,9 @@ class Pipeline:
                 action, reason = "run", "no complete output"
             elif record.get("fingerprint") != fingerprint:
                 action, reason = "run", "changed: " + what_changed(record, parts)
+            elif problem := self.store.check_outputs(name, record, refresh=not self.options.dry):
+                # The output on disk is not the one recorded (deleted, edited, added to).
+                action, reason = "run", f"changed: output {problem}"
             else:
                 action, reason = "skip", "up to date"
             if action == "run" and reason.startswith(("forced", "upstream forced")):
@@ -259,7 +271,7 @@ class Pipeline:
         if self.options.echo:
             _say(f"  $ {quote(argv)}")
         completed = self.runner.run(call)
-        code = completed.returncode
+        code = self._proven_exit(call, completed.returncode)
         if code != 0:
             logs = _written_logs(call)
             known = diagnose(completed.tail, call.devices) if call.needs_npu else None
@@ -292,12 +304,40 @@ class Pipeline:
         if self.options.echo:
             _say(f"  $ {quote(argv)}")
         completed = runner.run(call)
-        if completed.returncode != 0:
-            raise StageFailed(call.stage, completed.returncode, quote(argv))
+        code = self._proven_exit(call, completed.returncode, by_hand=quote(argv))
+        if code != 0:
+            raise StageFailed(call.stage, code, quote(argv))
         return argv
+
+    def _proven_exit(self, call: StageCall, code: int, by_hand: str | None = None) -> int:
+        """The stage's exit status, once its own completion record confirms a 0.
+
+        A client's exit code is not proof: podman's `docker run --rm` exits 0 whatever
+        the container did. The stage kit writes OUT/status.json as the stage's last act
+        (zoostage.cli.run); without {"status": "ok"} there, the stage did not finish.
+        """
+        if code != 0:
+            return code
+        status = read_json(Path(call.out) / STATUS_FILE)
+        if isinstance(status, dict) and status.get("status") == "ok":
+            return 0
+        if isinstance(status, dict) and status.get("status") == "error":
+            recorded = status.get("exit")
+            if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded:
+                return recorded  # it stopped with its own error line: say so as usual
+        why = (
+            f"it wrote no {STATUS_FILE} as its last act"
+            if status is None
+            else f"its {STATUS_FILE} does not say ok"
+        )
+        if by_hand is None:
+            by_hand = quote(self.runner.argv(self._by_hand(call)))
+        raise StageIncomplete(call.stage, why, by_hand)
 
     def _execute(self, call: StageCall, parts: dict, reason: str) -> dict:
         self.runner.check(call.env)
+        if call.logs is not None:
+            self.store.refuse_links(call.logs)  # removed below, then written by NPU tools
         temp = self.store.new_temp(call.stage)
         call.out = temp
         if call.logs is not None:
@@ -346,6 +386,9 @@ class Pipeline:
     def _record(self, call: StageCall, parts: dict, argvs, started: float, ended: float) -> dict:
         """The stage.json of a stage run that succeeded (its output in call.out)."""
         temp = call.out
+        # The completion record has done its job; the output is what the stage made.
+        (temp / STATUS_FILE).unlink(missing_ok=True)
+        digest, manifest = scan(temp, exclude=RECORD_FILES)
         return {
             "recipe": call.recipe,
             "stage": call.stage,
@@ -353,7 +396,8 @@ class Pipeline:
             "run_id": uuid.uuid4().hex,
             "fingerprint": sha256_json(parts),
             "fingerprint_parts": parts,
-            "output_digest": content_digest(temp, exclude=(STAGE_JSON, ENV_JSON)),
+            "output_digest": digest,
+            "outputs": manifest,  # checked before the stage is next skipped
             "module": call.module,
             "args": call.args,
             "command": argvs if len(argvs) > 1 else argvs[0],

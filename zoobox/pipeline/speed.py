@@ -25,6 +25,7 @@ import time
 from importlib import metadata, util
 from pathlib import Path
 
+from zoobox.core.artifacts import write_json_atomic
 from zoobox.core.paths import REPO, default_cache
 
 CACHE_FILE = "backend-speed.json"
@@ -89,9 +90,7 @@ def _read_cache(path: Path) -> dict:
 
 def _write_cache(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, data)  # never through a link planted in the cache
 
 
 def _describe(entry: dict, fresh: bool) -> str:

@@ -21,6 +21,7 @@ import glob
 import hashlib
 import os
 
+from zoostage import cli
 from zoostage.errors import UserError
 from zoostage.safepath import safe_name
 
@@ -84,7 +85,7 @@ def save_atomic(obj, path):
         os.makedirs(folder)
     tmp = os.path.join(folder, ".%s.tmp-%d" % (os.path.basename(path), os.getpid()))
     try:
-        with open(tmp, "wb") as handle:
+        with cli.open_new(tmp, "wb") as handle:  # the work folder outlives runs
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -97,7 +98,7 @@ def save_atomic(obj, path):
 
 def _write_pointer(work_dir, name):
     tmp = os.path.join(work_dir, ".%s.tmp-%d" % (POINTER, os.getpid()))
-    with open(tmp, "w") as handle:
+    with cli.open_new(tmp) as handle:
         handle.write(name + "\n")
         handle.flush()
         os.fsync(handle.fileno())
