@@ -26,7 +26,8 @@ PRODUCT = ("zoobox", "zoostage", "models", "data_scripts", "bench", "tasks.py")
 OUR_PACKAGES = {"zoobox", "zoostage", "models", "data_scripts", "tests"}
 # Host layers, lowest first; `dev` (podman for development machines) sits beside them and
 # may use core and hosts only; nothing of the product imports it but its own task.
-HOST_LAYERS = ("core", "hosts", "envs", "runners", "pipeline", "jobs", "tasks")
+# `cluster` (past one host) drives the pipeline and the jobs on each host.
+HOST_LAYERS = ("core", "hosts", "envs", "runners", "pipeline", "jobs", "cluster", "tasks")
 ALLOWED = {layer: set(HOST_LAYERS[: i + 1]) for i, layer in enumerate(HOST_LAYERS)}
 ALLOWED["dev"] = {"core", "hosts", "dev"}
 ALLOWED["tasks"].add("dev")

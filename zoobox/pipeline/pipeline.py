@@ -181,8 +181,13 @@ class Pipeline:
         return sha256_json(self.fingerprint_parts(call, upstream))
 
     # -- running ---------------------------------------------------------------------------
-    def run(self, target: str | None = None) -> RunResult:
-        names = self.recipe.upstream(target) if target else self.recipe.default_stages
+    def run(self, target: str | None = None, stages: list[str] | None = None) -> RunResult:
+        """Run `target` and what it needs (None: the default stages), or exactly `stages`
+        (in recipe order; a cluster run's phases pick theirs)."""
+        if stages is not None:
+            names = [name for name in self.recipe.stage_names if name in stages]
+        else:
+            names = self.recipe.upstream(target) if target else self.recipe.default_stages
         if not self._announced:  # a second run() (the demo's weights, then the rest)
             _say(f"zoobox {self.recipe.name}: {self.choice.line}")
             self._announced = True
@@ -362,10 +367,38 @@ class Pipeline:
             self.store.discard(temp)
             raise
         ended = time.time()
+        record = self._record(call, parts, argvs, started, ended)
+        self.store.commit(call.stage, temp, record)
+        _say(f"[{call.stage}] done in {ended - started:.1f} s")
+        return record
+
+    def adopt(self, name: str, folder: Path, argvs: list[list[str]], started: float) -> dict:
+        """Make `folder` (made elsewhere: a cluster run's merged shards) stage `name`'s
+        output, recorded with the fingerprint this engine gives the stage, so that later
+        runs with the same inputs skip it. Call under the recipe's lock (see run)."""
+        spec = self.recipe.stage(name)
+        upstream = {need: _output_id(self.store.record(need)) for need in spec.needs}
+        call = self.call_for(name, self.store.folder / f".{name}.tmp-XXXXXXXX")
+        parts = self.fingerprint_parts(call, upstream)
+        temp = self.store.new_temp(name)
+        try:
+            for item in Path(folder).iterdir():
+                shutil.move(str(item), str(temp / item.name))
+        except BaseException:
+            self.store.discard(temp)
+            raise
+        call.out = temp
+        record = self._record(call, parts, argvs, started, time.time())
+        self.store.commit(name, temp, record)
+        return record
+
+    def _record(self, call: StageCall, parts: dict, argvs, started: float, ended: float) -> dict:
+        """The stage.json of a stage run that succeeded (its output in call.out)."""
+        temp = call.out
         # The completion record has done its job; the output is what the stage made.
         (temp / STATUS_FILE).unlink(missing_ok=True)
         digest, manifest = scan(temp, exclude=RECORD_FILES)
-        record = {
+        return {
             "recipe": call.recipe,
             "stage": call.stage,
             "status": "ok",
@@ -391,9 +424,6 @@ class Pipeline:
             "end": _iso(ended),
             "seconds": round(ended - started, 3),
         }
-        self.store.commit(call.stage, temp, record)
-        _say(f"[{call.stage}] done in {ended - started:.1f} s")
-        return record
 
 
 def _written_logs(call: StageCall) -> Path | None:

@@ -10,7 +10,7 @@ from invoke import Collection
 
 from zoobox.core.errors import UserError
 from zoobox.core.recipe import recipe_names
-from zoobox.tasks import data, dev, envs, images, npu, top_level
+from zoobox.tasks import cluster, data, dev, envs, images, npu, top_level
 from zoobox.tasks.ci import ci
 from zoobox.tasks.recipes import broken_recipe_collection, recipe_collection
 
@@ -30,6 +30,7 @@ def build_namespace() -> Collection:
     namespace.add_collection(Collection.from_module(envs, name="envs"))
     namespace.add_collection(Collection.from_module(dev, name="dev"))
     namespace.add_collection(Collection.from_module(npu, name="npu"))
+    namespace.add_collection(Collection.from_module(cluster, name="cluster"))
     namespace.add_task(top_level.doctor)
     namespace.add_task(top_level.demo)
     namespace.add_task(ci)
