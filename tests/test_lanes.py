@@ -14,6 +14,8 @@ from tests.conftest import REPO
 ALL_SLOW = {
     "test_containers.py": "builds the export, aie and atc images in a container engine "
     "(minutes each) before any of its checks can run",
+    "test_cluster_slurm.py": "starts munged, slurmctld and two slurmd in network namespaces "
+    "before any job can run; its quick checks (scripts, sbatch order) are in test_cluster.py",
 }
 
 
