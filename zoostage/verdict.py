@@ -182,6 +182,13 @@ def _speed_row(published, timing, npu, profile):
         status = no_number_status(profile)
     else:
         status = speed_status(measured, ref.get("value"), npu)
+    row = _row(key, ref, measured, status)
+    row["span"] = span_description(span, timing)
+    return row
+
+
+def _row(key, ref, measured, status):
+    """One compared metric: the published entry as it applies, the measure, the status."""
     return {
         "metric": key,
         "published": ref.get("value"),
@@ -192,7 +199,6 @@ def _speed_row(published, timing, npu, profile):
         "note": ref.get("note", ""),
         "own_number": ref["own_number"],
         "status": status,
-        "span": span_description(span, timing),
     }
 
 
@@ -232,19 +238,7 @@ def compare(published, metrics, timing, weights, images, full_images, npu, profi
                 images=images,
                 full_images=full_images,
             )
-        rows.append(
-            {
-                "metric": key,
-                "published": ref.get("value"),
-                "unit": ref.get("unit", ""),
-                "tolerance": ref.get("tolerance"),
-                "measured": measured,
-                "where": ref.get("where", ""),
-                "note": ref.get("note", ""),
-                "own_number": ref["own_number"],
-                "status": status,
-            }
-        )
+        rows.append(_row(key, ref, measured, status))
         if speed:
             rows[-1]["span"] = span_description(span_of(ref), timing)
     if batch_known and not speed_done and timing.get("throughput") is not None:
