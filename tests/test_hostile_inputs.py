@@ -95,8 +95,9 @@ def test_i19_item08_training_loader_processes_are_capped_at_the_cores():
 
 
 @pytest.mark.slow
-def test_i19_item08_the_data_stage_with_100000_workers_on_one_image_ends(tmp_path):
-    """The whole data stage, --workers 100000 on one image: done, one process."""
+def test_i19_item08_the_data_stage_with_many_workers_on_one_image_ends(tmp_path):
+    """The whole data stage, --workers 1024 (the declared maximum) on one image: done,
+    one process; 100000 is refused by the stage's own parser, in one line."""
     from tests.test_hostile import _wider_sample  # the hostile suite's WIDER sample
     from zoostage.store import Store
 
@@ -107,11 +108,21 @@ def test_i19_item08_the_data_stage_with_100000_workers_on_one_image_ends(tmp_pat
         "data_scripts.widerface.prepare",
         *input_args("retinaface"),
         *("--out", tmp_path / "data", "--root", root, "--limit", 1, "--input-size", 64),
-        *("--workers", 100000),
+        *("--workers", 1024),
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert len(Store(str(tmp_path / "data"))) == 1
+    refused = run_stage(
+        "data_scripts.widerface.prepare",
+        *input_args("retinaface"),
+        *("--out", tmp_path / "data2", "--root", root, "--limit", 1, "--input-size", 64),
+        *("--workers", 100000),
+        timeout=120,
+    )
+    assert refused.returncode != 0
+    assert "--workers must be an integer from 0 to 1024, not 100000" in refused.stderr
+    assert not (tmp_path / "data2").exists()
 
 
 # -- item 9: a state dict saved with pickle_protocol=4 ---------------------------------------
