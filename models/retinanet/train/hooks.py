@@ -209,8 +209,8 @@ class CheckpointHook(HookBase):
 
 class RankAgreementHook(HookBase):
     """At the end every rank's weights digest goes to rank 0 over the process group (so
-    also from other hosts, whatever folders they write), then the process group closes;
-    rank 0 keeps them (`digests`), so train.json says whether the ranks ended identical."""
+    also from other hosts, whatever folders they write), then every rank waits for the
+    others; rank 0 keeps them (`digests`), so train.json says whether the ranks ended identical."""
 
     def __init__(self, model, out, rank, distributed):
         self.model = model
@@ -235,9 +235,10 @@ class RankAgreementHook(HookBase):
         mine = torch.from_numpy(words).to(device)
         gathered = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
         dist.all_gather(gathered, mine)
-        # Every rank past the gather before any closes its connections.
+        # Every rank past the gather before any leaves. The process group is not torn
+        # down here: the worker ends its process without running torch's destructors
+        # (worker.finish_distributed), where gloo's teardown could abort a rank.
         dist.barrier()
-        dist.destroy_process_group()
         if self.rank == 0:
             self.digests = [t.cpu().numpy().astype("<i8").tobytes().hex() for t in gathered]
 
