@@ -143,6 +143,10 @@ def test_the_stage_kit_imports_no_recipe_and_no_dataset_package():
     assert not offending, "\n".join(offending)
 
 
+# Underscored names the standard library documents as its public API.
+DOCUMENTED = {"os._exit"}
+
+
 def _private(name):
     return name.startswith("_") and not name.startswith("__")
 
@@ -160,7 +164,8 @@ def private_uses(path):
         elif isinstance(node, ast.Attribute) and _private(node.attr):
             owner = node.value
             if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
-                found.append((node.lineno, ast.unparse(node)))
+                if ast.unparse(node) not in DOCUMENTED:
+                    found.append((node.lineno, ast.unparse(node)))
     return sorted(found)
 
 
