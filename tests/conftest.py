@@ -133,3 +133,24 @@ def fake_torch_aie(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_aie", fake)
     monkeypatch.setitem(sys.modules, "torch_aie._enums", fake._enums)
     return calls
+
+
+# A RetinaNet training small enough for several processes on two cores, on the 4 generated
+# COCO images (1 image per process and step with 4 processes: 1 step an epoch), checkpointed
+# every 2 iterations: the multi-host, Slurm and Kubernetes tests compare its models.
+TINY_TRAIN_PARAMS = {
+    "train_split": "val2017",
+    "epochs": 4,
+    "train_batch_size": 1,
+    "lr": 0.005,
+    "warmup_iters": 2,
+    "steps": "100",
+    "train_min_size": 96,
+    "train_max_size": 96,
+    "train_workers": 0,
+    "train_device": "cpu",
+    "train_threads": 1,
+    "log_every": 1,
+    "checkpoint_epochs": 0,
+    "checkpoint_every": 2,
+}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, TINY_TRAIN_PARAMS
 
 CRD = FIXTURES.parent / "reference" / "cluster" / "ascendjobs.mindxdl.gitee.com.yaml"
 K8S_VERSION = "1.29.0"  # the newest schemas kubernetes-validate 1.37.0 ships
@@ -266,22 +266,7 @@ def test_inference_pods_run_here_equal_one_host(tmp_path):
     }
 
 
-TRAIN_PARAMS = {
-    "train_split": "val2017",
-    "epochs": 4,
-    "train_batch_size": 1,
-    "lr": 0.005,
-    "warmup_iters": 2,
-    "steps": "100",
-    "train_min_size": 96,
-    "train_max_size": 96,
-    "train_workers": 0,
-    "train_device": "cpu",
-    "train_threads": 1,
-    "log_every": 1,
-    "checkpoint_epochs": 0,
-    "checkpoint_every": 2,
-}
+TRAIN_PARAMS = TINY_TRAIN_PARAMS
 
 
 @pytest.fixture

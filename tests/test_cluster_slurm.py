@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_TRAIN_PARAMS
 from tests.slurm_cluster import NODES, SlurmCluster, missing_tools
 
 pytestmark = pytest.mark.slow
@@ -117,22 +117,7 @@ def test_retinaface_inference_sharded_over_both_nodes_equals_one_host(
     assert timing["shards"] == 4 and timing["images"] == 6
 
 
-TRAIN_PARAMS = {
-    "train_split": "val2017",
-    "epochs": 4,  # 4 images, 1 per process and step: 1 step an epoch
-    "train_batch_size": 1,
-    "lr": 0.005,
-    "warmup_iters": 2,
-    "steps": "100",
-    "train_min_size": 96,
-    "train_max_size": 96,
-    "train_workers": 0,
-    "train_device": "cpu",
-    "train_threads": 1,
-    "log_every": 1,
-    "checkpoint_epochs": 0,
-    "checkpoint_every": 2,
-}
+TRAIN_PARAMS = TINY_TRAIN_PARAMS
 
 
 def _param_flags(params):

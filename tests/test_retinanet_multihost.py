@@ -26,7 +26,7 @@ import pytest
 from models.retinanet.train import handshake
 from models.retinanet.train import nodes as nodes_lib
 from tests import netns
-from tests.conftest import REPO, stage_env
+from tests.conftest import REPO, TINY_TRAIN_PARAMS, stage_env
 from zoostage.errors import USER_ERROR_EXIT, UserError
 
 
@@ -249,23 +249,7 @@ def test_launch_refuses_a_local_address_no_interface_holds(tmp_path):
 
 # -- two hosts made of network namespaces ---------------------------------------------------------
 MASTER = netns.ADDRESSES[0]
-PARAMS = {
-    "train_split": "val2017",
-    "epochs": 8,  # 4 images, 1 per process and step: 1 step an epoch
-    "train_batch_size": 1,
-    "lr": 0.005,
-    "warmup_iters": 2,
-    "steps": "100",
-    "train_min_size": 96,
-    "train_max_size": 96,
-    "train_workers": 0,
-    "train_device": "cpu",
-    "train_threads": 1,
-    "log_every": 1,
-    "checkpoint_epochs": 0,
-    "checkpoint_every": 2,
-    "connect_timeout": 120,
-}
+PARAMS = dict(TINY_TRAIN_PARAMS, epochs=8, connect_timeout=120)  # 8 steps in all
 
 
 @pytest.fixture
